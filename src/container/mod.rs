@@ -1,0 +1,198 @@
+//! Containers: the set of tasks sharing a pid namespace, keyed by that namespace's inode, with
+//! the facts of the namespace's init (start time, cgroups, namespaces).
+//!
+//! The [`Registry`] caches a container per pid-namespace inode together with a pidfd to its
+//! init. A hit costs one hash lookup and one `poll` on that pidfd; an entry whose init has died
+//! is dropped on the next lookup and when any new container is added.
+
+mod pidns;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use parking_lot::{Mutex, RwLock};
+
+pub use pidns::find_init;
+
+use crate::cgroup::{CgroupPaths, CgroupReader, CgroupSet, parse_proc_cgroup};
+use crate::error::{Error, Result};
+use crate::procfs::ProcRoot;
+
+/// The namespace kinds whose inodes a container records.
+pub const NS_KINDS: [&str; 7] = ["pid", "mnt", "net", "uts", "ipc", "user", "cgroup"];
+
+/// Namespace inodes of a task, in [`NS_KINDS`] order; 0 where the kernel has no such link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NsIds(pub [u64; 7]);
+
+impl NsIds {
+    /// Reads every namespace link of task `pid`.
+    pub fn read(proc: &ProcRoot, pid: u32) -> Result<NsIds> {
+        let mut ids = [0; 7];
+        for (id, kind) in ids.iter_mut().zip(NS_KINDS) {
+            *id = proc.ns_inode(pid, kind)?;
+        }
+        Ok(NsIds(ids))
+    }
+
+    /// The pid-namespace inode.
+    pub fn pid(&self) -> u64 {
+        self.0[0]
+    }
+}
+
+/// How long a container's CPU count (from its cpuset and quota) is reused before it is read
+/// again: limits change rarely, and reading them costs several cgroupfs reads.
+const CPU_COUNT_TTL: Duration = Duration::from_secs(1);
+
+/// One container, as seen from the daemon's pid namespace.
+#[derive(Debug)]
+pub struct Container {
+    /// Inode of its pid namespace (the key).
+    pub pidns: u64,
+    /// Host pid of its init.
+    pub init_pid: u32,
+    init_pidfd: OwnedFd,
+    /// The init's start time, clock ticks since boot.
+    pub start_ticks: u64,
+    /// The init's cgroup paths, as written in `/proc/<init>/cgroup`.
+    pub cgroup_paths: CgroupPaths,
+    /// The init's cgroups, resolved per controller.
+    pub cgroups: CgroupSet,
+    /// The init's namespaces.
+    pub ns: NsIds,
+    /// The idle time last served, in hundredths of a second: `/proc/uptime` idle never goes
+    /// backwards, even when the CPU count or the accounting changes under it.
+    last_idle_cs: AtomicU64,
+    cpu_count: Mutex<Option<(Instant, usize)>>,
+}
+
+impl Container {
+    /// Whether the init is still running: a pidfd becomes readable when its process exits.
+    pub fn is_alive(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.init_pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        )
+    }
+
+    /// Raises the served idle time to `candidate_cs` if that is larger and returns the value to
+    /// serve, so idle never decreases from one read to the next.
+    pub fn monotonic_idle_cs(&self, candidate_cs: u64) -> u64 {
+        let previous = self.last_idle_cs.fetch_max(candidate_cs, Ordering::Relaxed);
+        previous.max(candidate_cs)
+    }
+
+    /// The container's CPU count, computed by `compute` at most once per second.
+    pub fn cached_cpu_count(&self, compute: impl FnOnce() -> Result<usize>) -> Result<usize> {
+        let mut slot = self.cpu_count.lock();
+        if let Some((at, n)) = *slot
+            && at.elapsed() < CPU_COUNT_TTL
+        {
+            return Ok(n);
+        }
+        let n = compute()?;
+        *slot = Some((Instant::now(), n));
+        Ok(n)
+    }
+}
+
+/// The containers seen so far, by pid-namespace inode.
+#[derive(Debug)]
+pub struct Registry {
+    proc: ProcRoot,
+    cgroups: CgroupReader,
+    map: RwLock<HashMap<u64, Arc<Container>>>,
+}
+
+impl Registry {
+    /// An empty registry reading through `proc` and `cgroups`.
+    pub fn new(proc: ProcRoot, cgroups: CgroupReader) -> Self {
+        Registry {
+            proc,
+            cgroups,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The container of pid namespace `pidns`, which task `member` belongs to. The slow path
+    /// (a namespace not seen before, or whose init died) finds the init without forking.
+    pub fn get(&self, pidns: u64, member: u32) -> Result<Arc<Container>> {
+        if let Some(c) = self.map.read().get(&pidns)
+            && c.is_alive()
+        {
+            return Ok(c.clone());
+        }
+        let container = Arc::new(self.discover(pidns, member)?);
+        let mut map = self.map.write();
+        map.retain(|_, c| c.is_alive());
+        if let Some(existing) = map.get(&pidns) {
+            // Another request discovered it meanwhile; keep one entry.
+            return Ok(existing.clone());
+        }
+        info!(
+            "container seen: pidns {pidns}, init pid {}, cgroup {:?}",
+            container.init_pid,
+            container
+                .cgroup_paths
+                .unified
+                .as_deref()
+                .or_else(|| { container.cgroup_paths.v1.first().map(|(_, p)| p.as_str()) })
+        );
+        map.insert(pidns, container.clone());
+        Ok(container)
+    }
+
+    /// Number of containers cached.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    /// Whether no container is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn discover(&self, pidns: u64, member: u32) -> Result<Container> {
+        let init_pid = find_init(&self.proc, member, pidns)?;
+        let pidfd = rustix::process::Pid::from_raw(init_pid as i32)
+            .ok_or(Error::Gone(init_pid))
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                    .map_err(|e| Error::task("pidfd_open", init_pid, e.into()))
+            })?;
+        // Read the facts through /proc, then check through the pidfd that the process is still
+        // the one we resolved: if it had died and its pid been reused, its namespace would
+        // differ (checked here) or the pidfd would report it exited (checked last).
+        let ns = NsIds::read(&self.proc, init_pid)?;
+        if ns.pid() != pidns {
+            return Err(Error::Gone(init_pid));
+        }
+        let start_ticks = self.proc.start_ticks(init_pid)?;
+        let cgroup_paths = parse_proc_cgroup(&self.proc.cgroup(init_pid)?);
+        let container = Container {
+            pidns,
+            init_pid,
+            init_pidfd: pidfd,
+            start_ticks,
+            cgroups: self.cgroups.resolve(&cgroup_paths),
+            cgroup_paths,
+            ns,
+            last_idle_cs: AtomicU64::new(0),
+            cpu_count: Mutex::new(None),
+        };
+        if !container.is_alive() {
+            debug!("init {init_pid} of pidns {pidns} exited during discovery");
+            return Err(Error::Gone(init_pid));
+        }
+        Ok(container)
+    }
+}

@@ -1,0 +1,119 @@
+//! Open-file handles: each keeps its node's view, the subject it was opened for, and the
+//! snapshot rendered at the last read at offset 0.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::views::{Subject, ViewId};
+
+/// Open handles at most; beyond that `open` fails with ENFILE rather than growing without bound.
+pub const MAX_HANDLES: usize = 1 << 16;
+
+/// One open file.
+#[derive(Debug)]
+pub struct Handle {
+    /// The view it shows.
+    pub view: ViewId,
+    /// Whose view.
+    pub subject: Subject,
+    /// The bytes rendered by the last read at offset 0 (`None` before the first render).
+    pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
+}
+
+/// The table of open handles.
+#[derive(Debug, Default)]
+pub struct Handles {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Arc<Handle>>>,
+}
+
+impl Handles {
+    /// Stores `handle`, returning its id, or `None` when [`MAX_HANDLES`] are open.
+    pub fn insert(&self, handle: Handle) -> Option<u64> {
+        let mut map = self.map.lock();
+        if map.len() >= MAX_HANDLES {
+            return None;
+        }
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        map.insert(fh, Arc::new(handle));
+        Some(fh)
+    }
+
+    /// The handle `fh`.
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map.lock().get(&fh).cloned()
+    }
+
+    /// Frees handle `fh` and its snapshot.
+    pub fn remove(&self, fh: u64) {
+        self.map.lock().remove(&fh);
+    }
+
+    /// Number of open handles.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Whether no handle is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The part of `data` a read of `size` bytes at `offset` returns: empty past the end.
+pub fn slice_at(data: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
+    let end = start.saturating_add(size as usize).min(data.len());
+    &data[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_past_the_end_are_empty() {
+        let data = b"0123456789";
+        assert_eq!(slice_at(data, 0, 4), b"0123");
+        assert_eq!(slice_at(data, 8, 4), b"89");
+        assert_eq!(slice_at(data, 10, 4), b"");
+        assert_eq!(slice_at(data, u64::MAX, u32::MAX), b"");
+    }
+
+    #[test]
+    fn one_byte_and_odd_chunks_reassemble_the_whole() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in [1u32, 1025, 4096, 70000] {
+            let mut out = Vec::new();
+            let mut off = 0u64;
+            loop {
+                let part = slice_at(&data, off, chunk);
+                if part.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(part);
+                off += part.len() as u64;
+            }
+            assert_eq!(out, data, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn handles_are_freed_on_remove() {
+        let handles = Handles::default();
+        let fh = handles
+            .insert(Handle {
+                view: ViewId::Uptime,
+                subject: Subject::Host,
+                snapshot: Mutex::new(None),
+            })
+            .unwrap();
+        assert!(handles.get(fh).is_some());
+        handles.remove(fh);
+        assert!(handles.get(fh).is_none());
+        assert!(handles.is_empty());
+    }
+}

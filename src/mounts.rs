@@ -1,0 +1,87 @@
+//! Reading `/proc/self/mountinfo`: which filesystems are mounted at a path.
+
+use std::path::{Path, PathBuf};
+
+/// One line of mountinfo, the fields nsview needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+    /// Filesystem type (`fuse.nsview`, `proc`, ...).
+    pub fstype: String,
+    /// Mount source (`nsview`, `/dev/vda1`, ...).
+    pub source: String,
+}
+
+/// Parses mountinfo text (see proc(5)): `id parent maj:min root mountpoint opts [tags] - type source superopts`.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<MountEntry> {
+    let (left, right) = line.split_once(" - ")?;
+    let mount_point = left.split(' ').nth(4)?;
+    let mut right = right.split(' ');
+    Some(MountEntry {
+        mount_point: PathBuf::from(unescape(mount_point)),
+        fstype: right.next()?.to_owned(),
+        source: unescape(right.next()?),
+    })
+}
+
+/// Undoes the kernel's octal escapes of space, tab, newline and backslash (`\040`).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mounts at `path` in this process's mount namespace, bottom first (the last one is
+/// what a lookup of `path` reaches).
+pub fn mounts_at(path: &Path) -> std::io::Result<Vec<MountEntry>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.mount_point == path)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fields_after_optional_tags_and_unescapes() {
+        let text = "36 35 98:0 / /mnt/my\\040dir rw,noatime master:1 shared:2 - fuse.nsview nsview rw,user_id=0\n\
+                    25 1 0:22 / /proc rw,nosuid - proc proc rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mount_point, PathBuf::from("/mnt/my dir"));
+        assert_eq!(m[0].fstype, "fuse.nsview");
+        assert_eq!(m[0].source, "nsview");
+        assert_eq!(m[1].fstype, "proc");
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped_and_bad_escapes_kept() {
+        assert!(parse_mountinfo("nonsense\n1 2 3\n").is_empty());
+        assert_eq!(unescape("a\\09b\\"), "a\\09b\\");
+        assert_eq!(unescape("tab\\011x"), "tab\tx");
+    }
+}

@@ -1,0 +1,284 @@
+//! `nsview serve`: checks, mountpoint recovery, the mount, and the shutdown on SIGINT/SIGTERM.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use log::{error, info, warn};
+use nix::mount::{MntFlags, umount2};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cgroup::CgroupReader;
+use crate::cli::ServeArgs;
+use crate::fuse::Fs;
+use crate::mounts::mounts_at;
+use crate::procfs::ProcRoot;
+use crate::service::Service;
+use crate::vfs::{Spec, TABLE, TEST_TABLE};
+
+/// The mount source nsview mounts with (its `fsname`), which recognises its own mounts: the
+/// kernel shows a FUSE mount made directly with mount(2) as type `fuse`, whatever its subtype.
+pub const FSNAME: &str = "nsview";
+
+/// Whether a mount is one of nsview's.
+pub fn is_nsview_mount(m: &crate::mounts::MountEntry) -> bool {
+    m.fstype.split('.').next() == Some("fuse") && m.source == FSNAME
+}
+
+/// Why `serve` could not start or stopped with an error. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Not running as root.
+    #[error("nsview serve must run as root (effective uid is {0})")]
+    NotRoot(u32),
+    /// `/dev/fuse` is missing or not the FUSE device.
+    #[error("/dev/fuse is not available ({0}); load the fuse module or run where /dev/fuse exists")]
+    NoFuse(String),
+    /// The mountpoint exists and is not a directory.
+    #[error("mountpoint {0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// A live nsview already serves the mountpoint.
+    #[error(
+        "mountpoint {0} is already served by a live nsview; stop it first or choose another mountpoint"
+    )]
+    AlreadyServed(PathBuf),
+    /// The mountpoint could not be inspected, created or recovered.
+    #[error("mountpoint {path}: {source}")]
+    Mountpoint {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The runtime directory could not be created or locked.
+    #[error("runtime dir {path}: {source}")]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another daemon holds the runtime directory's lock.
+    #[error("runtime dir {0} is in use by another nsview (see its nsview.pid)")]
+    RuntimeDirBusy(PathBuf),
+    /// The daemon's state could not be set up.
+    #[error("setup: {0}")]
+    Setup(#[from] crate::error::Error),
+    /// Mounting failed.
+    #[error("mount at {path}: {source}")]
+    Mount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Signal handling could not be set up.
+    #[error("signals: {0}")]
+    Signals(#[from] nix::Error),
+}
+
+/// What ended the serving loop.
+enum Stop {
+    Signal(Signal),
+    SessionEnded(io::Result<()>),
+}
+
+/// Runs `nsview serve` until SIGINT or SIGTERM (then unmounts and returns), or until the mount
+/// goes away under it.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    check_root()?;
+    check_dev_fuse()?;
+    let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    let _lock = lock_runtime_dir(&args.runtime_dir)?;
+    // Block the stop signals before any thread exists, so every thread inherits the mask and
+    // only the waiting thread below receives them.
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGTERM);
+    stop_signals.thread_block()?;
+
+    let specs: Vec<Spec> = if args.test_nodes {
+        TABLE.iter().chain(TEST_TABLE).copied().collect()
+    } else {
+        TABLE.to_vec()
+    };
+    let service = Arc::new(Service::new(
+        &specs,
+        ProcRoot::default(),
+        CgroupReader::new(&args.cgroup_root),
+    )?);
+    let session = Session::new(
+        Fs::new(service.clone()),
+        &mountpoint,
+        &fuse_config(args.threads),
+    )
+    .map_err(|source| ServeError::Mount {
+        path: mountpoint.clone(),
+        source,
+    })?;
+    info!(
+        "serving {} ({} threads, cgroups at {})",
+        mountpoint.display(),
+        args.threads,
+        args.cgroup_root.display()
+    );
+
+    let stop = wait_for_stop(session, stop_signals)?;
+    let fallbacks = service
+        .env
+        .stats
+        .host_fallbacks
+        .load(std::sync::atomic::Ordering::Relaxed);
+    match stop {
+        Stop::Signal(sig) => {
+            info!("{sig}: unmounting {}", mountpoint.display());
+            // Lazy: readers may hold files open; they get ENOTCONN once this process exits.
+            if let Err(e) = umount2(&mountpoint, MntFlags::MNT_DETACH) {
+                error!("unmount {}: {e}", mountpoint.display());
+            }
+        }
+        Stop::SessionEnded(Ok(())) => warn!("{} was unmounted from outside", mountpoint.display()),
+        Stop::SessionEnded(Err(e)) => error!("FUSE session ended: {e}"),
+    }
+    info!("stopped; {fallbacks} renders fell back to host files");
+    Ok(())
+}
+
+fn fuse_config(threads: u16) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(FSNAME.into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(threads.into());
+    // One /dev/fuse descriptor per worker: no contention on a single fd's read queue.
+    config.clone_fd = true;
+    config
+}
+
+/// Serves the session on its own threads and waits for a stop signal or the session's end.
+fn wait_for_stop(session: Session<Fs>, signals: SigSet) -> Result<Stop, ServeError> {
+    let (tx, rx) = mpsc::channel();
+    let session_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || {
+            let _ = session_tx.send(Stop::SessionEnded(session.run()));
+        })
+        .map_err(|source| ServeError::Mount {
+            path: PathBuf::new(),
+            source,
+        })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                let _ = tx.send(Stop::Signal(sig));
+            }
+        })
+        .map_err(|source| ServeError::Mount {
+            path: PathBuf::new(),
+            source,
+        })?;
+    // Both senders live in threads that only end by sending.
+    Ok(rx.recv().unwrap_or(Stop::SessionEnded(Ok(()))))
+}
+
+fn check_root() -> Result<(), ServeError> {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        Ok(())
+    } else {
+        Err(ServeError::NotRoot(euid.as_raw()))
+    }
+}
+
+fn check_dev_fuse() -> Result<(), ServeError> {
+    match fs::metadata("/dev/fuse") {
+        Ok(m) if m.file_type().is_char_device() => Ok(()),
+        Ok(_) => Err(ServeError::NoFuse("not a character device".into())),
+        Err(e) => Err(ServeError::NoFuse(e.to_string())),
+    }
+}
+
+/// Makes `path` ready to mount on and returns its canonical form: lazily unmounts stale FUSE
+/// mounts left by a crashed daemon (ENOTCONN), refuses a mountpoint a live nsview serves,
+/// creates a missing directory, refuses a non-directory.
+fn prepare_mountpoint(path: &Path) -> Result<PathBuf, ServeError> {
+    let io_err = |source| ServeError::Mountpoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    let abs = std::path::absolute(path).map_err(io_err)?;
+    // Canonicalize the parent only: the mountpoint itself may be a dead mount (stat fails).
+    let abs = match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => {
+            fs::create_dir_all(parent).map_err(io_err)?;
+            parent.canonicalize().map_err(io_err)?.join(name)
+        }
+        _ => abs,
+    };
+    // A crashed run can leave several stacked mounts; recover each, but never loop forever.
+    for _ in 0..16 {
+        let top = mounts_at(&abs).map_err(io_err)?.pop();
+        let Some(top) = top else { break };
+        // statfs always reaches the daemon, where stat may be answered from cached attributes.
+        match nix::sys::statfs::statfs(&abs) {
+            Err(nix::errno::Errno::ENOTCONN) => {
+                warn!(
+                    "stale {} mount at {} (ENOTCONN, its daemon died): unmounting it lazily",
+                    top.fstype,
+                    abs.display()
+                );
+                umount2(&abs, MntFlags::MNT_DETACH).map_err(|e| io_err(e.into()))?;
+            }
+            Ok(_) if is_nsview_mount(&top) => return Err(ServeError::AlreadyServed(abs)),
+            _ => break,
+        }
+    }
+    match fs::metadata(&abs) {
+        Ok(m) if m.is_dir() => Ok(abs),
+        Ok(_) => Err(ServeError::NotADirectory(abs)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&abs).map_err(io_err)?;
+            info!("created mountpoint {}", abs.display());
+            Ok(abs)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Creates the runtime directory and takes its lock (held for the daemon's life through the
+/// returned file), then records the daemon's pid.
+fn lock_runtime_dir(dir: &Path) -> Result<File, ServeError> {
+    let io_err = |source| ServeError::RuntimeDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io_err)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("nsview.lock"))
+        .map_err(io_err)?;
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(ServeError::RuntimeDirBusy(dir.to_path_buf()));
+        }
+        Err(e) => return Err(io_err(e.into())),
+    }
+    let mut pidfile = File::create(dir.join("nsview.pid")).map_err(io_err)?;
+    writeln!(pidfile, "{}", std::process::id()).map_err(io_err)?;
+    Ok(lock)
+}

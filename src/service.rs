@@ -1,0 +1,71 @@
+//! The daemon's shared state behind the FUSE layer: the node table, the view environment, the
+//! container registry, and the rule that maps a request's TID to whose view it gets.
+
+use log::debug;
+
+use crate::caller::pidns_of;
+use crate::cgroup::CgroupReader;
+use crate::container::Registry;
+use crate::error::Result;
+use crate::procfs::ProcRoot;
+use crate::vfs::{Spec, Vfs};
+use crate::views::{self, Env, Subject, ViewId};
+
+/// Everything a request needs, shared by all FUSE worker threads.
+#[derive(Debug)]
+pub struct Service {
+    /// The node table.
+    pub vfs: Vfs,
+    /// What views read.
+    pub env: Env,
+    /// Containers seen so far.
+    pub registry: Registry,
+    /// The daemon's own pid namespace: callers there are "the host".
+    self_pidns: u64,
+}
+
+impl Service {
+    /// A service over `specs`, reading procfs at `proc` and cgroups through `cgroups`.
+    pub fn new(specs: &[Spec], proc: ProcRoot, cgroups: CgroupReader) -> Result<Service> {
+        let self_pidns = pidns_of(&proc, std::process::id())?;
+        Ok(Service {
+            vfs: Vfs::build(specs),
+            registry: Registry::new(proc.clone(), cgroups.clone()),
+            env: Env::new(proc, cgroups),
+            self_pidns,
+        })
+    }
+
+    /// Whose view task `tid` gets. Callers in the daemon's pid namespace, callers the kernel
+    /// could not name (pid 0) and callers that vanished get the host's; a caller in a child pid
+    /// namespace gets its container's, or the host's (counted) when that container's init
+    /// cannot be resolved.
+    pub fn subject(&self, tid: u32) -> Subject {
+        let pidns = match pidns_of(&self.env.proc, tid) {
+            Ok(ns) => ns,
+            Err(e) => {
+                debug!("caller {tid} not identified ({e}); host view");
+                return Subject::Host;
+            }
+        };
+        if pidns == self.self_pidns {
+            return Subject::Host;
+        }
+        match self.registry.get(pidns, tid) {
+            Ok(c) => Subject::Container(c),
+            Err(e) => {
+                self.env
+                    .stats
+                    .host_fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!("container of pidns {pidns} not resolved ({e}); host view");
+                Subject::Host
+            }
+        }
+    }
+
+    /// Renders `view` for `subject`.
+    pub fn render(&self, view: ViewId, subject: &Subject) -> Result<Vec<u8>> {
+        views::render(view, &self.env, subject)
+    }
+}

@@ -1,0 +1,110 @@
+//! Views: what a node shows to one caller. Each view is a pure renderer plus the few reads
+//! that feed it; offsets, handles and fuser types never reach this module.
+
+pub mod proc;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use log::debug;
+
+use crate::cgroup::CgroupReader;
+use crate::container::Container;
+use crate::error::Result;
+use crate::procfs::ProcRoot;
+
+/// The views a file node can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewId {
+    /// `proc/uptime`.
+    Uptime,
+    /// Test-only (`serve --test-nodes`): panics while rendering.
+    TestPanic,
+    /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
+    TestPattern,
+}
+
+/// Whose view is rendered.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// A caller in the daemon's own pid namespace, or one that cannot be identified.
+    Host,
+    /// A caller in a container (a child pid namespace).
+    Container(Arc<Container>),
+}
+
+/// Counters the views keep; read by the daemon for its logs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Renders that fell back to the host file because the container's facts were unreadable.
+    pub host_fallbacks: AtomicU64,
+}
+
+/// What every view may read: the host's procfs, the cgroup reader, host facts.
+#[derive(Debug)]
+pub struct Env {
+    /// The host's procfs.
+    pub proc: ProcRoot,
+    /// The cgroup hierarchies.
+    pub cgroups: CgroupReader,
+    /// Number of CPUs online on the host.
+    pub host_cpus: usize,
+    /// Clock ticks per second (start times are in ticks).
+    pub ticks_per_sec: u64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Env {
+    /// An environment reading from `proc` and `cgroups`.
+    pub fn new(proc: ProcRoot, cgroups: CgroupReader) -> Self {
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let host_cpus = proc::online_cpus(&proc).unwrap_or(host_cpus);
+        Env {
+            proc,
+            cgroups,
+            host_cpus,
+            ticks_per_sec: crate::procfs::clock_ticks_per_sec(),
+            stats: Stats::default(),
+        }
+    }
+}
+
+/// Renders `view` for `subject`: the whole file.
+pub fn render(view: ViewId, env: &Env, subject: &Subject) -> Result<Vec<u8>> {
+    match view {
+        ViewId::Uptime => with_host_fallback(env, subject, "uptime", proc::uptime::read),
+        ViewId::TestPanic => panic!("test-only view asked to panic"),
+        ViewId::TestPattern => Ok(test_pattern().into_bytes()),
+    }
+}
+
+/// Renders a container's view; when the container's facts cannot be read (its init died
+/// mid-request, its cgroup vanished) the host file is served instead, and counted.
+fn with_host_fallback(
+    env: &Env,
+    subject: &Subject,
+    host_file: &str,
+    container_view: fn(&Env, &Container) -> Result<String>,
+) -> Result<Vec<u8>> {
+    if let Subject::Container(c) = subject {
+        match container_view(env, c) {
+            Ok(text) => return Ok(text.into_bytes()),
+            Err(e) => {
+                env.stats.host_fallbacks.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    "{host_file}: container pidns {} unreadable ({e}); host file served",
+                    c.pidns
+                );
+            }
+        }
+    }
+    Ok(env.proc.read_host(host_file)?.into_bytes())
+}
+
+/// 20,000 bytes of numbered lines: long enough to span several reads of any size.
+fn test_pattern() -> String {
+    (0..1000)
+        .map(|i| format!("pattern line {i:06}\n"))
+        .collect()
+}

@@ -1,0 +1,71 @@
+//! `proc/uptime`: the container's age and idle time.
+//!
+//! - first field: seconds since the init of the caller's pid namespace started
+//!   (`CLOCK_BOOTTIME` now minus field 22 of `/proc/<init>/stat`);
+//! - second field: idle seconds = age × CPUs the container may use − CPU time its cgroup used
+//!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`), clamped at 0 and never below the value
+//!   served before (the CPU count or the accounting may change under a running container).
+//!
+//! Host callers get the host's file unchanged.
+
+use crate::cgroup::cpu_count;
+use crate::container::Container;
+use crate::error::Result;
+use crate::procfs::boottime_secs;
+use crate::views::Env;
+
+/// The file's text, as the kernel formats it: two fields with two decimals.
+pub fn render_uptime(uptime_secs: f64, idle_secs: f64) -> String {
+    format!("{:.2} {:.2}\n", uptime_secs.max(0.0), idle_secs.max(0.0))
+}
+
+/// Idle time in hundredths of a second for a container `age_secs` old that may use `cpus`
+/// CPUs and has used `busy_ns` of CPU time; saturates at 0.
+pub fn idle_cs(age_secs: f64, cpus: usize, busy_ns: u64) -> u64 {
+    let capacity_cs = (age_secs.max(0.0) * cpus as f64 * 100.0) as u64;
+    capacity_cs.saturating_sub(busy_ns / 10_000_000)
+}
+
+/// Age of a task started `start_ticks` after boot, at boot-clock time `now_secs`.
+pub fn age_secs(now_secs: f64, start_ticks: u64, ticks_per_sec: u64) -> f64 {
+    (now_secs - start_ticks as f64 / ticks_per_sec.max(1) as f64).max(0.0)
+}
+
+/// `proc/uptime` for a container.
+pub fn read(env: &Env, c: &Container) -> Result<String> {
+    let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
+    let cpus = c.cached_cpu_count(|| {
+        let cpuset = c.cgroups.cpuset()?.map(|s| s.len());
+        Ok(cpu_count(cpuset, env.host_cpus, c.cgroups.cpu_quota()?))
+    })?;
+    let busy = c.cgroups.cpu_usage_ns()?.unwrap_or(0);
+    let idle = c.monotonic_idle_cs(idle_cs(age, cpus, busy));
+    Ok(render_uptime(age, idle as f64 / 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_like_the_kernel() {
+        assert_eq!(render_uptime(2.345, 4.0), "2.35 4.00\n");
+        assert_eq!(render_uptime(12345.678, 0.004), "12345.68 0.00\n");
+        assert_eq!(render_uptime(-1.0, -3.0), "0.00 0.00\n");
+    }
+
+    #[test]
+    fn idle_is_capacity_minus_busy_and_never_negative() {
+        // 10 s on 2 CPUs = 20 CPU-seconds; 5 s busy leaves 15 s idle.
+        assert_eq!(idle_cs(10.0, 2, 5_000_000_000), 1500);
+        assert_eq!(idle_cs(1.0, 1, 9_000_000_000), 0);
+        assert_eq!(idle_cs(0.0, 4, u64::MAX), 0);
+    }
+
+    #[test]
+    fn age_counts_from_the_init_start() {
+        assert_eq!(age_secs(100.0, 5000, 100), 50.0);
+        assert_eq!(age_secs(10.0, 5000, 100), 0.0);
+        assert_eq!(age_secs(10.0, 5000, 0), 0.0);
+    }
+}
