@@ -25,8 +25,10 @@ use crate::vfs::{Node, NodeKind};
 pub use handles::{Handle, Handles, MAX_HANDLES, slice_at};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
-/// caller. Nodes whose content depends on the caller get zero (see [`ttl`]).
-const STATIC_TTL: Duration = Duration::from_secs(1);
+/// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
+/// this only bounds how long a lookup skips the daemon. Every uncached open of a view costs
+/// one more FUSE round trip (a LOOKUP), so this matters for speed.
+const STATIC_TTL: Duration = Duration::from_secs(10);
 
 /// The FUSE filesystem.
 #[derive(Debug)]
@@ -126,8 +128,9 @@ impl Fs {
     }
 }
 
-/// Entry and attribute TTL of `node`: zero when its content depends on the caller, because
-/// one mount is shared by many containers and the kernel's caches are not per caller.
+/// Entry and attribute TTL of `node`: zero when its existence or attributes depend on the
+/// caller, because one mount is shared by many containers and the kernel's dentry and
+/// attribute caches are not per caller.
 fn ttl(node: &Node) -> Duration {
     if node.per_caller {
         Duration::ZERO
@@ -203,7 +206,11 @@ impl Filesystem for Fs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_file(req, ino, flags) {
             // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            // No flush: nothing is buffered, so close() need not wait for a round trip.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -27,7 +27,9 @@ pub struct Spec {
     pub kind: NodeKind,
     /// Permission bits.
     pub mode: u16,
-    /// Whether the content depends on the caller (then attributes and entries get TTL 0).
+    /// Whether the node's existence or attributes depend on the caller (then its entry and
+    /// attributes get TTL 0). Content that depends on the caller does not need that: files are
+    /// opened with direct I/O, so their content is never cached by the kernel.
     pub per_caller: bool,
 }
 
@@ -40,13 +42,13 @@ const fn dir(path: &'static str) -> Spec {
     }
 }
 
-/// A read-only view whose content depends on the caller's container.
+/// A read-only view: the same node for everyone, whose content depends on the caller.
 const fn view(path: &'static str, view: ViewId) -> Spec {
     Spec {
         path,
         kind: NodeKind::File(view),
         mode: 0o444,
-        per_caller: true,
+        per_caller: false,
     }
 }
 
@@ -74,7 +76,7 @@ pub struct Node {
     pub kind: NodeKind,
     /// Permission bits.
     pub mode: u16,
-    /// Whether the content depends on the caller.
+    /// Whether its existence or attributes depend on the caller.
     pub per_caller: bool,
 }
 
