@@ -1,10 +1,18 @@
 //! Reading `/proc/self/mountinfo`: which filesystems are mounted at a path.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// One line of mountinfo, the fields nsview needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Field 1: the mount's unique id.
+    pub mount_id: u32,
+    /// Field 2: the id of the mount it sits on.
+    pub parent_id: u32,
+    /// Field 3: `major:minor` of the mounted filesystem (`st_dev` of its files).
+    pub dev: (u32, u32),
     /// Where it is mounted.
     pub mount_point: PathBuf,
     /// Filesystem type (`fuse.nsview`, `proc`, ...).
@@ -20,17 +28,21 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 
 fn parse_line(line: &str) -> Option<MountEntry> {
     let (left, right) = line.split_once(" - ")?;
-    let mount_point = left.split(' ').nth(4)?;
+    let left: Vec<&str> = left.split(' ').collect();
+    let (major, minor) = left.get(2)?.split_once(':')?;
     let mut right = right.split(' ');
     Some(MountEntry {
-        mount_point: PathBuf::from(unescape(mount_point)),
+        mount_id: left.first()?.parse().ok()?,
+        parent_id: left.get(1)?.parse().ok()?,
+        dev: (major.parse().ok()?, minor.parse().ok()?),
+        mount_point: PathBuf::from(OsString::from_vec(unescape(left.get(4)?))),
         fstype: right.next()?.to_owned(),
-        source: unescape(right.next()?),
+        source: String::from_utf8_lossy(&unescape(right.next()?)).into_owned(),
     })
 }
 
 /// Undoes the kernel's octal escapes of space, tab, newline and backslash (`\040`).
-fn unescape(field: &str) -> String {
+fn unescape(field: &str) -> Vec<u8> {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -49,7 +61,7 @@ fn unescape(field: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// The mounts at `path` in this process's mount namespace, bottom first (the last one is
@@ -75,13 +87,14 @@ mod tests {
         assert_eq!(m[0].mount_point, PathBuf::from("/mnt/my dir"));
         assert_eq!(m[0].fstype, "fuse.nsview");
         assert_eq!(m[0].source, "nsview");
+        assert_eq!((m[0].mount_id, m[0].parent_id, m[0].dev), (36, 35, (98, 0)));
         assert_eq!(m[1].fstype, "proc");
     }
 
     #[test]
     fn garbage_lines_are_skipped_and_bad_escapes_kept() {
         assert!(parse_mountinfo("nonsense\n1 2 3\n").is_empty());
-        assert_eq!(unescape("a\\09b\\"), "a\\09b\\");
-        assert_eq!(unescape("tab\\011x"), "tab\tx");
+        assert_eq!(unescape("a\\09b\\"), b"a\\09b\\");
+        assert_eq!(unescape("tab\\011x"), b"tab\tx");
     }
 }

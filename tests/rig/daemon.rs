@@ -1,0 +1,329 @@
+//! A real `nsview serve` process on a temporary (or given) mountpoint.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::mounts::{self, MountEntry};
+use super::{nsview_bin, require_root, signal_child, stop_child, wait_child_for};
+
+/// How long a daemon may take to mount, and to exit after SIGTERM in [`Daemon::terminate`].
+const START_LIMIT: Duration = Duration::from_secs(10);
+const TERMINATE_LIMIT: Duration = Duration::from_secs(10);
+/// How long [`Drop`] gives SIGTERM before it uses SIGKILL.
+const DROP_GRACE: Duration = Duration::from_secs(5);
+/// How long a mount may take to list its root before it counts as dead.
+const PROBE_LIMIT: Duration = Duration::from_secs(1);
+
+/// A mount's identity while it exists: its mount id and device. The kernel reuses both once
+/// a mount is gone (a recovered stale mount's successor often gets the very same pair), so
+/// the rig never uses a recorded identity to find a mount that may have been replaced.
+type MountId = (u32, (u32, u32));
+
+fn id_of(m: &MountEntry) -> MountId {
+    (m.mount_id, m.dev)
+}
+
+/// Whether `m` is an nsview mount: `fuse.nsview` when the daemon mounts with
+/// `subtype=nsview`, else plain `fuse` with the fsname `nsview` as its source.
+fn is_nsview(m: &MountEntry) -> bool {
+    m.fstype == "fuse.nsview" || (m.fstype == "fuse" && m.source == "nsview")
+}
+
+/// A running `nsview serve <mountpoint> --runtime-dir <dir>`, its output captured in a log.
+///
+/// Drop stops it (SIGTERM, 5 s, SIGKILL), detaches its mount if it is still there and
+/// removes the directories it owns.
+pub struct Daemon {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    runtime_dir: PathBuf,
+    /// A live nsview mount that was already at the mountpoint (another daemon's): never
+    /// taken for this one's. A stale one needs no such care: it cannot answer.
+    foreign: Option<MountId>,
+    /// This daemon's mount, once it answered.
+    ours: Option<MountId>,
+    /// Whether drop detaches dead nsview mounts (false once a [`StaleMount`] owns them).
+    detach_on_drop: bool,
+    /// Set when the rig created the mountpoint, which it then removes with `rmdir` only
+    /// (never a recursive removal that could walk into a mount).
+    owned_mountpoint: bool,
+    _owned_runtime_dir: Option<TempDir>,
+    log_dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh temporary mountpoint and runtime dir.
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Like [`Daemon::start`], with extra arguments after `serve`'s own.
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
+        require_root();
+        let mountpoint = tempfile::Builder::new()
+            .prefix("nsview-mnt-")
+            .tempdir()
+            .expect("create a mountpoint")
+            .keep();
+        let runtime = tempfile::Builder::new()
+            .prefix("nsview-run-")
+            .tempdir()
+            .expect("create a runtime dir");
+        let mut daemon = Daemon::new(&mountpoint, runtime.path(), extra_args);
+        daemon.owned_mountpoint = true;
+        daemon._owned_runtime_dir = Some(runtime);
+        daemon.wait_until_mounted();
+        daemon
+    }
+
+    /// Starts a daemon on directories the caller owns (restart and second-daemon tests); the
+    /// daemon never removes them.
+    pub fn start_on(mountpoint: &Path, runtime_dir: &Path, extra_args: &[&str]) -> Daemon {
+        require_root();
+        let mut daemon = Daemon::new(mountpoint, runtime_dir, extra_args);
+        daemon.wait_until_mounted();
+        daemon
+    }
+
+    /// Spawns the process; the returned guard already cleans up if a later step panics.
+    fn new(mountpoint: &Path, runtime_dir: &Path, extra_args: &[&str]) -> Daemon {
+        let mountpoint = mounts::normalize(mountpoint);
+        let log_dir = tempfile::Builder::new()
+            .prefix("nsview-log-")
+            .tempdir()
+            .expect("create a log dir");
+        let log = File::create(log_dir.path().join("daemon.log")).expect("create the log");
+        let foreign = topmost_nsview(&mountpoint)
+            .filter(|_| list_within(&mountpoint, PROBE_LIMIT).is_some())
+            .map(|m| id_of(&m));
+        let child = Command::new(nsview_bin())
+            .arg("serve")
+            .arg(&mountpoint)
+            .arg("--runtime-dir")
+            .arg(runtime_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nsview serve");
+        Daemon {
+            child: Some(child),
+            mountpoint,
+            runtime_dir: runtime_dir.to_path_buf(),
+            foreign,
+            ours: None,
+            detach_on_drop: true,
+            owned_mountpoint: false,
+            _owned_runtime_dir: None,
+            log_dir,
+        }
+    }
+
+    /// Polls every 10 ms until the topmost mount at the mountpoint is an nsview mount (not a
+    /// foreign live one) that lists its root, `proc` included, and `<mountpoint>/proc` is on
+    /// it; panics with the log if the daemon exits first or 10 s pass.
+    fn wait_until_mounted(&mut self) {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "nsview serve exited ({status}) before mounting; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Some(top) = topmost_nsview(&self.mountpoint) {
+                if Some(id_of(&top)) != self.foreign && self.serves(&top, deadline) {
+                    self.ours = Some(id_of(&top));
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "nsview serve did not mount {} within {START_LIMIT:?}; log:\n{}",
+                    self.mountpoint.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether `mount` answers: its root lists `proc` (a real request: a stale mount could
+    /// still stat from the attribute cache) and `<mountpoint>/proc` is on it.
+    fn serves(&self, mount: &MountEntry, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let listed = list_within(&self.mountpoint, left).unwrap_or_default();
+        let left = deadline.saturating_duration_since(Instant::now());
+        listed.iter().any(|n| n == "proc")
+            && stat_dev_within(&self.mountpoint.join("proc"), left) == Some(mount.dev)
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The daemon's `--runtime-dir`.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.runtime_dir
+    }
+
+    /// `rel` under the mountpoint, e.g. `path("proc/uptime")`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mountpoint.join(rel)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the daemon wrote to stdout and stderr so far (`RUST_LOG=info`).
+    pub fn log(&self) -> String {
+        let bytes = std::fs::read(self.log_dir.path().join("daemon.log")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the daemon to exit; returns its status, how
+    /// long it took and its log. Panics if it does not exit or leaves its mount behind.
+    pub fn terminate(mut self) -> (ExitStatus, Duration, String) {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let start = Instant::now();
+        signal_child(&child, libc::SIGTERM);
+        let Some(status) = wait_child_for(&mut child, TERMINATE_LIMIT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "nsview serve ignored SIGTERM for {TERMINATE_LIMIT:?}; log:\n{}",
+                self.log()
+            );
+        };
+        let took = start.elapsed();
+        // While our mount exists its id and device cannot be reused, so a match is ours.
+        let left: Vec<MountEntry> = mounts::mounts_at(&self.mountpoint)
+            .into_iter()
+            .filter(|m| Some(id_of(m)) == self.ours)
+            .collect();
+        assert!(
+            left.is_empty(),
+            "nsview serve exited ({status}) but left its mount {left:?}; log:\n{}",
+            self.log()
+        );
+        (status, took, self.log())
+    }
+
+    /// SIGKILLs the daemon, leaving its mount stale (`ENOTCONN`); the returned guard owns
+    /// that mount (and the mountpoint, if the rig created it) and cleans both up on drop.
+    pub fn kill_leaving_stale_mount(mut self) -> StaleMount {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.detach_on_drop = false;
+        let owns_dir = std::mem::replace(&mut self.owned_mountpoint, false);
+        StaleMount {
+            path: self.mountpoint.clone(),
+            owns_dir,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, libc::SIGTERM, DROP_GRACE);
+        }
+        if self.detach_on_drop {
+            detach_dead_nsview_mounts(&self.mountpoint);
+        }
+        if self.owned_mountpoint {
+            let _ = std::fs::remove_dir(&self.mountpoint);
+        }
+    }
+}
+
+/// The stale mount a SIGKILLed daemon left behind. Drop detaches it (if nothing else
+/// recovered it meanwhile) and removes the mountpoint if the rig created it.
+pub struct StaleMount {
+    path: PathBuf,
+    owns_dir: bool,
+}
+
+impl StaleMount {
+    /// The mountpoint, where the stale mount is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StaleMount {
+    fn drop(&mut self) {
+        detach_dead_nsview_mounts(&self.path);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// The topmost mount at `path` if it is an nsview mount.
+fn topmost_nsview(path: &Path) -> Option<MountEntry> {
+    mounts::topmost(&mounts::mounts_at(path))
+        .filter(|m| is_nsview(m))
+        .cloned()
+}
+
+/// Detaches the topmost mount at `path` as long as it is an nsview mount that does not
+/// answer: the rig's own daemons are dead by then, so whatever of theirs is left is stale,
+/// and a live daemon's mount (another guard's) is never touched. A stale mount some other
+/// guard also owns is only detached early; that guard then finds nothing to do.
+fn detach_dead_nsview_mounts(path: &Path) {
+    mounts::detach_ours(path, |m| {
+        is_nsview(m) && list_within(path, PROBE_LIMIT).is_none()
+    });
+}
+
+/// The names in directory `path`, or `None` on error or when the listing does not finish
+/// within `limit` (a FUSE request to a daemon that never answers blocks forever; such a
+/// helper thread ends once the daemon is killed).
+fn list_within(path: &Path, limit: Duration) -> Option<Vec<OsString>> {
+    let path = path.to_path_buf();
+    within(limit, move || {
+        let names = std::fs::read_dir(&path).ok()?;
+        names.map(|e| e.ok().map(|e| e.file_name())).collect()
+    })
+}
+
+/// `st_dev` of `path` as `major:minor`, or `None` on error or after `limit`.
+fn stat_dev_within(path: &Path, limit: Duration) -> Option<(u32, u32)> {
+    let path = path.to_path_buf();
+    within(limit, move || {
+        std::fs::metadata(&path)
+            .ok()
+            .map(|m| mounts::dev_pair(m.dev()))
+    })
+}
+
+/// Runs `f` on a helper thread and gives up on it after `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok().flatten()
+}
