@@ -1,0 +1,186 @@
+//! `proc/uptime` end to end: a real daemon, real pid namespaces and cgroups, real readers.
+//!
+//! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces, in fresh
+//! `nsview-test-*` cgroups (limits stated per test), with nsview's `proc/uptime` bound over
+//! their `/proc/uptime`.
+
+mod rig;
+
+use std::time::Duration;
+
+use rig::{Container, ContainerBuilder, Daemon, Limits};
+
+/// Seconds since boot, the clock /proc/uptime and task start times use.
+fn boottime() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// The container's age now, from its init's start time.
+fn age(c: &Container) -> f64 {
+    boottime() - c.start_time_ticks() as f64 / ticks_per_sec()
+}
+
+fn parse(line: &str) -> (f64, f64) {
+    let mut fields = line.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+    let pair = (fields.next().unwrap(), fields.next().unwrap());
+    assert_eq!(fields.next(), None, "uptime has two fields: {line:?}");
+    pair
+}
+
+fn container_with_uptime(daemon: &Daemon, limits: Limits) -> Container {
+    ContainerBuilder::new()
+        .limits(limits)
+        .bind_from(daemon, &["proc/uptime"])
+        .start()
+}
+
+fn read_inside(c: &Container) -> (f64, f64) {
+    let out = c.exec(&["cat", "/proc/uptime"]);
+    assert!(out.status.success(), "cat failed: {}", out.stderr);
+    parse(&out.stdout)
+}
+
+#[test]
+fn container_two_seconds_old_reads_an_uptime_between_2_and_3() {
+    let daemon = Daemon::start();
+    let c = container_with_uptime(&daemon, Limits::default());
+    std::thread::sleep(Duration::from_secs(2));
+    let (up, idle) = read_inside(&c);
+    assert!((2.0..3.0).contains(&up), "uptime {up}");
+    assert!(idle >= 0.0, "idle {idle}");
+}
+
+#[test]
+fn host_caller_reads_the_host_uptime() {
+    let daemon = Daemon::start();
+    let ours = std::fs::read_to_string(daemon.path("proc/uptime")).unwrap();
+    let host = std::fs::read_to_string("/proc/uptime").unwrap();
+    let ((up, idle), (host_up, host_idle)) = (parse(&ours), parse(&host));
+    assert!((up - host_up).abs() < 0.5, "{ours:?} vs host {host:?}");
+    assert!((idle - host_idle).abs() < 2.0, "{ours:?} vs host {host:?}");
+    assert!(
+        up > 10.0,
+        "the host has been up longer than this test: {ours:?}"
+    );
+}
+
+#[test]
+fn nested_pid_namespace_sees_its_own_age() {
+    let daemon = Daemon::start();
+    let c = container_with_uptime(&daemon, Limits::default());
+    std::thread::sleep(Duration::from_millis(2200));
+    // The nested namespace mounts its own /proc (hiding the bind mount), so it reads the file
+    // through the nsview mount, which its mount namespace inherited.
+    let uptime = daemon.path("proc/uptime");
+    let script = format!(
+        "cat /proc/uptime; unshare --fork --pid --mount-proc sh -c 'sleep 0.5; cat {}'",
+        uptime.display()
+    );
+    let out = c.sh(&script);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines: Vec<_> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{:?}", out.stdout);
+    let (outer, _) = parse(lines[0]);
+    let (nested, _) = parse(lines[1]);
+    assert!(outer >= 2.0, "container age {outer}");
+    assert!((0.4..1.5).contains(&nested), "nested age {nested}");
+}
+
+#[test]
+fn procps_uptime_inside_shows_up_0_min() {
+    let daemon = Daemon::start();
+    let c = container_with_uptime(&daemon, Limits::default());
+    let out = c.exec(&["uptime"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("up 0 min"),
+        "uptime printed {:?}",
+        out.stdout
+    );
+    // The host, by contrast, has been up for longer than a minute.
+    let host = std::process::Command::new("uptime").output().unwrap();
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(!host.contains("up 0 min"), "host uptime {host:?}");
+}
+
+#[test]
+fn fifty_parallel_readers_in_five_containers_each_get_their_own_value() {
+    let daemon = Daemon::start();
+    let mut containers = Vec::new();
+    for _ in 0..5 {
+        containers.push(container_with_uptime(&daemon, Limits::default()));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let before: Vec<f64> = containers.iter().map(age).collect();
+    let readers: Vec<_> = containers
+        .iter()
+        .map(|c| {
+            c.spawn(&[
+                "sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10; do cat /proc/uptime & done; wait",
+            ])
+        })
+        .collect();
+    let outputs: Vec<_> = readers
+        .into_iter()
+        .map(|r| r.wait_with_output().unwrap())
+        .collect();
+    let after: Vec<f64> = containers.iter().map(age).collect();
+    for (i, out) in outputs.iter().enumerate() {
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ups: Vec<f64> = text.lines().map(|l| parse(l).0).collect();
+        assert_eq!(ups.len(), 10, "container {i}: {text:?}");
+        for up in ups {
+            // 0.01 s is the file's resolution; ages of neighbours differ by 0.4 s.
+            assert!(
+                up >= before[i] - 0.02 && up <= after[i] + 0.02,
+                "container {i}: read {up}, age was {:.2}..{:.2}",
+                before[i],
+                after[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn idle_never_decreases_and_busy_time_is_taken_off_one_cpus_capacity() {
+    let daemon = Daemon::start();
+    let c = container_with_uptime(
+        &daemon,
+        Limits {
+            cpuset_cpus: Some("0".into()),
+            ..Limits::default()
+        },
+    );
+    let mut busy = c.spawn(&["sh", "-c", "while :; do :; done"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut last_idle = 0.0;
+    for _ in 0..20 {
+        let (up, idle) = read_inside(&c);
+        assert!(idle >= last_idle, "idle went from {last_idle} to {idle}");
+        // One CPU: idle can never exceed the age; the loop kept that CPU mostly busy.
+        assert!(idle <= up, "idle {idle} > age {up} on one CPU");
+        last_idle = idle;
+    }
+    let (up, idle) = read_inside(&c);
+    assert!(
+        up - idle >= 0.7,
+        "a busy loop for {up:.2}s left idle at {idle:.2}"
+    );
+    let _ = busy.kill();
+    let _ = busy.wait();
+}
