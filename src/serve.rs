@@ -97,6 +97,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     check_dev_fuse()?;
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     let _lock = lock_runtime_dir(&args.runtime_dir)?;
+    raise_fd_limit();
     // Block the stop signals before any thread exists, so every thread inherits the mask and
     // only the waiting thread below receives them.
     let mut stop_signals = SigSet::empty();
@@ -149,6 +150,22 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     }
     info!("stopped; {fallbacks} renders fell back to host files");
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard one: the daemon keeps cgroup files
+/// open per container (see `cgroup::OpenFiles`) and pidfds of their inits, and the common
+/// soft default of 1024 would run out at a hundred containers.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 fn fuse_config(threads: u16) -> Config {

@@ -7,12 +7,15 @@
 //! resolved once, on whichever hierarchy holds that controller.
 
 mod cpuset;
+mod files;
 mod paths;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use cpuset::CpuSet;
+pub use files::OpenFiles;
 pub use paths::{CgroupPaths, parse_proc_cgroup};
 
 use crate::error::{Error, Result};
@@ -88,12 +91,14 @@ impl CgroupDir {
     }
 }
 
-/// A task's cgroups, one directory per controller nsview reads.
+/// A task's cgroups, one directory per controller nsview reads, and the files of them kept
+/// open for re-reading (clones share them).
 #[derive(Debug, Clone, Default)]
 pub struct CgroupSet {
     cpu: Option<CgroupDir>,
     cpuacct: Option<CgroupDir>,
     cpuset: Option<CgroupDir>,
+    files: Arc<OpenFiles>,
 }
 
 impl CgroupReader {
@@ -133,6 +138,7 @@ impl CgroupReader {
             cpu: dir(Controller::Cpu),
             cpuacct: dir(Controller::Cpuacct),
             cpuset: dir(Controller::Cpuset),
+            files: Arc::default(),
         }
     }
 
@@ -195,12 +201,17 @@ impl CgroupSet {
             return Ok(None);
         };
         if dir.v2 {
-            let usec = read_opt(&dir.path().join("cpu.stat"))?
+            let usec = self
+                .files
+                .read(&dir.path().join("cpu.stat"))?
                 .and_then(|text| stat_value(&text, "usage_usec"));
             Ok(usec.map(|u| u.saturating_mul(1000)))
         } else {
             let path = dir.path().join("cpuacct.usage");
-            read_opt(&path)?.map(|t| parse_u64(&path, &t)).transpose()
+            self.files
+                .read(&path)?
+                .map(|t| parse_u64(&path, &t))
+                .transpose()
         }
     }
 
@@ -218,7 +229,7 @@ impl CgroupSet {
         for cg in dir.lineage() {
             for file in files {
                 let path = cg.join(file);
-                if let Some(text) = read_opt(&path)? {
+                if let Some(text) = self.files.read(&path)? {
                     let set =
                         CpuSet::parse(&text).ok_or_else(|| Error::parse(&path, "cpu list"))?;
                     if !set.is_empty() {
@@ -239,9 +250,11 @@ impl CgroupSet {
         let mut limit: Option<f64> = None;
         for cg in dir.lineage() {
             let level = if dir.v2 {
-                read_opt(&cg.join("cpu.max"))?.and_then(|t| parse_cpu_max(&t))
+                self.files
+                    .read(&cg.join("cpu.max"))?
+                    .and_then(|t| parse_cpu_max(&t))
             } else {
-                v1_quota(&cg)?
+                v1_quota(&self.files, &cg)?
             };
             if let Some(cpus) = level {
                 limit = Some(limit.map_or(cpus, |l| l.min(cpus)));
@@ -251,9 +264,9 @@ impl CgroupSet {
     }
 }
 
-fn v1_quota(cg: &Path) -> Result<Option<f64>> {
+fn v1_quota(files: &OpenFiles, cg: &Path) -> Result<Option<f64>> {
     let quota_path = cg.join("cpu.cfs_quota_us");
-    let Some(quota) = read_opt(&quota_path)? else {
+    let Some(quota) = files.read(&quota_path)? else {
         return Ok(None);
     };
     let quota: i64 = quota
@@ -261,7 +274,7 @@ fn v1_quota(cg: &Path) -> Result<Option<f64>> {
         .parse()
         .map_err(|_| Error::parse(&quota_path, "integer"))?;
     let period_path = cg.join("cpu.cfs_period_us");
-    let period = match read_opt(&period_path)? {
+    let period = match files.read(&period_path)? {
         Some(p) => parse_u64(&period_path, &p)?,
         None => return Ok(None),
     };
@@ -291,15 +304,6 @@ fn parse_u64(path: &Path, text: &str) -> Result<u64> {
     text.trim()
         .parse()
         .map_err(|_| Error::parse(path, "unsigned integer"))
-}
-
-/// Reads a cgroup file; a file the kernel does not provide here (ENOENT) is `None`.
-fn read_opt(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::read(path, e)),
-    }
 }
 
 /// The number of CPUs a container may use: its cpuset (or all `host_cpus`), further limited by
