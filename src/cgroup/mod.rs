@@ -9,6 +9,7 @@
 mod cpuset;
 mod files;
 mod paths;
+mod types;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub use cpuset::CpuSet;
 pub use files::OpenFiles;
 pub use paths::{CgroupPaths, parse_proc_cgroup};
+pub use types::{CpuTimes, CpuUsage, IoStat, MemoryStat, PressureKind};
 
 use crate::error::{Error, Result};
 
