@@ -35,6 +35,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
 
+    /// How a CPU quota counts towards the CPUs a container sees: `quota` (the cpuset cut to
+    /// ceil(quota/period) CPUs) or `cpuset` (the cpuset alone).
+    #[arg(long, value_name = "VIEW", default_value = "quota")]
+    pub cpu_view: crate::views::cpus::CpuView,
+
     /// FUSE worker threads (each serves one request at a time).
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]

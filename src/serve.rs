@@ -114,6 +114,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         &specs,
         ProcRoot::default(),
         CgroupReader::new(&args.cgroup_root),
+        args.cpu_view,
     )?);
     let session = Session::new(
         Fs::new(service.clone()),

@@ -8,7 +8,8 @@ use crate::cgroup::CgroupReader;
 use crate::container::Registry;
 use crate::error::Result;
 use crate::procfs::ProcRoot;
-use crate::vfs::{Spec, Vfs};
+use crate::vfs::{DirEntry, Entry, Spec, SubtreeId, Vfs};
+use crate::views::cpus::CpuView;
 use crate::views::{self, Env, Subject, ViewId};
 
 /// Everything a request needs, shared by all FUSE worker threads.
@@ -26,18 +27,24 @@ pub struct Service {
 
 impl Service {
     /// A service over `specs`, reading procfs at `proc` and cgroups through `cgroups`.
-    pub fn new(specs: &[Spec], proc: ProcRoot, cgroups: CgroupReader) -> Result<Service> {
+    pub fn new(
+        specs: &[Spec],
+        proc: ProcRoot,
+        cgroups: CgroupReader,
+        cpu_view: CpuView,
+    ) -> Result<Service> {
         let self_pidns = pidns_of(&proc, std::process::id())?;
         Ok(Service {
             vfs: Vfs::build(specs),
             registry: Registry::new(proc.clone(), cgroups.clone()),
-            env: Env::new(proc, cgroups),
+            env: Env::new(proc, cgroups, cpu_view),
             self_pidns,
         })
     }
 
-    /// Whose view task `tid` gets. Callers in the daemon's pid namespace, callers the kernel
-    /// could not name (pid 0) and callers that vanished get the host's; a caller in a child pid
+    /// Whose view task `tid` gets. Callers the kernel could not name (pid 0) and callers that
+    /// vanished get the host's; a caller in the daemon's pid namespace gets its cgroup's host
+    /// scope (the host's view when it sits in the root cgroups); a caller in a child pid
     /// namespace gets its container's, or the host's (counted) when that container's init
     /// cannot be resolved.
     pub fn subject(&self, tid: u32) -> Subject {
@@ -49,7 +56,14 @@ impl Service {
             }
         };
         if pidns == self.self_pidns {
-            return Subject::Host;
+            return match self.registry.host_scope(pidns, tid) {
+                Ok(Some(scope)) => Subject::Container(scope),
+                Ok(None) => Subject::Host,
+                Err(e) => {
+                    debug!("cgroups of caller {tid} unreadable ({e}); host view");
+                    Subject::Host
+                }
+            };
         }
         match self.registry.get(pidns, tid) {
             Ok(c) => Subject::Container(c),
@@ -67,5 +81,32 @@ impl Service {
     /// Renders `view` for `subject`.
     pub fn render(&self, view: ViewId, subject: &Subject) -> Result<Vec<u8>> {
         views::render(view, &self.env, subject)
+    }
+}
+
+impl Service {
+    /// The attributes of `rel` in subtree `id`, as `subject` sees them.
+    pub fn subtree_lookup(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Entry> {
+        views::sys::lookup(id, &self.env, subject, rel)
+    }
+
+    /// The listing of directory `rel` in subtree `id`, sorted by name.
+    pub fn subtree_list(
+        &self,
+        id: SubtreeId,
+        subject: &Subject,
+        rel: &str,
+    ) -> Result<Vec<DirEntry>> {
+        views::sys::list(id, &self.env, subject, rel)
+    }
+
+    /// The content of file `rel` in subtree `id`.
+    pub fn subtree_read(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
+        views::sys::read(id, &self.env, subject, rel)
+    }
+
+    /// The target of symlink `rel` in subtree `id`.
+    pub fn subtree_readlink(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
+        views::sys::readlink(id, &self.env, subject, rel)
     }
 }

@@ -10,6 +10,16 @@ pub struct CgroupPaths {
 }
 
 impl CgroupPaths {
+    /// Whether every hierarchy with controllers (and the unified one) places the task at its
+    /// root; named hierarchies such as `name=systemd` do not count.
+    pub fn is_root(&self) -> bool {
+        self.v1
+            .iter()
+            .filter(|(list, _)| !list.starts_with("name="))
+            .all(|(_, path)| path == "/")
+            && self.unified.as_deref().is_none_or(|p| p == "/")
+    }
+
     /// The hierarchy holding v1 controller `name`, as (controller list, path).
     pub fn v1_hierarchy(&self, name: &str) -> Option<(&str, &str)> {
         self.v1
@@ -52,6 +62,15 @@ fn strip_init_scope(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_placement_ignores_named_hierarchies() {
+        let root = parse_proc_cgroup("3:name=systemd:/user.slice\n2:cpu,cpuacct:/\n0::/\n");
+        assert!(root.is_root());
+        let limited = parse_proc_cgroup("4:memory:/machine/a\n2:cpu,cpuacct:/\n0::/\n");
+        assert!(!limited.is_root());
+        assert!(!parse_proc_cgroup("0::/system.slice/x.service\n").is_root());
+    }
 
     #[test]
     fn hybrid_host_lines_give_v1_and_unified_paths() {

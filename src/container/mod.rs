@@ -49,15 +49,17 @@ impl NsIds {
 /// again: limits change rarely, and reading them costs several cgroupfs reads.
 const CPU_COUNT_TTL: Duration = Duration::from_secs(1);
 
-/// One container, as seen from the daemon's pid namespace.
+/// One container, as seen from the daemon's pid namespace: the tasks of a child pid namespace,
+/// or (a "host scope") the tasks of one non-root cgroup in the daemon's own pid namespace,
+/// which see their cgroup's limits as LXCFS shows them, and the host's age.
 #[derive(Debug)]
 pub struct Container {
-    /// Inode of its pid namespace (the key).
+    /// Inode of its pid namespace (the key of a pid-namespace container; the daemon's own for
+    /// a host scope).
     pub pidns: u64,
-    /// Host pid of its init.
-    pub init_pid: u32,
-    init_pidfd: OwnedFd,
-    /// The init's start time, clock ticks since boot.
+    /// Host pid of its init and a pidfd to it; `None` for a host scope.
+    init: Option<(u32, OwnedFd)>,
+    /// The init's start time, clock ticks since boot (0 for a host scope: as old as the host).
     pub start_ticks: u64,
     /// The init's cgroup paths, as written in `/proc/<init>/cgroup`.
     pub cgroup_paths: CgroupPaths,
@@ -68,14 +70,42 @@ pub struct Container {
     /// The idle time last served, in hundredths of a second: `/proc/uptime` idle never goes
     /// backwards, even when the CPU count or the accounting changes under it.
     last_idle_cs: AtomicU64,
-    cpu_count: Mutex<Option<(Instant, usize)>>,
+    visible_cpus: Mutex<Option<(Instant, Arc<[u32]>)>>,
 }
 
 impl Container {
-    /// Whether the init is still running: a pidfd becomes readable when its process exits.
+    /// A host scope: the tasks of cgroups `cgroups` in the daemon's pid namespace `pidns`.
+    pub fn host_scope(pidns: u64, cgroup_paths: CgroupPaths, cgroups: CgroupSet) -> Container {
+        Container {
+            pidns,
+            init: None,
+            start_ticks: 0,
+            cgroup_paths,
+            cgroups,
+            ns: NsIds::default(),
+            last_idle_cs: AtomicU64::new(0),
+            visible_cpus: Mutex::new(None),
+        }
+    }
+
+    /// Host pid of its init; `None` for a host scope.
+    pub fn init_pid(&self) -> Option<u32> {
+        self.init.as_ref().map(|(pid, _)| *pid)
+    }
+
+    /// Whether this is a host scope rather than a pid namespace.
+    pub fn is_host_scope(&self) -> bool {
+        self.init.is_none()
+    }
+
+    /// Whether the init is still running (a pidfd becomes readable when its process exits);
+    /// a host scope is always alive.
     pub fn is_alive(&self) -> bool {
+        let Some((_, pidfd)) = &self.init else {
+            return true;
+        };
         let mut fds = [nix::poll::PollFd::new(
-            self.init_pidfd.as_fd(),
+            pidfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
         matches!(
@@ -91,17 +121,17 @@ impl Container {
         previous.max(candidate_cs)
     }
 
-    /// The container's CPU count, computed by `compute` at most once per second.
-    pub fn cached_cpu_count(&self, compute: impl FnOnce() -> Result<usize>) -> Result<usize> {
-        let mut slot = self.cpu_count.lock();
-        if let Some((at, n)) = *slot
+    /// The host CPUs the container sees, computed by `compute` at most once per second.
+    pub fn cached_cpus(&self, compute: impl FnOnce() -> Result<Vec<u32>>) -> Result<Arc<[u32]>> {
+        let mut slot = self.visible_cpus.lock();
+        if let Some((at, cpus)) = &*slot
             && at.elapsed() < CPU_COUNT_TTL
         {
-            return Ok(n);
+            return Ok(cpus.clone());
         }
-        let n = compute()?;
-        *slot = Some((Instant::now(), n));
-        Ok(n)
+        let cpus: Arc<[u32]> = compute()?.into();
+        *slot = Some((Instant::now(), cpus.clone()));
+        Ok(cpus)
     }
 }
 
@@ -111,7 +141,13 @@ pub struct Registry {
     proc: ProcRoot,
     cgroups: CgroupReader,
     map: RwLock<HashMap<u64, Arc<Container>>>,
+    /// Host scopes by the text of `/proc/<pid>/cgroup` their tasks show.
+    host_scopes: Mutex<HashMap<String, Arc<Container>>>,
 }
+
+/// Most host scopes kept; beyond that the cache starts over (host scopes only hold the
+/// monotonic state of their views, so forgetting them costs little).
+const MAX_HOST_SCOPES: usize = 1024;
 
 impl Registry {
     /// An empty registry reading through `proc` and `cgroups`.
@@ -120,7 +156,30 @@ impl Registry {
             proc,
             cgroups,
             map: RwLock::new(HashMap::new()),
+            host_scopes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The host scope of task `tid`, which lives in the daemon's pid namespace `pidns`: `None`
+    /// when the task sits in the root cgroup of every hierarchy nsview reads (it sees the
+    /// host's files), else the scope of its cgroups, shared by every task in the same ones.
+    pub fn host_scope(&self, pidns: u64, tid: u32) -> Result<Option<Arc<Container>>> {
+        let text = self.proc.cgroup(tid)?;
+        let paths = parse_proc_cgroup(&text);
+        if paths.is_root() {
+            return Ok(None);
+        }
+        let mut scopes = self.host_scopes.lock();
+        if let Some(scope) = scopes.get(&text) {
+            return Ok(Some(scope.clone()));
+        }
+        if scopes.len() >= MAX_HOST_SCOPES {
+            scopes.clear();
+        }
+        let cgroups = self.cgroups.resolve(&paths);
+        let scope = Arc::new(Container::host_scope(pidns, paths, cgroups));
+        scopes.insert(text, scope.clone());
+        Ok(Some(scope))
     }
 
     /// The container of pid namespace `pidns`, which task `member` belongs to. The slow path
@@ -140,7 +199,7 @@ impl Registry {
         }
         info!(
             "container seen: pidns {pidns}, init pid {}, cgroup {:?}",
-            container.init_pid,
+            container.init_pid().unwrap_or(0),
             container
                 .cgroup_paths
                 .unified
@@ -180,14 +239,13 @@ impl Registry {
         let cgroup_paths = parse_proc_cgroup(&self.proc.cgroup(init_pid)?);
         let container = Container {
             pidns,
-            init_pid,
-            init_pidfd: pidfd,
+            init: Some((init_pid, pidfd)),
             start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
             cgroup_paths,
             ns,
             last_idle_cs: AtomicU64::new(0),
-            cpu_count: Mutex::new(None),
+            visible_cpus: Mutex::new(None),
         };
         if !container.is_alive() {
             debug!("init {init_pid} of pidns {pidns} exited during discovery");

@@ -1,5 +1,6 @@
-//! Open-file handles: each keeps its node's view, the subject it was opened for, and the
-//! snapshot rendered at the last read at offset 0.
+//! Open-file handles: each keeps where its content comes from, the subject it was opened for,
+//! and the snapshot rendered at the last read at offset 0. Open directories of subtrees keep
+//! the listing made when they were opened, so offsets stay stable while they are read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,32 +8,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::vfs::SubtreeId;
 use crate::views::{Subject, ViewId};
 
 /// Open handles at most; beyond that `open` fails with ENFILE rather than growing without bound.
 pub const MAX_HANDLES: usize = 1 << 16;
 
+/// Where an open file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A view of the table.
+    View(ViewId),
+    /// A file of a subtree, by its path below the subtree's root.
+    Subtree(SubtreeId, String),
+}
+
 /// One open file.
 #[derive(Debug)]
 pub struct Handle {
-    /// The view it shows.
-    pub view: ViewId,
+    /// What it shows.
+    pub source: Source,
     /// Whose view.
     pub subject: Subject,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
 }
 
-/// The table of open handles.
-#[derive(Debug, Default)]
-pub struct Handles {
+/// A table of open handles of one kind (`T`: [`Handle`] for files, a listing for
+/// directories); ids start at 1, so 0 can mean "no handle".
+#[derive(Debug)]
+pub struct Handles<T = Handle> {
     next: AtomicU64,
-    map: Mutex<HashMap<u64, Arc<Handle>>>,
+    map: Mutex<HashMap<u64, Arc<T>>>,
 }
 
-impl Handles {
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Handles {
+            next: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Handles<T> {
     /// Stores `handle`, returning its id, or `None` when [`MAX_HANDLES`] are open.
-    pub fn insert(&self, handle: Handle) -> Option<u64> {
+    pub fn insert(&self, handle: T) -> Option<u64> {
         let mut map = self.map.lock();
         if map.len() >= MAX_HANDLES {
             return None;
@@ -43,7 +64,7 @@ impl Handles {
     }
 
     /// The handle `fh`.
-    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+    pub fn get(&self, fh: u64) -> Option<Arc<T>> {
         self.map.lock().get(&fh).cloned()
     }
 
@@ -106,7 +127,7 @@ mod tests {
         let handles = Handles::default();
         let fh = handles
             .insert(Handle {
-                view: ViewId::Uptime,
+                source: Source::View(ViewId::Uptime),
                 subject: Subject::Host,
                 snapshot: Mutex::new(None),
             })

@@ -3,6 +3,7 @@
 //! [`Error`] becomes an errno ([`errno`]).
 
 mod handles;
+mod nodes;
 
 use std::ffi::OsStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,9 +21,12 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::service::Service;
-use crate::vfs::{Node, NodeKind};
+use crate::vfs::NodeKind;
+use crate::views::Subject;
 
-pub use handles::{Handle, Handles, MAX_HANDLES, slice_at};
+pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
+
+use nodes::{Attrs, Listed, Target};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
 /// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
@@ -35,6 +39,8 @@ const STATIC_TTL: Duration = Duration::from_secs(10);
 pub struct Fs {
     service: Arc<Service>,
     handles: Handles,
+    /// Listings of open subtree directories.
+    dirs: Handles<Vec<Listed>>,
     /// Timestamp shown on every node: when the daemon started.
     started: SystemTime,
 }
@@ -45,30 +51,23 @@ impl Fs {
         Fs {
             service,
             handles: Handles::default(),
+            dirs: Handles::default(),
             started: SystemTime::now(),
         }
     }
 
-    fn node(&self, ino: INodeNo) -> Result<&Node> {
-        self.service.vfs.get(ino.0).ok_or(Error::NotFound)
-    }
-
-    fn attr(&self, node: &Node) -> FileAttr {
-        let (kind, nlink) = match node.kind {
-            NodeKind::Dir => (FileType::Directory, 2),
-            NodeKind::File(_) => (FileType::RegularFile, 1),
-        };
+    fn attr(&self, a: &Attrs) -> FileAttr {
+        let nlink = if a.kind == FileType::Directory { 2 } else { 1 };
         FileAttr {
-            ino: INodeNo(node.ino),
-            // Like procfs: size 0, content only through read (handles use direct I/O).
-            size: 0,
+            ino: INodeNo(a.ino),
+            size: a.size,
             blocks: 0,
             atime: self.started,
             mtime: self.started,
             ctime: self.started,
             crtime: self.started,
-            kind,
-            perm: node.mode,
+            kind: a.kind,
+            perm: a.mode,
             nlink,
             uid: 0,
             gid: 0,
@@ -78,17 +77,31 @@ impl Fs {
         }
     }
 
+    /// Whose view the request's caller gets.
+    fn subject(&self, req: &Request) -> Subject {
+        self.service.subject(req.pid())
+    }
+
     fn open_file(&self, req: &Request, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
-        let node = self.node(ino)?;
-        let NodeKind::File(view) = node.kind else {
-            return Err(Error::Os(libc::EISDIR));
+        let target = self.target(ino.0)?;
+        let subject = self.subject(req);
+        let source = match &target {
+            Target::Table(node) => match node.kind {
+                NodeKind::File(view) => Source::View(view),
+                _ => return Err(Error::Os(libc::EISDIR)),
+            },
+            Target::Dynamic(d) => match self.attrs(&target, &subject)?.kind {
+                FileType::RegularFile => Source::Subtree(d.subtree, d.rel.clone()),
+                FileType::Directory => return Err(Error::Os(libc::EISDIR)),
+                _ => return Err(Error::Os(libc::ELOOP)),
+            },
         };
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return Err(Error::Access);
         }
         let handle = Handle {
-            view,
-            subject: self.service.subject(req.pid()),
+            source,
+            subject,
             snapshot: Mutex::new(None),
         };
         self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
@@ -114,8 +127,9 @@ impl Fs {
     /// Renders a handle's view; a panic inside the view becomes an error for this request
     /// only, never the end of a worker thread.
     fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
-        catch_unwind(AssertUnwindSafe(|| {
-            self.service.render(handle.view, &handle.subject)
+        catch_unwind(AssertUnwindSafe(|| match &handle.source {
+            Source::View(view) => self.service.render(*view, &handle.subject),
+            Source::Subtree(id, rel) => self.service.subtree_read(*id, &handle.subject, rel),
         }))
         .unwrap_or_else(|payload| {
             let msg = payload
@@ -125,17 +139,6 @@ impl Fs {
                 .unwrap_or_else(|| "non-string panic".into());
             Err(Error::ViewPanicked(msg))
         })
-    }
-}
-
-/// Entry and attribute TTL of `node`: zero when its existence or attributes depend on the
-/// caller, because one mount is shared by many containers and the kernel's dentry and
-/// attribute caches are not per caller.
-fn ttl(node: &Node) -> Duration {
-    if node.per_caller {
-        Duration::ZERO
-    } else {
-        STATIC_TTL
     }
 }
 
@@ -161,19 +164,45 @@ pub fn errno(e: &Error) -> fuser::Errno {
 }
 
 impl Filesystem for Fs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let found = name
-            .to_str()
-            .and_then(|name| self.service.vfs.child(parent.0, name));
-        match found {
-            Some(node) => reply.entry(&ttl(node), &self.attr(node), Generation(0)),
-            None => reply.error(errno(&Error::NotFound)),
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else {
+            return reply.error(errno(&Error::NotFound));
+        };
+        match self.lookup_child(parent.0, name, &self.subject(req)) {
+            Ok(a) => reply.entry(&a.ttl, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino) {
-            Ok(node) => reply.attr(&ttl(node), &self.attr(node)),
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.service.vfs.dynamic.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let attrs = self.target(ino.0).and_then(|t| {
+            let subject = match t {
+                Target::Table(_) => Subject::Host,
+                Target::Dynamic(_) => self.subject(req),
+            };
+            self.attrs(&t, &subject)
+        });
+        match attrs {
+            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let target = match self.target(ino.0) {
+            Ok(Target::Dynamic(d)) => {
+                self.service
+                    .subtree_readlink(d.subtree, &self.subject(req), &d.rel)
+            }
+            Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
+            Err(e) => Err(e),
+        };
+        match target {
+            Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -197,7 +226,7 @@ impl Filesystem for Fs {
         reply: ReplyAttr,
     ) {
         // No node accepts a change of mode, owner, size or times.
-        match self.node(ino) {
+        match self.target(ino.0) {
             Ok(_) => reply.error(errno(&Error::Access)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -272,10 +301,19 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| n.kind) {
-            Ok(NodeKind::Dir) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(NodeKind::File(_)) => reply.error(errno(&Error::Os(libc::ENOTDIR))),
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Table directories are listed from the table (handle 0); a subtree directory's
+        // listing is taken now, for this caller, and kept until releasedir.
+        let opened = self.target(ino.0).and_then(|t| match t {
+            Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
+            Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
+            _ => {
+                let listing = self.listing(ino.0, &self.subject(req))?;
+                self.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
+            }
+        });
+        match opened {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -284,33 +322,36 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Ok(node) = self.node(ino) else {
-            return reply.error(errno(&Error::NotFound));
+        let listing = match self.dirs.get(fh.0) {
+            Some(listing) => Ok(listing),
+            None => self.listing(ino.0, &Subject::Host).map(Arc::new),
         };
-        let Some(children) = self.service.vfs.children(ino.0) else {
-            return reply.error(errno(&Error::Os(libc::ENOTDIR)));
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => return reply.error(errno(&e)),
         };
-        // `.` and `..` once, then the children; each entry's offset is the index of the next.
-        let dots = [
-            (node.ino, FileType::Directory, "."),
-            (node.parent, FileType::Directory, ".."),
-        ];
-        let entries = dots.into_iter().chain(children.map(|c| {
-            let kind = match c.kind {
-                NodeKind::Dir => FileType::Directory,
-                NodeKind::File(_) => FileType::RegularFile,
-            };
-            (c.ino, kind, c.name.as_str())
-        }));
-        for (i, (ino, kind, name)) in entries.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+        // Each entry's offset is the index of the next.
+        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.remove(fh.0);
         reply.ok();
     }
 

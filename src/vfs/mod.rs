@@ -2,7 +2,13 @@
 //! that are a pure function of the path (so a restarted daemon gives every path the inode the
 //! old one gave it, and file handles and bind mounts can be re-resolved).
 
+mod subtree;
+
 use std::collections::HashMap;
+
+pub use subtree::{
+    DirEntry, DynNode, Dynamic, Entry, EntryKind, MAX_DYNAMIC, SubtreeId, child_rel,
+};
 
 use crate::views::ViewId;
 
@@ -16,6 +22,15 @@ pub enum NodeKind {
     Dir,
     /// A file rendered by a view.
     File(ViewId),
+    /// A directory whose contents come from a provider per request (see [`subtree`]).
+    Subtree(SubtreeId),
+}
+
+impl NodeKind {
+    /// Whether nodes of this kind are directories.
+    pub fn is_dir(self) -> bool {
+        !matches!(self, NodeKind::File(_))
+    }
 }
 
 /// One entry of the declarative table.
@@ -52,8 +67,24 @@ const fn view(path: &'static str, view: ViewId) -> Spec {
     }
 }
 
+/// A directory whose entries come from a provider; the directory itself looks the same to
+/// every caller.
+const fn subtree(path: &'static str, id: SubtreeId) -> Spec {
+    Spec {
+        path,
+        kind: NodeKind::Subtree(id),
+        mode: 0o555,
+        per_caller: false,
+    }
+}
+
 /// Every node nsview serves. Parent directories are implied by the paths.
-pub const TABLE: &[Spec] = &[dir("proc"), view("proc/uptime", ViewId::Uptime), dir("sys")];
+pub const TABLE: &[Spec] = &[
+    dir("proc"),
+    view("proc/uptime", ViewId::Uptime),
+    dir("sys"),
+    subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
+];
 
 /// Nodes added by `serve --test-nodes`, for tests of the FUSE layer itself.
 pub const TEST_TABLE: &[Spec] = &[
@@ -85,6 +116,8 @@ pub struct Node {
 pub struct Vfs {
     nodes: HashMap<u64, Node>,
     children: HashMap<u64, Vec<u64>>,
+    /// Entries of subtrees the kernel has looked up.
+    pub dynamic: Dynamic,
 }
 
 /// The inode number of `path` (relative, no leading slash; "" is the root): 64-bit FNV-1a of
@@ -110,6 +143,7 @@ impl Vfs {
         let mut vfs = Vfs {
             nodes: HashMap::new(),
             children: HashMap::new(),
+            dynamic: Dynamic::default(),
         };
         vfs.insert(&dir(""), "");
         for spec in specs {
@@ -152,7 +186,7 @@ impl Vfs {
         if ino != ROOT_INO {
             self.children.entry(parent).or_default().push(ino);
         }
-        if spec.kind == NodeKind::Dir {
+        if spec.kind.is_dir() {
             self.children.entry(ino).or_default();
         }
     }
@@ -160,6 +194,13 @@ impl Vfs {
     /// The node with inode `ino`.
     pub fn get(&self, ino: u64) -> Option<&Node> {
         self.nodes.get(&ino)
+    }
+
+    /// The table node at the root of subtree `id`.
+    pub fn subtree_root(&self, id: SubtreeId) -> Option<&Node> {
+        self.nodes
+            .values()
+            .find(|n| n.kind == NodeKind::Subtree(id))
     }
 
     /// The child `name` of directory `parent`.

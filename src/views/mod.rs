@@ -1,14 +1,18 @@
 //! Views: what a node shows to one caller. Each view is a pure renderer plus the few reads
 //! that feed it; offsets, handles and fuser types never reach this module.
 
+pub mod cpus;
 pub mod proc;
+pub mod sys;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::debug;
 
-use crate::cgroup::CgroupReader;
+use std::path::PathBuf;
+
+use crate::cgroup::{CgroupReader, CpuSet};
 use crate::container::Container;
 use crate::error::Result;
 use crate::procfs::ProcRoot;
@@ -47,8 +51,12 @@ pub struct Env {
     pub proc: ProcRoot,
     /// The cgroup hierarchies.
     pub cgroups: CgroupReader,
-    /// Number of CPUs online on the host.
-    pub host_cpus: usize,
+    /// The host's sysfs (`/sys`; beside the procfs root in fixture trees).
+    pub sys: PathBuf,
+    /// The CPUs online on the host.
+    pub host_online: CpuSet,
+    /// How a CPU quota counts towards the CPUs a container sees.
+    pub cpu_view: cpus::CpuView,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -56,14 +64,22 @@ pub struct Env {
 }
 
 impl Env {
-    /// An environment reading from `proc` and `cgroups`.
-    pub fn new(proc: ProcRoot, cgroups: CgroupReader) -> Self {
-        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let host_cpus = proc::online_cpus(&proc).unwrap_or(host_cpus);
+    /// An environment reading from `proc` (with the sysfs beside it) and `cgroups`.
+    pub fn new(proc: ProcRoot, cgroups: CgroupReader, cpu_view: cpus::CpuView) -> Self {
+        let sys = proc
+            .path()
+            .parent()
+            .map_or_else(|| PathBuf::from("/sys"), |p| p.join("sys"));
+        let host_online = proc::online_cpus(&sys).unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            CpuSet::parse(&cpus::renumbered_list(n)).unwrap_or_default()
+        });
         Env {
             proc,
             cgroups,
-            host_cpus,
+            sys,
+            host_online,
+            cpu_view,
             ticks_per_sec: crate::procfs::clock_ticks_per_sec(),
             stats: Stats::default(),
         }

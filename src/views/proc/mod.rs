@@ -2,13 +2,13 @@
 
 pub mod uptime;
 
-use crate::cgroup::CpuSet;
-use crate::procfs::ProcRoot;
+use std::path::Path;
 
-/// Number of CPUs online on the host, from `<proc>/../sys/devices/system/cpu/online` when the
-/// procfs is the real one, else `None`.
-pub fn online_cpus(proc: &ProcRoot) -> Option<usize> {
-    let sys = proc.path().parent()?.join("sys/devices/system/cpu/online");
-    let text = std::fs::read_to_string(sys).ok()?;
-    CpuSet::parse(&text).map(|s| s.len()).filter(|&n| n > 0)
+use crate::cgroup::CpuSet;
+
+/// The CPUs online on the host, from `<sys>/devices/system/cpu/online`; `None` when that
+/// cannot be read or is empty.
+pub fn online_cpus(sys: &Path) -> Option<CpuSet> {
+    let text = std::fs::read_to_string(sys.join("devices/system/cpu/online")).ok()?;
+    CpuSet::parse(&text).filter(|s| !s.is_empty())
 }

@@ -6,13 +6,14 @@
 //!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`), clamped at 0 and never below the value
 //!   served before (the CPU count or the accounting may change under a running container).
 //!
-//! Host callers get the host's file unchanged.
+//! Host callers (and host scopes: tasks of a cgroup in the daemon's pid namespace) get the
+//! host's file unchanged.
 
-use crate::cgroup::cpu_count;
 use crate::container::Container;
 use crate::error::Result;
 use crate::procfs::boottime_secs;
 use crate::views::Env;
+use crate::views::cpus::container_cpus;
 
 /// The file's text, as the kernel formats it: two fields with two decimals.
 pub fn render_uptime(uptime_secs: f64, idle_secs: f64) -> String {
@@ -31,13 +32,13 @@ pub fn age_secs(now_secs: f64, start_ticks: u64, ticks_per_sec: u64) -> f64 {
     (now_secs - start_ticks as f64 / ticks_per_sec.max(1) as f64).max(0.0)
 }
 
-/// `proc/uptime` for a container.
+/// `proc/uptime` for a container; a host scope gets the host's file (its age is the host's).
 pub fn read(env: &Env, c: &Container) -> Result<String> {
+    if c.is_host_scope() {
+        return env.proc.read_host("uptime");
+    }
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
-    let cpus = c.cached_cpu_count(|| {
-        let cpuset = c.cgroups.cpuset()?.map(|s| s.len());
-        Ok(cpu_count(cpuset, env.host_cpus, c.cgroups.cpu_quota()?))
-    })?;
+    let cpus = container_cpus(env, c)?.len();
     let busy = c.cgroups.cpu_usage_ns()?.unwrap_or(0);
     let idle = c.monotonic_idle_cs(idle_cs(age, cpus, busy));
     Ok(render_uptime(age, idle as f64 / 100.0))

@@ -1,0 +1,190 @@
+//! What an inode names: a node of the table, or an entry of a subtree looked up earlier; and
+//! the attributes, children and lookups of both, in terms the FUSE replies take.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::FileType;
+
+use super::{Fs, STATIC_TTL};
+use crate::error::{Error, Result};
+use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
+use crate::views::Subject;
+
+/// What an inode names.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// A node of the table.
+    Table(&'a Node),
+    /// A looked-up subtree entry.
+    Dynamic(Arc<DynNode>),
+}
+
+/// The attributes a reply carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs {
+    /// Inode.
+    pub ino: u64,
+    /// File type.
+    pub kind: FileType,
+    /// Permission bits.
+    pub mode: u16,
+    /// Size.
+    pub size: u64,
+    /// How long the kernel may cache the entry and these attributes.
+    pub ttl: Duration,
+}
+
+/// One name of a directory listing: inode, type, name.
+pub type Listed = (u64, FileType, String);
+
+fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn table_attrs(node: &Node) -> Attrs {
+    let kind = if node.kind.is_dir() {
+        FileType::Directory
+    } else {
+        FileType::RegularFile
+    };
+    // Zero TTL when existence or attributes depend on the caller: one mount is shared by many
+    // containers and the kernel's dentry and attribute caches are not per caller.
+    let ttl = if node.per_caller {
+        Duration::ZERO
+    } else {
+        STATIC_TTL
+    };
+    Attrs {
+        ino: node.ino,
+        kind,
+        // Like procfs: size 0, content only through read (handles use direct I/O).
+        mode: node.mode,
+        size: 0,
+        ttl,
+    }
+}
+
+impl Fs {
+    /// What `ino` names.
+    pub(super) fn target(&self, ino: u64) -> Result<Target<'_>> {
+        if let Some(node) = self.service.vfs.get(ino) {
+            return Ok(Target::Table(node));
+        }
+        self.service
+            .vfs
+            .dynamic
+            .get(ino)
+            .map(Target::Dynamic)
+            .ok_or(Error::NotFound)
+    }
+
+    /// The attributes of `target` as `subject` sees them (a subtree entry may not exist for
+    /// every caller).
+    pub(super) fn attrs(&self, target: &Target<'_>, subject: &Subject) -> Result<Attrs> {
+        match target {
+            Target::Table(node) => Ok(table_attrs(node)),
+            Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, subject),
+        }
+    }
+
+    fn subtree_attrs(
+        &self,
+        id: SubtreeId,
+        rel: &str,
+        ino: u64,
+        subject: &Subject,
+    ) -> Result<Attrs> {
+        let entry = self.service.subtree_lookup(id, subject, rel)?;
+        Ok(Attrs {
+            ino,
+            kind: file_type(entry.kind),
+            mode: entry.mode,
+            size: entry.size,
+            ttl: Duration::ZERO,
+        })
+    }
+
+    /// The subtree and path below its root that directory `target` stands for, if it is one.
+    fn subtree_dir(target: &Target<'_>) -> Option<(SubtreeId, String)> {
+        match target {
+            Target::Table(node) => match node.kind {
+                NodeKind::Subtree(id) => Some((id, String::new())),
+                _ => None,
+            },
+            Target::Dynamic(d) => Some((d.subtree, d.rel.clone())),
+        }
+    }
+
+    /// Looks up `name` in directory `parent` for `subject`; a subtree entry found is
+    /// remembered (one lookup counted) until the kernel forgets it.
+    pub(super) fn lookup_child(&self, parent: u64, name: &str, subject: &Subject) -> Result<Attrs> {
+        let dir = self.target(parent)?;
+        if let Target::Table(node) = dir
+            && node.kind == NodeKind::Dir
+        {
+            let child = self
+                .service
+                .vfs
+                .child(parent, name)
+                .ok_or(Error::NotFound)?;
+            return Ok(table_attrs(child));
+        }
+        let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
+        let rel = child_rel(&dir_rel, name);
+        let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
+        let probe = self.subtree_attrs(id, &rel, 0, subject)?;
+        let node = self
+            .service
+            .vfs
+            .dynamic
+            .remember(id, &root.path, parent, &rel)
+            .ok_or(Error::Os(libc::ENFILE))?;
+        Ok(Attrs {
+            ino: node.ino,
+            ..probe
+        })
+    }
+
+    /// The listing of directory `ino` for `subject`: `.` and `..` once, then its children.
+    pub(super) fn listing(&self, ino: u64, subject: &Subject) -> Result<Vec<Listed>> {
+        let dir = self.target(ino)?;
+        let parent = match &dir {
+            Target::Table(node) => node.parent,
+            Target::Dynamic(d) => d.parent,
+        };
+        let mut out: Vec<Listed> = vec![
+            (ino, FileType::Directory, ".".into()),
+            (parent, FileType::Directory, "..".into()),
+        ];
+        if let Target::Table(node) = dir
+            && node.kind == NodeKind::Dir
+        {
+            let children = self
+                .service
+                .vfs
+                .children(ino)
+                .ok_or(Error::Os(libc::ENOTDIR))?;
+            out.extend(children.map(|c| {
+                let a = table_attrs(c);
+                (a.ino, a.kind, c.name.clone())
+            }));
+            return Ok(out);
+        }
+        let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
+        let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
+        for entry in self.service.subtree_list(id, subject, &dir_rel)? {
+            let path = format!("{}/{}", root.path, child_rel(&dir_rel, &entry.name));
+            out.push((
+                crate::vfs::inode_of(&path),
+                file_type(entry.kind),
+                entry.name,
+            ));
+        }
+        Ok(out)
+    }
+}

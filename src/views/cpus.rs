@@ -1,0 +1,104 @@
+//! Which CPUs a container sees. One list drives every CPU-shaped view (`proc/cpuinfo`,
+//! `proc/stat`, `proc/uptime`'s idle, `proc/loadavg`, `sys/devices/system/cpu`), so `nproc
+//! --all`, `getconf _NPROCESSORS_CONF`, `lscpu` and `os.cpu_count()` never disagree (LXCFS
+//! #406, #522, #731: there they show the host's CPUs in some of these places).
+
+use std::str::FromStr;
+
+use crate::cgroup::CpuSet;
+use crate::container::Container;
+use crate::error::Result;
+use crate::views::Env;
+
+/// How a CPU bandwidth limit (quota/period) counts towards the CPUs a container sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CpuView {
+    /// The cpuset, further limited to `ceil(quota / period)` CPUs (LXCFS's `--enable-cfs`).
+    #[default]
+    Quota,
+    /// The cpuset alone: a quota only slows the container down.
+    Cpuset,
+}
+
+impl FromStr for CpuView {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "quota" => Ok(CpuView::Quota),
+            "cpuset" => Ok(CpuView::Cpuset),
+            other => Err(format!(
+                "unknown CPU view {other:?} (expected quota or cpuset)"
+            )),
+        }
+    }
+}
+
+/// The host CPUs a container sees, ascending: the CPUs it may run on (`placed`, its cpuset or
+/// every online CPU), cut to the first `ceil(quota)` of them under [`CpuView::Quota`]. Never
+/// empty while `placed` is not; the container's CPU `i` is host CPU `visible[i]`.
+pub fn visible_cpus(placed: &[u32], quota: Option<f64>, view: CpuView) -> Vec<u32> {
+    let keep = match (view, quota) {
+        (CpuView::Quota, Some(q)) if q > 0.0 => (q.ceil() as usize).max(1),
+        _ => placed.len(),
+    };
+    placed.iter().copied().take(keep).collect()
+}
+
+/// The CPUs container `c` sees, from its cpuset and quota (re-read at most once a second).
+pub fn container_cpus(env: &Env, c: &Container) -> Result<std::sync::Arc<[u32]>> {
+    c.cached_cpus(|| {
+        let placed = c.cgroups.cpuset()?.filter(|s| !s.is_empty());
+        let placed = placed.as_ref().unwrap_or(&env.host_online);
+        Ok(visible_cpus(
+            placed.cpus(),
+            c.cgroups.cpu_quota()?,
+            env.cpu_view,
+        ))
+    })
+}
+
+/// `0-(n-1)`, the list a container with `n` CPUs sees in `online`, `possible` and `present`.
+pub fn renumbered_list(n: usize) -> String {
+    let set = CpuSet::parse(&match n {
+        0 => String::new(),
+        1 => "0".to_owned(),
+        n => format!("0-{}", n - 1),
+    });
+    set.map(|s| s.to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_cuts_the_cpuset_to_its_ceiling() {
+        assert_eq!(visible_cpus(&[0, 2, 3], Some(1.5), CpuView::Quota), [0, 2]);
+        assert_eq!(visible_cpus(&[0, 2, 3], Some(0.5), CpuView::Quota), [0]);
+        assert_eq!(
+            visible_cpus(&[0, 2, 3], Some(8.0), CpuView::Quota),
+            [0, 2, 3]
+        );
+        assert_eq!(visible_cpus(&[0, 2, 3], None, CpuView::Quota), [0, 2, 3]);
+    }
+
+    #[test]
+    fn cpuset_view_ignores_the_quota() {
+        assert_eq!(visible_cpus(&[1, 2], Some(0.5), CpuView::Cpuset), [1, 2]);
+    }
+
+    #[test]
+    fn renumbered_lists_start_at_zero() {
+        assert_eq!(renumbered_list(1), "0");
+        assert_eq!(renumbered_list(4), "0-3");
+        assert_eq!(renumbered_list(0), "");
+    }
+
+    #[test]
+    fn cpu_view_parses_its_two_names_only() {
+        assert_eq!("quota".parse::<CpuView>(), Ok(CpuView::Quota));
+        assert_eq!("cpuset".parse::<CpuView>(), Ok(CpuView::Cpuset));
+        assert!("all".parse::<CpuView>().is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! `sys/devices/system/cpu`: the host's directory as a container with `n` CPUs would see it.
+//!
+//! - `online`, `possible`, `present`, `enabled` read `0-(n-1)`; `offline` and `isolated` are
+//!   empty. glibc's `get_nprocs` reads `online` and `get_nprocs_conf` reads `possible` (or
+//!   counts `cpuN` directories), so `nproc --all`, `getconf _NPROCESSORS_CONF` and `lscpu`
+//!   agree with the container's count.
+//! - Only `cpu0` … `cpu(n-1)` exist; the container's `cpuK` is the host's `cpu<visible[K]>`
+//!   subtree (see [`crate::views::cpus`]), passed through.
+//! - Everything else is the host's, passed through read-only (write bits cleared).
+//!
+//! Files inside a CPU's subtree that name other CPUs (`topology/*_list`, `cache/*/shared_cpu_list`,
+//! `cpufreq/policy*/related_cpus`) keep the host's numbers: rewriting them would need a map of
+//! every such file, and tools take the count from the lists above.
+//!
+//! Callers that see the host (pid 0, vanished, root cgroups in the host's pid namespace) get
+//! the host's directory unchanged.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::vfs::{DirEntry, Entry, EntryKind};
+use crate::views::cpus::renumbered_list;
+
+/// Largest file read from the host's sysfs (sysfs attributes are at most a page).
+const MAX_READ: u64 = 64 * 1024;
+
+/// Files whose content is the container's CPU list, `0-(n-1)`.
+const COUNT_LISTS: [&str; 4] = ["online", "possible", "present", "enabled"];
+/// Files that list CPUs a container never has.
+const EMPTY_LISTS: [&str; 2] = ["offline", "isolated"];
+
+/// A host sysfs error as the caller would get it natively (ENOENT, EIO from attributes the
+/// hardware does not support, ...): passed through as a plain errno, not logged as a fault.
+fn passthrough(e: std::io::Error) -> Error {
+    Error::Os(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Where an entry's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Computed text.
+    Synth(String),
+    /// The host's sysfs at this path.
+    Host(PathBuf),
+}
+
+/// Maps `rel` (a path below the directory) for a caller seeing the host CPUs `cpus` (its CPU
+/// `K` is `cpus[K]`), or the host's view when `cpus` is `None`. `root` is the host's
+/// `devices/system/cpu`.
+pub fn map(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Target> {
+    let Some(cpus) = cpus else {
+        return Ok(Target::Host(join(root, rel)));
+    };
+    let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
+    if let Some(k) = cpu_number(first) {
+        let host = *cpus.get(k as usize).ok_or(Error::NotFound)?;
+        let dir = root.join(format!("cpu{host}"));
+        return Ok(Target::Host(join(&dir, rest)));
+    }
+    if rest.is_empty() && COUNT_LISTS.contains(&first) {
+        // Only where the host has the file: `enabled` is new in 6.x kernels.
+        if root.join(first).exists() {
+            return Ok(Target::Synth(format!("{}\n", renumbered_list(cpus.len()))));
+        }
+    }
+    if rest.is_empty() && EMPTY_LISTS.contains(&first) && root.join(first).exists() {
+        return Ok(Target::Synth("\n".to_owned()));
+    }
+    Ok(Target::Host(join(root, rel)))
+}
+
+/// `cpuN` → N; anything else (`cpufreq`, `cpuidle`, `cpu01`) → `None`.
+pub fn cpu_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("cpu")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
+fn join(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// The attributes of `target`: the host entry's, with write permission cleared.
+pub fn lookup(target: &Target) -> Result<Entry> {
+    match target {
+        Target::Synth(_) => Ok(Entry {
+            kind: EntryKind::File,
+            mode: 0o444,
+            size: 4096,
+        }),
+        Target::Host(path) => {
+            let meta = fs::symlink_metadata(path).map_err(passthrough)?;
+            let file_type = meta.file_type();
+            let kind = if file_type.is_dir() {
+                EntryKind::Dir
+            } else if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else if file_type.is_file() || file_type.is_char_device() {
+                EntryKind::File
+            } else {
+                return Err(Error::NotFound);
+            };
+            let mode = (meta.mode() & 0o7777) as u16;
+            let mode = if kind == EntryKind::Symlink {
+                0o777
+            } else {
+                mode & !0o222
+            };
+            Ok(Entry {
+                kind,
+                mode,
+                size: meta.size(),
+            })
+        }
+    }
+}
+
+/// The listing of directory `rel`: the host's, with `cpuN` directories replaced by the
+/// container's `cpu0..cpu(n-1)` at the top level. Sorted by name, so offsets are stable.
+pub fn list(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Vec<DirEntry>> {
+    let Target::Host(dir) = map(root, cpus, rel)? else {
+        return Err(Error::Os(libc::ENOTDIR));
+    };
+    let mut entries = Vec::new();
+    for item in fs::read_dir(&dir).map_err(passthrough)? {
+        let item = item.map_err(passthrough)?;
+        let name = item.file_name();
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        let renumbered = rel.is_empty() && cpus.is_some() && cpu_number(&name).is_some();
+        if renumbered {
+            continue;
+        }
+        let kind = match item.file_type() {
+            Ok(t) if t.is_dir() => EntryKind::Dir,
+            Ok(t) if t.is_symlink() => EntryKind::Symlink,
+            Ok(_) => EntryKind::File,
+            Err(_) => continue,
+        };
+        entries.push(DirEntry { name, kind });
+    }
+    if let (true, Some(cpus)) = (rel.is_empty(), cpus) {
+        entries.extend((0..cpus.len()).map(|k| DirEntry {
+            name: format!("cpu{k}"),
+            kind: EntryKind::Dir,
+        }));
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// The content of file `target`.
+pub fn read(target: &Target) -> Result<Vec<u8>> {
+    match target {
+        Target::Synth(text) => Ok(text.clone().into_bytes()),
+        Target::Host(path) => {
+            use std::io::Read;
+            let file = fs::File::open(path).map_err(passthrough)?;
+            let mut data = Vec::new();
+            file.take(MAX_READ)
+                .read_to_end(&mut data)
+                .map_err(passthrough)?;
+            Ok(data)
+        }
+    }
+}
+
+/// The target of symlink `target`, as the host's sysfs has it (relative links resolve the
+/// same way below the bind mount as on the host).
+pub fn readlink(target: &Target) -> Result<Vec<u8>> {
+    match target {
+        Target::Synth(_) => Err(Error::Os(libc::EINVAL)),
+        Target::Host(path) => fs::read_link(path)
+            .map(|t| t.as_os_str().as_bytes().to_vec())
+            .map_err(passthrough),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host sysfs cpu directory with CPUs 0-3.
+    fn host_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for name in ["online", "possible", "present"] {
+            fs::write(root.join(name), "0-3\n").unwrap();
+        }
+        fs::write(root.join("offline"), "\n").unwrap();
+        fs::write(root.join("kernel_max"), "8191\n").unwrap();
+        fs::create_dir(root.join("cpufreq")).unwrap();
+        for cpu in 0..4 {
+            let topo = root.join(format!("cpu{cpu}/topology"));
+            fs::create_dir_all(&topo).unwrap();
+            fs::write(topo.join("core_id"), format!("{cpu}\n")).unwrap();
+        }
+        std::os::unix::fs::symlink("../../../bus/cpu", root.join("cpu2/subsystem")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn count_lists_are_renumbered_from_zero() {
+        let dir = host_tree();
+        let cpus = [2, 3];
+        for name in ["online", "possible", "present"] {
+            let target = map(dir.path(), Some(&cpus), name).unwrap();
+            assert_eq!(read(&target).unwrap(), b"0-1\n", "{name}");
+        }
+        assert_eq!(
+            read(&map(dir.path(), Some(&cpus), "offline").unwrap()).unwrap(),
+            b"\n"
+        );
+        // `enabled` is absent on this fixture's "kernel": not invented.
+        assert!(matches!(
+            map(dir.path(), Some(&cpus), "enabled").unwrap(),
+            Target::Host(_)
+        ));
+        assert_eq!(
+            read(&map(dir.path(), Some(&cpus), "kernel_max").unwrap()).unwrap(),
+            b"8191\n"
+        );
+    }
+
+    #[test]
+    fn cpu_directories_map_onto_the_visible_host_cpus() {
+        let dir = host_tree();
+        let cpus = [2, 3];
+        let target = map(dir.path(), Some(&cpus), "cpu0/topology/core_id").unwrap();
+        assert_eq!(read(&target).unwrap(), b"2\n");
+        assert!(matches!(
+            map(dir.path(), Some(&cpus), "cpu2/topology"),
+            Err(Error::NotFound)
+        ));
+        let link = map(dir.path(), Some(&cpus), "cpu0/subsystem").unwrap();
+        assert_eq!(lookup(&link).unwrap().kind, EntryKind::Symlink);
+        assert_eq!(readlink(&link).unwrap(), b"../../../bus/cpu");
+    }
+
+    #[test]
+    fn the_listing_shows_exactly_the_containers_cpus() {
+        let dir = host_tree();
+        let names: Vec<String> = list(dir.path(), Some(&[1]), "")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cpu0",
+                "cpufreq",
+                "kernel_max",
+                "offline",
+                "online",
+                "possible",
+                "present"
+            ]
+        );
+        let host: Vec<String> = list(dir.path(), None, "")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(host.contains(&"cpu3".to_owned()));
+    }
+
+    #[test]
+    fn host_files_are_shown_read_only() {
+        let dir = host_tree();
+        let entry = lookup(&map(dir.path(), Some(&[0]), "kernel_max").unwrap()).unwrap();
+        assert_eq!(entry.mode & 0o222, 0);
+        assert_eq!(entry.kind, EntryKind::File);
+        let cpu0 = lookup(&map(dir.path(), Some(&[0]), "cpu0").unwrap()).unwrap();
+        assert_eq!(cpu0.kind, EntryKind::Dir);
+    }
+
+    #[test]
+    fn only_canonical_cpu_names_are_cpus() {
+        assert_eq!(cpu_number("cpu0"), Some(0));
+        assert_eq!(cpu_number("cpu17"), Some(17));
+        assert_eq!(cpu_number("cpu01"), None);
+        assert_eq!(cpu_number("cpufreq"), None);
+        assert_eq!(cpu_number("cpu"), None);
+    }
+}

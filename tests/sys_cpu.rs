@@ -1,0 +1,144 @@
+//! `sys/devices/system/cpu` end to end: the CPU count real programs see inside a container.
+//!
+//! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces in fresh
+//! `nsview-test-*` cgroups, with nsview's `sys/devices/system/cpu` bound over theirs. Limits
+//! are stated per test; this machine has 2 CPUs.
+
+mod rig;
+
+use rig::{Container, ContainerBuilder, Daemon, Limits};
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().unwrap().get()
+}
+
+fn container(daemon: &Daemon, limits: Limits) -> Container {
+    ContainerBuilder::new()
+        .limits(limits)
+        .bind_from(daemon, &["sys/devices/system/cpu"])
+        .start()
+}
+
+fn one_cpu_by_cpuset_and_half_a_cpu_of_quota() -> Limits {
+    Limits {
+        cpuset_cpus: Some((host_cpus() - 1).to_string()),
+        cpu_quota_us: Some(50_000),
+        cpu_period_us: Some(100_000),
+        ..Limits::default()
+    }
+}
+
+/// stdout of `script` inside `c`, which must succeed.
+fn run(c: &Container, script: &str) -> String {
+    let out = c.sh(script);
+    assert!(out.status.success(), "{script}: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+#[test]
+fn programs_inside_a_one_cpu_container_count_one_cpu() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, one_cpu_by_cpuset_and_half_a_cpu_of_quota());
+    let dir = "/sys/devices/system/cpu";
+    for file in ["online", "possible", "present"] {
+        assert_eq!(run(&c, &format!("cat {dir}/{file}")), "0", "{file}");
+    }
+    assert_eq!(run(&c, &format!("cat {dir}/offline")), "");
+    assert_eq!(
+        run(&c, &format!("ls -d {dir}/cpu[0-9]*")),
+        format!("{dir}/cpu0")
+    );
+    assert_eq!(run(&c, "nproc --all"), "1");
+    assert_eq!(run(&c, "getconf _NPROCESSORS_CONF"), "1");
+    assert_eq!(run(&c, "getconf _NPROCESSORS_ONLN"), "1");
+    let lscpu = run(&c, "lscpu");
+    let cpus = lscpu.lines().find(|l| l.starts_with("CPU(s):")).unwrap();
+    assert_eq!(cpus.split_whitespace().last(), Some("1"), "{lscpu}");
+    assert_eq!(
+        run(&c, "python3 -c 'import os; print(os.cpu_count())'"),
+        "1"
+    );
+}
+
+#[test]
+fn the_containers_cpu0_is_the_host_cpu_its_cpuset_names() {
+    let daemon = Daemon::start();
+    let last = host_cpus() - 1;
+    let c = container(
+        &daemon,
+        Limits {
+            cpuset_cpus: Some(last.to_string()),
+            ..Limits::default()
+        },
+    );
+    let inside = run(
+        &c,
+        "readlink -f /sys/devices/system/cpu/cpu0/topology; ls /sys/devices/system/cpu/cpu0/topology",
+    );
+    let host = std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{last}/topology"))
+        .unwrap()
+        .count();
+    assert_eq!(inside.lines().count(), host + 1, "{inside}");
+    let ours = run(
+        &c,
+        "cat /sys/devices/system/cpu/cpu0/topology/core_cpus_list",
+    );
+    let theirs = std::fs::read_to_string(format!(
+        "/sys/devices/system/cpu/cpu{last}/topology/core_cpus_list"
+    ))
+    .unwrap();
+    assert_eq!(ours, theirs.trim());
+}
+
+#[test]
+fn cpuset_view_ignores_the_quota() {
+    let daemon = Daemon::start_with(&["--cpu-view", "cpuset"]);
+    let c = container(
+        &daemon,
+        Limits {
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: Some(100_000),
+            ..Limits::default()
+        },
+    );
+    assert_eq!(run(&c, "nproc --all"), host_cpus().to_string());
+}
+
+#[test]
+fn the_host_sees_its_own_directory_unchanged() {
+    let daemon = Daemon::start();
+    let ours = std::fs::read_to_string(daemon.path("sys/devices/system/cpu/online")).unwrap();
+    let host = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    assert_eq!(ours, host);
+    let mut names: Vec<String> = std::fs::read_dir(daemon.path("sys/devices/system/cpu"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut host_names: Vec<String> = std::fs::read_dir("/sys/devices/system/cpu")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    host_names.sort();
+    assert_eq!(names, host_names);
+}
+
+#[test]
+fn writes_are_refused_even_for_container_root() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, Limits::default());
+    let out = c.sh("echo 0 > /sys/devices/system/cpu/cpu1/online");
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    let mode = run(&c, "stat -c %a /sys/devices/system/cpu/cpu1/online");
+    assert_eq!(mode, "444");
+}
+
+#[test]
+fn a_cpu_the_container_does_not_have_is_not_there() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, one_cpu_by_cpuset_and_half_a_cpu_of_quota());
+    let out = c.sh("cat /sys/devices/system/cpu/cpu1/online");
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("No such file"), "{}", out.stderr);
+}
