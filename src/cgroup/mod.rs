@@ -6,9 +6,14 @@
 //! turns the text of `/proc/<pid>/cgroup` into a [`CgroupSet`]: one directory per controller,
 //! resolved once, on whichever hierarchy holds that controller.
 
+mod cpu;
 mod cpuset;
 mod files;
+mod io;
+mod memory;
+mod parse;
 mod paths;
+mod tasks;
 mod types;
 
 use std::fs;
@@ -31,6 +36,10 @@ pub enum Controller {
     Cpuacct,
     /// CPU and memory-node placement.
     Cpuset,
+    /// Memory limits and accounting.
+    Memory,
+    /// Block IO accounting (v1 `blkio`, v2 `io`).
+    Blkio,
 }
 
 impl Controller {
@@ -39,6 +48,8 @@ impl Controller {
             Controller::Cpu => "cpu",
             Controller::Cpuacct => "cpuacct",
             Controller::Cpuset => "cpuset",
+            Controller::Memory => "memory",
+            Controller::Blkio => "blkio",
         }
     }
 
@@ -48,6 +59,8 @@ impl Controller {
             Controller::Cpu => Some("cpu"),
             Controller::Cpuacct => None,
             Controller::Cpuset => Some("cpuset"),
+            Controller::Memory => Some("memory"),
+            Controller::Blkio => Some("io"),
         }
     }
 }
@@ -100,6 +113,8 @@ pub struct CgroupSet {
     cpu: Option<CgroupDir>,
     cpuacct: Option<CgroupDir>,
     cpuset: Option<CgroupDir>,
+    memory: Option<CgroupDir>,
+    blkio: Option<CgroupDir>,
     files: Arc<OpenFiles>,
 }
 
@@ -140,6 +155,8 @@ impl CgroupReader {
             cpu: dir(Controller::Cpu),
             cpuacct: dir(Controller::Cpuacct),
             cpuset: dir(Controller::Cpuset),
+            memory: dir(Controller::Memory),
+            blkio: dir(Controller::Blkio),
             files: Arc::default(),
         }
     }
@@ -306,16 +323,6 @@ fn parse_u64(path: &Path, text: &str) -> Result<u64> {
     text.trim()
         .parse()
         .map_err(|_| Error::parse(path, "unsigned integer"))
-}
-
-/// The number of CPUs a container may use: its cpuset (or all `host_cpus`), further limited by
-/// `ceil(quota)` when `quota` is given; never less than one.
-pub fn cpu_count(cpuset: Option<usize>, host_cpus: usize, quota: Option<f64>) -> usize {
-    let placed = cpuset.unwrap_or(host_cpus).max(1);
-    match quota {
-        Some(q) if q > 0.0 => placed.min(q.ceil() as usize).max(1),
-        _ => placed,
-    }
 }
 
 #[cfg(test)]

@@ -110,11 +110,141 @@ fn malformed_files_are_parse_errors_not_panics() {
     assert!(matches!(set.cpuset(), Err(Error::Parse { .. })));
 }
 
+fn v1_memory_tree(root: &Path) {
+    write(
+        root,
+        "memory/memory.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    write(root, "memory/lim/memory.limit_in_bytes", "268435456\n");
+    write(
+        root,
+        "memory/lim/memory.memsw.limit_in_bytes",
+        "536870912\n",
+    );
+    write(
+        root,
+        "memory/lim/ctr/memory.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    write(
+        root,
+        "memory/lim/ctr/memory.memsw.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    write(root, "memory/lim/ctr/memory.usage_in_bytes", "104857600\n");
+    write(
+        root,
+        "memory/lim/ctr/memory.memsw.usage_in_bytes",
+        "110100480\n",
+    );
+    write(
+        root,
+        "memory/lim/ctr/memory.stat",
+        "cache 1\nrss 2\ntotal_cache 4096\ntotal_rss 8192\ntotal_rss_huge 0\ntotal_shmem 16\n\
+         total_mapped_file 32\ntotal_dirty 64\ntotal_writeback 128\ntotal_active_anon 256\n\
+         total_inactive_anon 512\ntotal_active_file 1024\ntotal_inactive_file 2048\n\
+         total_unevictable 7\n",
+    );
+    write(root, "memory/lim/ctr/tasks", "10\n11\n");
+    write(root, "memory/lim/ctr/sub/tasks", "12\n");
+}
+
 #[test]
-fn cpu_count_is_cpuset_limited_by_ceil_quota() {
-    assert_eq!(cpu_count(Some(4), 8, Some(1.5)), 2);
-    assert_eq!(cpu_count(Some(2), 8, Some(3.0)), 2);
-    assert_eq!(cpu_count(None, 8, None), 8);
-    assert_eq!(cpu_count(None, 2, Some(0.01)), 1);
-    assert_eq!(cpu_count(Some(0), 0, None), 1);
+fn v1_memory_limit_is_the_minimum_up_the_tree_and_stat_uses_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    v1_memory_tree(dir.path());
+    let set = CgroupReader::new(dir.path()).resolve(&parse_proc_cgroup("4:memory:/lim/ctr\n"));
+    assert_eq!(set.memory_limit().unwrap(), Some(256 << 20));
+    assert_eq!(set.memory_usage().unwrap(), Some(100 << 20));
+    // memsw 512 MiB − memory 256 MiB on the parent; the child sets neither.
+    assert_eq!(set.swap_limit().unwrap(), Some(256 << 20));
+    assert_eq!(set.swap_usage().unwrap(), Some(5 << 20));
+    let stat = set.memory_stat().unwrap().unwrap();
+    assert_eq!(
+        (stat.file, stat.anon, stat.shmem, stat.file_mapped),
+        (4096, 8192, 16, 32)
+    );
+    assert_eq!(
+        (stat.active_file, stat.inactive_file, stat.unevictable),
+        (1024, 2048, 7)
+    );
+    assert_eq!(set.tasks().unwrap(), [10, 11, 12]);
+}
+
+#[test]
+fn v2_memory_max_swap_and_stat_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "cgroup.controllers", "cpu memory io\n");
+    write(root, "a/memory.max", "max\n");
+    write(root, "a/memory.swap.max", "0\n");
+    write(root, "a/b/memory.max", "1073741824\n");
+    write(root, "a/b/memory.swap.max", "max\n");
+    write(root, "a/b/memory.current", "4096\n");
+    write(root, "a/b/memory.swap.current", "0\n");
+    write(
+        root,
+        "a/b/memory.stat",
+        "anon 1\nfile 2\nslab_reclaimable 3\nslab_unreclaimable 4\n",
+    );
+    write(root, "a/b/cgroup.threads", "7\n");
+    write(
+        root,
+        "a/b/cpu.pressure",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    );
+    write(
+        root,
+        "a/b/io.stat",
+        "8:0 rbytes=512 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+    );
+    let set = CgroupReader::new(root).resolve(&parse_proc_cgroup("0::/a/b\n"));
+    assert_eq!(set.memory_limit().unwrap(), Some(1 << 30));
+    assert_eq!(set.swap_limit().unwrap(), Some(0));
+    assert_eq!(set.memory_usage().unwrap(), Some(4096));
+    let stat = set.memory_stat().unwrap().unwrap();
+    assert_eq!(
+        (
+            stat.anon,
+            stat.file,
+            stat.slab_reclaimable,
+            stat.slab_unreclaimable
+        ),
+        (1, 2, 3, 4)
+    );
+    assert_eq!(set.tasks().unwrap(), [7]);
+    assert!(
+        set.pressure(PressureKind::Cpu)
+            .unwrap()
+            .unwrap()
+            .starts_with("some")
+    );
+    assert_eq!(set.pressure(PressureKind::Io).unwrap(), None);
+    assert_eq!(set.io_stats().unwrap()[0].read_bytes, 512);
+}
+
+#[test]
+fn unlimited_memory_and_missing_files_are_none() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "memory/c/memory.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    let set = CgroupReader::new(dir.path()).resolve(&parse_proc_cgroup("4:memory:/c\n"));
+    assert_eq!(set.memory_limit().unwrap(), None);
+    assert_eq!(set.memory_usage().unwrap(), None);
+    assert_eq!(set.swap_limit().unwrap(), None);
+    assert_eq!(set.memory_stat().unwrap(), None);
+    assert_eq!(set.pressure(PressureKind::Memory).unwrap(), None);
+    assert!(set.io_stats().unwrap().is_empty());
+}
+
+#[test]
+fn the_real_hosts_cgroups_read() {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let set = CgroupReader::new("/sys/fs/cgroup").resolve(&parse_proc_cgroup(&own));
+    assert!(set.memory_usage().unwrap().unwrap_or(0) > 0);
+    assert!(set.cpu_usage().unwrap().unwrap().total_ns > 0);
 }

@@ -1,0 +1,171 @@
+//! Memory: limits (the minimum up the tree), usage, `memory.stat`, swap.
+
+use super::{CgroupDir, CgroupSet, OpenFiles, parse};
+use crate::cgroup::MemoryStat;
+use crate::error::{Error, Result};
+
+impl CgroupSet {
+    /// The memory limit in bytes, the minimum over the cgroup and its ancestors; `None` when
+    /// no level sets one (v2 `max`, v1's sentinel) or no memory controller serves the cgroup.
+    pub fn memory_limit(&self) -> Result<Option<u64>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        let file = if dir.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        min_up_the_tree(dir, |cg| read_limit(&self.files, &cg.join(file)))
+    }
+
+    /// Memory in use by the cgroup and its descendants, in bytes (v1 `memory.usage_in_bytes`,
+    /// v2 `memory.current`).
+    pub fn memory_usage(&self) -> Result<Option<u64>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        let file = if dir.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        read_number(&self.files, &dir.path().join(file))
+    }
+
+    /// `memory.stat` of the cgroup and its descendants, named as v2 names them (v1's
+    /// hierarchical `total_*` keys).
+    pub fn memory_stat(&self) -> Result<Option<MemoryStat>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        let Some(text) = self.files.read(&dir.path().join("memory.stat"))? else {
+            return Ok(None);
+        };
+        Ok(Some(memory_stat(&text, dir.v2)))
+    }
+
+    /// The swap limit in bytes, the minimum over the cgroup and its ancestors: v2
+    /// `memory.swap.max`; v1 `memory.memsw.limit_in_bytes` − `memory.limit_in_bytes` (memsw
+    /// counts memory plus swap). `None` when unlimited or when swap is not accounted.
+    pub fn swap_limit(&self) -> Result<Option<u64>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        if dir.v2 {
+            return min_up_the_tree(dir, |cg| {
+                read_limit(&self.files, &cg.join("memory.swap.max"))
+            });
+        }
+        min_up_the_tree(dir, |cg| {
+            let memsw = read_limit(&self.files, &cg.join("memory.memsw.limit_in_bytes"))?;
+            let mem = read_limit(&self.files, &cg.join("memory.limit_in_bytes"))?;
+            Ok(match (memsw, mem) {
+                (Some(memsw), Some(mem)) => Some(memsw.saturating_sub(mem)),
+                // memsw limited, memory not: memory alone can use the whole memsw budget.
+                (Some(memsw), None) => Some(memsw),
+                (None, _) => None,
+            })
+        })
+    }
+
+    /// Swap in use by the cgroup, in bytes: v2 `memory.swap.current`, v1 memsw usage −
+    /// memory usage.
+    pub fn swap_usage(&self) -> Result<Option<u64>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        if dir.v2 {
+            return read_number(&self.files, &dir.path().join("memory.swap.current"));
+        }
+        let memsw = read_number(&self.files, &dir.path().join("memory.memsw.usage_in_bytes"))?;
+        let mem = read_number(&self.files, &dir.path().join("memory.usage_in_bytes"))?;
+        Ok(memsw.map(|sw| sw.saturating_sub(mem.unwrap_or(0))))
+    }
+
+    /// v1 `memory.kmem.slabinfo` of the cgroup where the kernel provides it (and it reads).
+    pub fn kmem_slabinfo(&self) -> Result<Option<String>> {
+        let Some(dir) = self.memory.as_ref().filter(|d| !d.v2) else {
+            return Ok(None);
+        };
+        // Some kernels keep the file but fail reads of it (EIO, ENOTSUPP): no slabinfo then.
+        Ok(self
+            .files
+            .read(&dir.path().join("memory.kmem.slabinfo"))
+            .ok()
+            .flatten())
+    }
+}
+
+/// The minimum of `level` over `dir` and its ancestors, ignoring levels without a value.
+pub(super) fn min_up_the_tree(
+    dir: &CgroupDir,
+    mut level: impl FnMut(&std::path::Path) -> Result<Option<u64>>,
+) -> Result<Option<u64>> {
+    let mut min: Option<u64> = None;
+    for cg in dir.lineage() {
+        if let Some(value) = level(&cg)? {
+            min = Some(min.map_or(value, |m| m.min(value)));
+        }
+    }
+    Ok(min)
+}
+
+fn read_limit(files: &OpenFiles, path: &std::path::Path) -> Result<Option<u64>> {
+    match files.read(path)? {
+        Some(text) => parse::limit(&text).map_err(|()| Error::parse(path, "limit")),
+        None => Ok(None),
+    }
+}
+
+fn read_number(files: &OpenFiles, path: &std::path::Path) -> Result<Option<u64>> {
+    match files.read(path)? {
+        Some(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::parse(path, "unsigned integer")),
+        None => Ok(None),
+    }
+}
+
+/// Maps `memory.stat` text onto [`MemoryStat`]: v2 keys as they are, v1's hierarchical
+/// `total_*` keys onto their v2 names.
+pub fn memory_stat(text: &str, v2: bool) -> MemoryStat {
+    let mut stat = MemoryStat::default();
+    for (key, value) in parse::flat_keyed(text) {
+        let key = if v2 {
+            key
+        } else {
+            match key.strip_prefix("total_") {
+                Some("cache") => "file",
+                Some("rss") => "anon",
+                Some("rss_huge") => "anon_thp",
+                Some("mapped_file") => "file_mapped",
+                Some("dirty") => "file_dirty",
+                Some("writeback") => "file_writeback",
+                Some(other) => other,
+                None => continue,
+            }
+        };
+        let field = match key {
+            "anon" => &mut stat.anon,
+            "file" => &mut stat.file,
+            "shmem" => &mut stat.shmem,
+            "file_mapped" => &mut stat.file_mapped,
+            "file_dirty" => &mut stat.file_dirty,
+            "file_writeback" => &mut stat.file_writeback,
+            "anon_thp" => &mut stat.anon_thp,
+            "active_anon" => &mut stat.active_anon,
+            "inactive_anon" => &mut stat.inactive_anon,
+            "active_file" => &mut stat.active_file,
+            "inactive_file" => &mut stat.inactive_file,
+            "unevictable" => &mut stat.unevictable,
+            "slab_reclaimable" => &mut stat.slab_reclaimable,
+            "slab_unreclaimable" => &mut stat.slab_unreclaimable,
+            _ => continue,
+        };
+        *field = value;
+    }
+    stat
+}
