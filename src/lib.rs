@@ -11,6 +11,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod fuse;
+pub mod loadavg;
 pub mod mounts;
 pub mod procfs;
 pub mod serve;

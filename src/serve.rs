@@ -132,7 +132,19 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         args.cgroup_root.display()
     );
 
-    let stop = wait_for_stop(session, stop_signals)?;
+    // The load-average sampler: one thread for every container, stopped with the daemon.
+    let sampler = service.env.sampler.clone();
+    let sampler_thread = sampler.spawn();
+    if let Err(e) = &sampler_thread {
+        error!("cannot start the load-average sampler: {e}; loadavg shows first samples only");
+    }
+
+    let stop = wait_for_stop(session, stop_signals);
+    sampler.stop();
+    if let Ok(thread) = sampler_thread {
+        let _ = thread.join();
+    }
+    let stop = stop?;
     let fallbacks = service
         .env
         .stats

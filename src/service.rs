@@ -78,9 +78,9 @@ impl Service {
         }
     }
 
-    /// Renders `view` for `subject`.
-    pub fn render(&self, view: ViewId, subject: &Subject) -> Result<Vec<u8>> {
-        views::render(view, &self.env, subject)
+    /// Renders `view` for `subject`, read by task `reader`.
+    pub fn render(&self, view: ViewId, subject: &Subject, reader: u32) -> Result<Vec<u8>> {
+        views::render(view, &self.env, subject, reader)
     }
 }
 

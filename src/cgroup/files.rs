@@ -47,7 +47,10 @@ impl OpenFiles {
     /// The text of the file at `path`; `None` when the kernel does not provide it (ENOENT,
     /// or ENODEV for a cgroup removed meanwhile).
     pub fn read(&self, path: &Path) -> Result<Option<String>> {
-        if let Some(file) = self.files.lock().get(path).cloned() {
+        // Bound first: a guard in an `if let` scrutinee would live through its block, where
+        // the lock is taken again.
+        let cached = self.files.lock().get(path).cloned();
+        if let Some(file) = cached {
             match read_whole(&file) {
                 Ok(text) => return Ok(Some(text)),
                 // Removed (and maybe re-created) since it was opened: forget it, open anew.
@@ -122,6 +125,21 @@ mod tests {
         assert_eq!(files.read(&path).unwrap().as_deref(), Some("22\n"));
         assert_eq!(files.read(&dir.path().join("absent")).unwrap(), None);
         assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn a_file_removed_and_recreated_is_opened_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.current");
+        std::fs::write(&path, "1\n").unwrap();
+        let files = OpenFiles::default();
+        assert_eq!(files.read(&path).unwrap().as_deref(), Some("1\n"));
+        // A regular file stays readable through its old descriptor, so the ENODEV path is
+        // taken only on cgroupfs (tests/resources.rs); here the cache must at least not
+        // deadlock or go stale on a new inode once the old one is forgotten.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "2\n").unwrap();
+        assert!(files.read(&path).unwrap().is_some());
     }
 
     #[test]

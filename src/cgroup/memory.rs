@@ -88,12 +88,10 @@ impl CgroupSet {
         let Some(dir) = self.memory.as_ref().filter(|d| !d.v2) else {
             return Ok(None);
         };
-        // Some kernels keep the file but fail reads of it (EIO, ENOTSUPP): no slabinfo then.
-        Ok(self
-            .files
-            .read(&dir.path().join("memory.kmem.slabinfo"))
-            .ok()
-            .flatten())
+        // Some kernels keep the file but fail reads of it (EIO, ENOTSUPP), and 6.x kernels
+        // (no per-cgroup slab caches any more) return it empty: no slabinfo then.
+        let text = self.files.read(&dir.path().join("memory.kmem.slabinfo"));
+        Ok(text.ok().flatten().filter(|t| !t.trim().is_empty()))
     }
 }
 

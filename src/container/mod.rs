@@ -21,6 +21,7 @@ pub use pidns::find_init;
 use crate::cgroup::{CgroupPaths, CgroupReader, CgroupSet, parse_proc_cgroup};
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
+use crate::views::proc::stat::CpuLine;
 
 /// The namespace kinds whose inodes a container records.
 pub const NS_KINDS: [&str; 7] = ["pid", "mnt", "net", "uts", "ipc", "user", "cgroup"];
@@ -59,6 +60,9 @@ pub struct Container {
     pub pidns: u64,
     /// Host pid of its init and a pidfd to it; `None` for a host scope.
     init: Option<(u32, OwnedFd)>,
+    /// How deep its pid namespace is below the daemon's (0 for a host scope): a task's pid
+    /// in the container is field `ns_level` of its `NSpid` line.
+    pub ns_level: usize,
     /// The init's start time, clock ticks since boot (0 for a host scope: as old as the host).
     pub start_ticks: u64,
     /// The init's cgroup paths, as written in `/proc/<init>/cgroup`.
@@ -71,6 +75,8 @@ pub struct Container {
     /// backwards, even when the CPU count or the accounting changes under it.
     last_idle_cs: AtomicU64,
     visible_cpus: Mutex<Option<(Instant, Arc<[u32]>)>>,
+    /// The `proc/stat` CPU lines last served: counters never go back.
+    pub last_stat: Mutex<Vec<CpuLine>>,
 }
 
 impl Container {
@@ -79,18 +85,30 @@ impl Container {
         Container {
             pidns,
             init: None,
+            ns_level: 0,
             start_ticks: 0,
             cgroup_paths,
             cgroups,
             ns: NsIds::default(),
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
+            last_stat: Mutex::new(Vec::new()),
         }
     }
 
     /// Host pid of its init; `None` for a host scope.
     pub fn init_pid(&self) -> Option<u32> {
         self.init.as_ref().map(|(pid, _)| *pid)
+    }
+
+    /// A key unique among live containers: the pid-namespace inode, or for a host scope a
+    /// hash of its cgroup paths with the top bit set (namespace inodes are 32-bit).
+    pub fn key(&self) -> u64 {
+        if self.is_host_scope() {
+            crate::vfs::inode_of(&format!("{:?}", self.cgroup_paths)) | (1 << 63)
+        } else {
+            self.pidns
+        }
     }
 
     /// Whether this is a host scope rather than a pid namespace.
@@ -240,12 +258,14 @@ impl Registry {
         let container = Container {
             pidns,
             init: Some((init_pid, pidfd)),
+            ns_level: self.proc.status(init_pid)?.nspid.len().saturating_sub(1),
             start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
             cgroup_paths,
             ns,
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
+            last_stat: Mutex::new(Vec::new()),
         };
         if !container.is_alive() {
             debug!("init {init_pid} of pidns {pidns} exited during discovery");

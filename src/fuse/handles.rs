@@ -30,6 +30,8 @@ pub struct Handle {
     pub source: Source,
     /// Whose view.
     pub subject: Subject,
+    /// The task that opened it (some views leave the reader out of what they count).
+    pub caller: u32,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
 }
@@ -129,6 +131,7 @@ mod tests {
             .insert(Handle {
                 source: Source::View(ViewId::Uptime),
                 subject: Subject::Host,
+                caller: 0,
                 snapshot: Mutex::new(None),
             })
             .unwrap();

@@ -86,6 +86,11 @@ impl Fs {
         let target = self.target(ino.0)?;
         let subject = self.subject(req);
         let source = match &target {
+            // The mount has no default_permissions, so the mode is checked here: a view
+            // without the world-read bit (proc/slabinfo, 0400) is the host root's only.
+            Target::Table(node) if node.mode & 0o004 == 0 && req.uid() != 0 => {
+                return Err(Error::Access);
+            }
             Target::Table(node) => match node.kind {
                 NodeKind::File(view) => Source::View(view),
                 _ => return Err(Error::Os(libc::EISDIR)),
@@ -102,6 +107,7 @@ impl Fs {
         let handle = Handle {
             source,
             subject,
+            caller: req.pid(),
             snapshot: Mutex::new(None),
         };
         self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
@@ -128,7 +134,7 @@ impl Fs {
     /// only, never the end of a worker thread.
     fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
         catch_unwind(AssertUnwindSafe(|| match &handle.source {
-            Source::View(view) => self.service.render(*view, &handle.subject),
+            Source::View(view) => self.service.render(*view, &handle.subject, handle.caller),
             Source::Subtree(id, rel) => self.service.subtree_read(*id, &handle.subject, rel),
         }))
         .unwrap_or_else(|payload| {

@@ -10,6 +10,7 @@ pub use subtree::{
     DirEntry, DynNode, Dynamic, Entry, EntryKind, MAX_DYNAMIC, SubtreeId, child_rel,
 };
 
+use crate::cgroup::PressureKind;
 use crate::views::ViewId;
 
 /// The root directory's inode (FUSE's fixed root id).
@@ -82,6 +83,23 @@ const fn subtree(path: &'static str, id: SubtreeId) -> Spec {
 pub const TABLE: &[Spec] = &[
     dir("proc"),
     view("proc/uptime", ViewId::Uptime),
+    view("proc/meminfo", ViewId::Meminfo),
+    view("proc/cpuinfo", ViewId::Cpuinfo),
+    view("proc/stat", ViewId::Stat),
+    view("proc/loadavg", ViewId::Loadavg),
+    view("proc/diskstats", ViewId::Diskstats),
+    view("proc/swaps", ViewId::Swaps),
+    // Root-only, like the host's: slab names and counts say much about the host.
+    Spec {
+        mode: 0o400,
+        ..view("proc/slabinfo", ViewId::Slabinfo)
+    },
+    view("proc/pressure/cpu", ViewId::Pressure(PressureKind::Cpu)),
+    view(
+        "proc/pressure/memory",
+        ViewId::Pressure(PressureKind::Memory),
+    ),
+    view("proc/pressure/io", ViewId::Pressure(PressureKind::Io)),
     dir("sys"),
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
 ];

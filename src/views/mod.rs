@@ -12,9 +12,10 @@ use log::debug;
 
 use std::path::PathBuf;
 
-use crate::cgroup::{CgroupReader, CpuSet};
+use crate::cgroup::{CgroupReader, CpuSet, PressureKind};
 use crate::container::Container;
 use crate::error::Result;
+use crate::loadavg::Sampler;
 use crate::procfs::ProcRoot;
 
 /// The views a file node can have.
@@ -22,6 +23,22 @@ use crate::procfs::ProcRoot;
 pub enum ViewId {
     /// `proc/uptime`.
     Uptime,
+    /// `proc/meminfo`.
+    Meminfo,
+    /// `proc/cpuinfo`.
+    Cpuinfo,
+    /// `proc/stat`.
+    Stat,
+    /// `proc/loadavg`.
+    Loadavg,
+    /// `proc/diskstats`.
+    Diskstats,
+    /// `proc/swaps`.
+    Swaps,
+    /// `proc/slabinfo`.
+    Slabinfo,
+    /// `proc/pressure/{cpu,memory,io}`.
+    Pressure(PressureKind),
     /// Test-only (`serve --test-nodes`): panics while rendering.
     TestPanic,
     /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
@@ -57,6 +74,8 @@ pub struct Env {
     pub host_online: CpuSet,
     /// How a CPU quota counts towards the CPUs a container sees.
     pub cpu_view: cpus::CpuView,
+    /// Per-container load averages (its thread is started by `serve`).
+    pub sampler: Arc<Sampler>,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -74,22 +93,42 @@ impl Env {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             CpuSet::parse(&cpus::renumbered_list(n)).unwrap_or_default()
         });
+        let sampler_proc = proc.clone();
         Env {
             proc,
             cgroups,
             sys,
             host_online,
             cpu_view,
+            sampler: Sampler::new(
+                sampler_proc,
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(600),
+            ),
             ticks_per_sec: crate::procfs::clock_ticks_per_sec(),
             stats: Stats::default(),
         }
     }
 }
 
-/// Renders `view` for `subject`: the whole file.
-pub fn render(view: ViewId, env: &Env, subject: &Subject) -> Result<Vec<u8>> {
+/// Renders `view` for `subject`, read by task `reader`: the whole file.
+pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result<Vec<u8>> {
+    use proc::resources as r;
+    let fallback = |file: &str, f: &dyn Fn(&Arc<Container>) -> Result<String>| {
+        with_host_fallback(env, subject, file, f)
+    };
     match view {
-        ViewId::Uptime => with_host_fallback(env, subject, "uptime", proc::uptime::read),
+        ViewId::Uptime => fallback("uptime", &|c| proc::uptime::read(env, c)),
+        ViewId::Meminfo => fallback("meminfo", &|c| r::meminfo(env, c)),
+        ViewId::Cpuinfo => fallback("cpuinfo", &|c| r::cpuinfo(env, c)),
+        ViewId::Stat => fallback("stat", &|c| r::stat(env, c, reader)),
+        ViewId::Loadavg => fallback("loadavg", &|c| r::loadavg(env, c, reader)),
+        ViewId::Diskstats => fallback("diskstats", &|c| r::diskstats(env, c)),
+        ViewId::Swaps => fallback("swaps", &|c| r::swaps(env, c)),
+        ViewId::Slabinfo => fallback("slabinfo", &|c| r::slabinfo(env, c)),
+        ViewId::Pressure(kind) => fallback(&format!("pressure/{}", kind.name()), &|c| {
+            r::pressure(env, c, kind)
+        }),
         ViewId::TestPanic => panic!("test-only view asked to panic"),
         ViewId::TestPattern => Ok(test_pattern().into_bytes()),
     }
@@ -101,10 +140,10 @@ fn with_host_fallback(
     env: &Env,
     subject: &Subject,
     host_file: &str,
-    container_view: fn(&Env, &Container) -> Result<String>,
+    container_view: &dyn Fn(&Arc<Container>) -> Result<String>,
 ) -> Result<Vec<u8>> {
     if let Subject::Container(c) = subject {
-        match container_view(env, c) {
+        match container_view(c) {
             Ok(text) => return Ok(text.into_bytes()),
             Err(e) => {
                 env.stats.host_fallbacks.fetch_add(1, Ordering::Relaxed);

@@ -224,6 +224,26 @@ impl Cgroup {
         pids
     }
 
+    /// Moves every task of this cgroup into the parent cgroups and removes its directories,
+    /// as if a runtime had torn the cgroup down under a running container. The container's
+    /// processes live on (their owner still ends them on drop).
+    pub fn evacuate_and_remove(&self) {
+        for dir in &self.dirs {
+            let parent = dir
+                .parent()
+                .expect("a cgroup has a parent")
+                .join("cgroup.procs");
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                // A task may exit meanwhile: ESRCH is fine.
+                let _ = std::fs::write(&parent, pid);
+            }
+        }
+        for dir in self.dirs.iter().rev() {
+            rmdir_retrying(dir, Duration::from_secs(2));
+        }
+    }
+
     /// SIGKILLs `pid` if it is (still) in this cgroup: the pidfd pins the process, so the
     /// membership check and the signal are about the same process even if the pid is reused.
     fn kill_member(&self, pid: u32) {

@@ -1,0 +1,404 @@
+//! Resource views end to end: what real programs print inside a limited container.
+//!
+//! The limited container: memory 256 MiB, cpuset `0`, CPU quota 50 ms per 100 ms (half a CPU),
+//! in fresh `nsview-test-*` cgroups (v1 on this host), new pid, mount, uts, ipc, net and cgroup
+//! namespaces, with nsview's `proc/{meminfo,cpuinfo,stat,uptime,loadavg,diskstats,swaps}` and
+//! `sys/devices/system/cpu` bound over the container's own.
+
+mod rig;
+
+use std::time::{Duration, Instant};
+
+use rig::{Container, ContainerBuilder, Daemon, Limits};
+
+const MIB: u64 = 1024 * 1024;
+
+/// What the tests bind from the daemon into each container.
+const BINDS: &[&str] = &[
+    "proc/meminfo",
+    "proc/cpuinfo",
+    "proc/stat",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/diskstats",
+    "proc/swaps",
+    "sys/devices/system/cpu",
+];
+
+/// Debian's python, which has psutil (a pyenv python may come first on PATH).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn limited() -> Limits {
+    Limits {
+        memory_bytes: Some(256 * MIB),
+        cpuset_cpus: Some("0".into()),
+        cpu_quota_us: Some(50_000),
+        cpu_period_us: Some(100_000),
+    }
+}
+
+fn container(daemon: &Daemon, limits: Limits) -> Container {
+    ContainerBuilder::new()
+        .limits(limits)
+        .bind_from(daemon, BINDS)
+        .start()
+}
+
+/// A CPU hog inside a container; the nsenter that started it is killed and reaped on drop
+/// (the hog itself dies with the container's pid namespace).
+struct Hog(std::process::Child);
+
+impl Hog {
+    fn start(c: &Container) -> Hog {
+        Hog(c.spawn(&["/bin/sh", "-c", "while :; do :; done"]))
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// stdout of `script` inside `c`, which must succeed.
+fn run(c: &Container, script: &str) -> String {
+    let out = c.sh(script);
+    assert!(out.status.success(), "{script}: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+/// The value of `key` (e.g. `MemTotal`) in meminfo text, in bytes.
+fn meminfo_bytes(text: &str, key: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.split(':').next() == Some(key))
+        .unwrap_or_else(|| panic!("no {key} in {text}"));
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// The `cpu`/`cpuN` lines of a stat text, as (name, counters).
+fn stat_cpus(text: &str) -> Vec<(String, Vec<u64>)> {
+    text.lines()
+        .filter(|l| l.starts_with("cpu"))
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next().unwrap().to_owned();
+            (name, f.map(|v| v.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn free_and_top_show_the_memory_limit() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let free = run(&c, "free -b");
+    let mem: Vec<&str> = free.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(mem[0], "Mem:");
+    assert_eq!(mem[1], (256 * MIB).to_string(), "{free}");
+    let top = run(&c, "top -bn1 | grep 'Mem :'");
+    assert!(top.contains("256.0 total"), "{top}");
+    run(&c, "vmstat 1 1");
+}
+
+#[test]
+fn every_program_counts_the_limited_cpus_the_same() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    assert_eq!(run(&c, "nproc"), "1");
+    assert_eq!(run(&c, "nproc --all"), "1");
+    assert_eq!(run(&c, "getconf _NPROCESSORS_ONLN"), "1");
+    assert_eq!(run(&c, "getconf _NPROCESSORS_CONF"), "1");
+    let lscpu = run(&c, "lscpu | grep '^CPU(s):'");
+    assert_eq!(lscpu.split_whitespace().last(), Some("1"), "{lscpu}");
+    let py = run(
+        &c,
+        &format!(
+            "{PYTHON} -c 'import os, psutil; print(os.cpu_count(), psutil.cpu_count(), \
+             psutil.virtual_memory().total)'"
+        ),
+    );
+    assert_eq!(py, format!("1 1 {}", 256 * MIB));
+    assert_eq!(run(&c, "grep -c ^processor /proc/cpuinfo"), "1");
+    assert_eq!(run(&c, "grep ^processor /proc/cpuinfo"), "processor\t: 0");
+    let stat = run(&c, "cat /proc/stat");
+    let names: Vec<String> = stat_cpus(&stat).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["cpu", "cpu0"], "{stat}");
+}
+
+#[test]
+fn idle_never_decreases_while_a_cpu_hog_runs_inside() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let _hog = Hog::start(&c);
+    let mut last: Option<Vec<(String, Vec<u64>)>> = None;
+    for _ in 0..10 {
+        let now = stat_cpus(&run(&c, "cat /proc/stat"));
+        if let Some(prev) = &last {
+            for ((name, before), (_, after)) in prev.iter().zip(&now) {
+                for (i, (b, a)) in before.iter().zip(after).enumerate() {
+                    assert!(a >= b, "{name} field {i} went from {b} to {a}");
+                }
+            }
+        }
+        last = Some(now);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let busy: Vec<u64> = last.unwrap()[0].1.clone();
+    assert!(
+        busy[0] + busy[2] > 0,
+        "the hog's user+system time shows: {busy:?}"
+    );
+}
+
+#[test]
+fn allocating_100_mib_inside_raises_used_memory_by_about_100_mib() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let before = run(&c, "cat /proc/meminfo");
+    let used_before = meminfo_bytes(&before, "MemTotal") - meminfo_bytes(&before, "MemFree");
+    let script = format!(
+        "{PYTHON} -c 'import time; b = b\"x\" * (100 << 20); print(open(\"/proc/meminfo\").read(), flush=True)'"
+    );
+    let during = run(&c, &script);
+    let used_during = meminfo_bytes(&during, "MemTotal") - meminfo_bytes(&during, "MemFree");
+    let grown = used_during.saturating_sub(used_before);
+    assert!(
+        (90 * MIB..140 * MIB).contains(&grown),
+        "used grew by {} MiB",
+        grown / MIB
+    );
+    assert!(meminfo_bytes(&during, "MemAvailable") <= meminfo_bytes(&during, "MemTotal"));
+}
+
+#[test]
+fn an_unlimited_container_sees_the_hosts_memory() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, Limits::default());
+    let inside = run(&c, "cat /proc/meminfo");
+    let host = std::fs::read_to_string("/proc/meminfo").unwrap();
+    assert_eq!(
+        meminfo_bytes(&inside, "MemTotal"),
+        meminfo_bytes(&host, "MemTotal")
+    );
+    let host_free = meminfo_bytes(
+        &std::fs::read_to_string("/proc/meminfo").unwrap(),
+        "MemFree",
+    );
+    // The host's real MemFree, not host total minus the cgroup's usage (LXCFS): allow for
+    // what the host allocates between the two reads.
+    assert!(
+        meminfo_bytes(&inside, "MemFree") <= host_free + 64 * MIB,
+        "inside {} MiB free, host {} MiB",
+        meminfo_bytes(&inside, "MemFree") / MIB,
+        host_free / MIB
+    );
+}
+
+/// The 1-minute load of `c` as it reads its `/proc/loadavg`.
+fn load1(c: &Container) -> f64 {
+    let text = run(c, "cat /proc/loadavg");
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_busy_loop_lifts_its_containers_load_and_not_its_siblings() {
+    let daemon = Daemon::start();
+    let busy = container(&daemon, Limits::default());
+    let idle = container(&daemon, Limits::default());
+    // Both are read once first, so the daemon samples both from now on.
+    let (busy0, idle0) = (load1(&busy), load1(&idle));
+    assert!(busy0 < 0.5 && idle0 < 0.5, "{busy0} {idle0}");
+    let _hog = Hog::start(&busy);
+    let started = Instant::now();
+    // The kernel's 1-minute average of one busy task: 0.39 after 30 s, 0.5 after 45 s.
+    std::thread::sleep(Duration::from_secs(30));
+    let at_30s = load1(&busy);
+    assert!(
+        at_30s > 0.3,
+        "1-min load after 30 s of one busy task: {at_30s}"
+    );
+    let mut seen = at_30s;
+    while seen <= 0.5 && started.elapsed() < Duration::from_secs(75) {
+        std::thread::sleep(Duration::from_secs(5));
+        seen = load1(&busy);
+    }
+    assert!(
+        seen > 0.5,
+        "busy container's 1-min load after {:?}: {seen}",
+        started.elapsed()
+    );
+    let sibling = load1(&idle);
+    assert!(sibling < 0.3, "idle sibling's load {sibling}");
+    let fields: Vec<String> = run(&busy, "cat /proc/loadavg")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let (running, total) = fields[3].split_once('/').unwrap();
+    assert!(running.parse::<u32>().unwrap() >= 1);
+    // init (sleep), the hog's shell, this cat: a handful of tasks, not the host's hundreds.
+    assert!(total.parse::<u32>().unwrap() < 20, "{}", fields[3]);
+    // The last pid as the container numbers its tasks, not a host pid.
+    assert!(fields[4].parse::<u32>().unwrap() < 100, "{}", fields[4]);
+}
+
+#[test]
+fn swaps_show_the_header_only_without_swap() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let swaps = run(&c, "cat /proc/swaps");
+    assert_eq!(swaps.lines().count(), 1, "{swaps}");
+    assert!(swaps.starts_with("Filename"));
+    let meminfo = run(&c, "cat /proc/meminfo");
+    assert_eq!(meminfo_bytes(&meminfo, "SwapTotal"), 0);
+}
+
+#[test]
+fn diskstats_lists_only_devices_the_container_did_io_on() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let out = run(&c, "cat /proc/diskstats");
+    // A fresh container has done no block IO of its own.
+    let host_lines = std::fs::read_to_string("/proc/diskstats")
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        out.lines().count() < host_lines.max(1),
+        "container: {out:?}"
+    );
+}
+
+#[test]
+fn writes_are_refused_and_reads_past_the_end_are_empty() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    for file in ["meminfo", "stat", "cpuinfo", "loadavg"] {
+        let out = c.sh(&format!("echo 1 > /proc/{file}"));
+        assert!(!out.status.success(), "{file}");
+        assert!(
+            out.stderr.contains("Permission denied"),
+            "{file}: {}",
+            out.stderr
+        );
+    }
+    let tail = run(
+        &c,
+        "dd if=/proc/meminfo bs=1 skip=1000000 2>/dev/null | wc -c",
+    );
+    assert_eq!(tail, "0");
+}
+
+#[test]
+fn a_container_whose_cgroup_vanishes_gets_an_answer_not_a_hang() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    run(&c, "cat /proc/meminfo /proc/stat");
+    // A reader that starts reading after the container's cgroups are gone: its tasks are
+    // moved to the parent cgroups and its own removed, as a runtime tearing it down would.
+    let mut reader = c.spawn(&[
+        "/bin/sh",
+        "-c",
+        "sleep 2; cat /proc/meminfo /proc/stat /proc/cpuinfo /proc/loadavg \
+         /sys/devices/system/cpu/online >/dev/null; echo rc=$?",
+    ]);
+    c.cgroup().evacuate_and_remove();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = reader.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "reader hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(reader.stdout.as_mut().unwrap(), &mut out).unwrap();
+    // The host view (rc=0) or EIO (rc=1), never a hang; and the daemon serves on.
+    assert!(out.trim() == "rc=0" || out.trim() == "rc=1", "{out:?}");
+    let host = std::fs::read_to_string(daemon.path("proc/uptime")).unwrap();
+    assert!(!host.is_empty());
+}
+
+#[test]
+fn reading_sys_cpu_online_in_a_loop_leaves_the_daemons_memory_flat() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let script = "for t in $(seq 100); do \
+                  (end=$(( $(date +%s) + SECS )); while [ $(date +%s) -lt $end ]; do \
+                  cat /sys/devices/system/cpu/online >/dev/null; done) & done; wait";
+    // A short warm-up, then the long run: the daemon's RSS may grow while it warms up
+    // (thread stacks, allocator arenas), not with the number of requests.
+    run(&c, &script.replace("SECS", "3"));
+    let warm = rss();
+    run(&c, &script.replace("SECS", "30"));
+    let after = rss();
+    assert!(
+        after <= warm + 2048,
+        "RSS grew from {warm} kB to {after} kB over 30 s of reads"
+    );
+}
+
+#[test]
+fn a_host_process_in_a_limited_cgroup_sees_its_limit() {
+    let daemon = Daemon::start();
+    let cgroup = rig::Cgroup::create(&Limits {
+        memory_bytes: Some(128 * MIB),
+        ..Limits::default()
+    });
+    let joins: Vec<String> = cgroup
+        .procs_files()
+        .iter()
+        .map(|f| format!("echo $$ > {}", f.display()))
+        .collect();
+    let script = format!(
+        "{}; cat {}",
+        joins.join("; "),
+        daemon.path("proc/meminfo").display()
+    );
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(meminfo_bytes(&text, "MemTotal"), 128 * MIB);
+}
+
+#[test]
+fn pressure_and_slabinfo_answer_and_slabinfo_is_root_only() {
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .limits(limited())
+        .bind_from(&daemon, &["proc/pressure", "proc/slabinfo"])
+        .start();
+    for kind in ["cpu", "memory", "io"] {
+        let text = run(&c, &format!("cat /proc/pressure/{kind}"));
+        // This host is cgroup v1: the host's pressure, in the kernel's format.
+        assert!(text.starts_with("some avg10="), "{kind}: {text}");
+    }
+    let slab = run(&c, "head -2 /proc/slabinfo");
+    assert!(slab.starts_with("slabinfo - version"), "{slab}");
+    let out = c.sh("setpriv --reuid 1000 --regid 1000 --clear-groups cat /proc/slabinfo");
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+}
