@@ -256,19 +256,52 @@ fn swaps_show_the_header_only_without_swap() {
 }
 
 #[test]
-fn diskstats_lists_only_devices_the_container_did_io_on() {
+fn diskstats_shows_the_io_the_container_did_and_nothing_else() {
+    use std::os::unix::fs::MetadataExt;
     let daemon = Daemon::start();
     let c = container(&daemon, limited());
-    let out = run(&c, "cat /proc/diskstats");
-    // A fresh container has done no block IO of its own.
+    // v1 blk-throttle accounts a cgroup's IO only on devices it has a limit for: set a limit
+    // far above what the test does, on the disk under the test's scratch directory.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dev = std::fs::metadata(dir.path()).unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let blkio = c.cgroup().path("blkio");
+    for file in [
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ] {
+        std::fs::write(blkio.join(file), format!("{major}:{minor} 10000000000")).unwrap();
+    }
+    let file = dir.path().join("io");
+    let before = sectors(&run(&c, "cat /proc/diskstats"), major, minor);
+    run(
+        &c,
+        &format!(
+            "dd if=/dev/zero of={f} bs=1M count=8 oflag=direct 2>/dev/null && \
+             dd if={f} of=/dev/null bs=1M iflag=direct 2>/dev/null",
+            f = file.display()
+        ),
+    );
+    let stats = run(&c, "cat /proc/diskstats");
+    let after = sectors(&stats, major, minor);
+    assert!(
+        after.0 >= before.0 + 16384 && after.1 >= before.1 + 16384,
+        "8 MiB each way should show: {before:?} -> {after:?}\n{stats}"
+    );
+    // Only devices the container's cgroup did IO on: far fewer than the host's lines.
     let host_lines = std::fs::read_to_string("/proc/diskstats")
         .unwrap()
         .lines()
         .count();
-    assert!(
-        out.lines().count() < host_lines.max(1),
-        "container: {out:?}"
-    );
+    assert!(stats.lines().count() < host_lines, "{stats}");
+}
+
+/// (sectors read, sectors written) of device `major:minor` in a diskstats text; 0 when absent.
+fn sectors(text: &str, major: u32, minor: u32) -> (u64, u64) {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[0] == major.to_string() && f[1] == minor.to_string())
+        .map_or((0, 0), |f| (f[5].parse().unwrap(), f[9].parse().unwrap()))
 }
 
 #[test]

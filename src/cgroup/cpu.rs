@@ -7,9 +7,10 @@ use crate::cgroup::{CpuTimes, CpuUsage};
 use crate::error::{Error, Result};
 
 impl CgroupSet {
-    /// CPU time used by the cgroup and its descendants: v1 `cpuacct.usage`, `cpuacct.stat`
-    /// (USER_HZ ticks) and per CPU `cpuacct.usage_all` (or `cpuacct.usage_percpu`); v2
-    /// `cpu.stat` (microseconds, no per-CPU split).
+    /// CPU time used by the cgroup and its descendants: v1 `cpuacct.usage_all` (per CPU,
+    /// user and system in ns), or on kernels without it `cpuacct.usage`, `cpuacct.stat`
+    /// (USER_HZ ticks) and `cpuacct.usage_percpu`; v2 `cpu.stat` (microseconds, no per-CPU
+    /// split).
     pub fn cpu_usage(&self) -> Result<Option<CpuUsage>> {
         let Some(dir) = &self.cpuacct else {
             return Ok(None);
@@ -20,6 +21,21 @@ impl CgroupSet {
                 return Ok(None);
             };
             return Ok(Some(v2_usage(&text)));
+        }
+        // `cpuacct.usage_all` alone has everything, precisely (the per-CPU user/system split
+        // in ns, which sums to `cpuacct.usage`): one read where the kernel has it.
+        let all_path = path.join("cpuacct.usage_all");
+        if let Some(text) = self.files.read(&all_path)? {
+            let per_cpu =
+                usage_all(&text).ok_or_else(|| Error::parse(&all_path, "per-CPU usage table"))?;
+            let sum = |f: fn(&CpuTimes) -> u64| per_cpu.iter().map(f).fold(0, u64::saturating_add);
+            let (user_ns, system_ns) = (sum(|t| t.user_ns), sum(|t| t.system_ns));
+            return Ok(Some(CpuUsage {
+                total_ns: user_ns.saturating_add(system_ns),
+                user_ns,
+                system_ns,
+                per_cpu: Some(per_cpu),
+            }));
         }
         let Some(total_ns) = self.cpu_usage_ns()? else {
             return Ok(None);
@@ -36,12 +52,7 @@ impl CgroupSet {
             }
             None => (0, 0),
         };
-        let per_cpu = match self.files.read(&path.join("cpuacct.usage_all"))? {
-            Some(text) => Some(usage_all(&text).ok_or_else(|| {
-                Error::parse(path.join("cpuacct.usage_all"), "per-CPU usage table")
-            })?),
-            None => self.percpu_split(&path, user_ticks, system_ticks)?,
-        };
+        let per_cpu = self.percpu_split(&path, user_ticks, system_ticks)?;
         Ok(Some(CpuUsage {
             total_ns,
             user_ns: user_ticks.saturating_mul(ticks_ns),

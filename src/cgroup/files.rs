@@ -33,14 +33,21 @@ pub const MAX_OPEN: usize = 48;
 /// every returned text is one generation of the file.
 const FIRST_READ: usize = 4096;
 
-/// Largest cgroup file nsview reads (`memory.stat` and `cpuacct.usage_all` on big hosts stay
-/// far below).
-const MAX_FILE: usize = 1 << 20;
+/// Largest file read (cgroup files stay far below; the host's `/proc/cpuinfo` is ~2.5 KiB
+/// per CPU).
+const MAX_FILE: usize = 16 << 20;
 
 /// The open cgroup files of one container.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
-    files: Mutex<HashMap<PathBuf, Arc<File>>>,
+    files: Mutex<HashMap<PathBuf, Kept>>,
+}
+
+/// A kept descriptor and the size of its last read, the first guess for the next one.
+#[derive(Debug, Clone)]
+struct Kept {
+    file: Arc<File>,
+    last_len: usize,
 }
 
 impl OpenFiles {
@@ -50,9 +57,16 @@ impl OpenFiles {
         // Bound first: a guard in an `if let` scrutinee would live through its block, where
         // the lock is taken again.
         let cached = self.files.lock().get(path).cloned();
-        if let Some(file) = cached {
-            match read_whole(&file) {
-                Ok(text) => return Ok(Some(text)),
+        if let Some(kept) = cached {
+            match read_whole(&kept.file, kept.last_len) {
+                Ok(text) => {
+                    if text.len() > kept.last_len
+                        && let Some(k) = self.files.lock().get_mut(path)
+                    {
+                        k.last_len = text.len();
+                    }
+                    return Ok(Some(text));
+                }
                 // Removed (and maybe re-created) since it was opened: forget it, open anew.
                 Err(e) if gone(&e) => {
                     self.files.lock().remove(path);
@@ -65,14 +79,15 @@ impl OpenFiles {
             Err(e) if gone(&e) => return Ok(None),
             Err(e) => return Err(Error::read(path, e)),
         };
-        let text = match read_whole(&file) {
+        let text = match read_whole(&file, 0) {
             Ok(text) => text,
             Err(e) if gone(&e) => return Ok(None),
             Err(e) => return Err(Error::read(path, e)),
         };
         let mut files = self.files.lock();
         if files.len() < MAX_OPEN {
-            files.insert(path.to_path_buf(), file);
+            let last_len = text.len();
+            files.insert(path.to_path_buf(), Kept { file, last_len });
         }
         Ok(Some(text))
     }
@@ -93,9 +108,10 @@ fn gone(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
 }
 
-/// One generation of the file: read from offset 0 with a buffer that holds all of it.
-fn read_whole(file: &File) -> std::io::Result<String> {
-    let mut size = FIRST_READ;
+/// One generation of the file: read from offset 0 with a buffer that holds all of it (first
+/// sized for `expected` bytes and some growth).
+fn read_whole(file: &File, expected: usize) -> std::io::Result<String> {
+    let mut size = (expected + expected / 4 + FIRST_READ).min(MAX_FILE);
     loop {
         let mut buf = vec![0u8; size];
         let n = file.read_at(&mut buf, 0)?;

@@ -1,10 +1,66 @@
 //! Memory: limits (the minimum up the tree), usage, `memory.stat`, swap.
 
 use super::{CgroupDir, CgroupSet, OpenFiles, parse};
-use crate::cgroup::MemoryStat;
+use crate::cgroup::{Memory, MemoryStat};
 use crate::error::{Error, Result};
 
 impl CgroupSet {
+    /// Everything `proc/meminfo` needs, with as few reads as the version allows: on v1 the
+    /// hierarchical limits come from `memory.stat` itself (`hierarchical_memory_limit`,
+    /// `hierarchical_memsw_limit`: the kernel's minimum up the tree), so one read of it, one
+    /// of the usage and, with `want_swap`, one of the memsw usage. Without `want_swap` (the
+    /// host has no swap) the swap fields are left 0 / `None`.
+    pub fn memory(&self, want_swap: bool) -> Result<Option<Memory>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        if dir.v2 {
+            let (Some(stat), Some(usage)) = (self.memory_stat()?, self.memory_usage()?) else {
+                return Ok(None);
+            };
+            let (swap_limit, swap_usage) = if want_swap {
+                (self.swap_limit()?, self.swap_usage()?.unwrap_or(0))
+            } else {
+                (None, 0)
+            };
+            let limit = self.memory_limit()?;
+            return Ok(Some(Memory {
+                limit,
+                usage,
+                stat,
+                swap_limit,
+                swap_usage,
+            }));
+        }
+        let stat_path = dir.path().join("memory.stat");
+        let Some(text) = self.files.read(&stat_path)? else {
+            return Ok(None);
+        };
+        let Some(usage) = self.memory_usage()? else {
+            return Ok(None);
+        };
+        let hierarchical = |key: &str| {
+            parse::flat_keyed(&text)
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| parse::limit_value(v))
+        };
+        let limit = hierarchical("hierarchical_memory_limit");
+        let (swap_limit, swap_usage) = if want_swap {
+            let memsw = hierarchical("hierarchical_memsw_limit");
+            let swap_limit = memsw.map(|sw| sw.saturating_sub(limit.unwrap_or(0)));
+            (swap_limit, self.swap_usage()?.unwrap_or(0))
+        } else {
+            (None, 0)
+        };
+        Ok(Some(Memory {
+            limit,
+            usage,
+            stat: memory_stat(&text, false),
+            swap_limit,
+            swap_usage,
+        }))
+    }
+
     /// The memory limit in bytes, the minimum over the cgroup and its ancestors; `None` when
     /// no level sets one (v2 `max`, v1's sentinel) or no memory controller serves the cgroup.
     pub fn memory_limit(&self) -> Result<Option<u64>> {

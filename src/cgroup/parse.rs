@@ -11,7 +11,12 @@ pub fn limit(text: &str) -> Result<Option<u64>, ()> {
         return Ok(None);
     }
     let value: u64 = text.parse().map_err(|_| ())?;
-    Ok((value < V1_UNLIMITED).then_some(value))
+    Ok(limit_value(value))
+}
+
+/// A limit already read as a number: v1's sentinel is `None` (unlimited).
+pub fn limit_value(value: u64) -> Option<u64> {
+    (value < V1_UNLIMITED).then_some(value)
 }
 
 /// The pairs of a flat-keyed file (`key value` per line, as `memory.stat`, `cpu.stat`);

@@ -141,7 +141,8 @@ fn v1_memory_tree(root: &Path) {
     write(
         root,
         "memory/lim/ctr/memory.stat",
-        "cache 1\nrss 2\ntotal_cache 4096\ntotal_rss 8192\ntotal_rss_huge 0\ntotal_shmem 16\n\
+        "cache 1\nrss 2\nhierarchical_memory_limit 268435456\n\
+         hierarchical_memsw_limit 536870912\ntotal_cache 4096\ntotal_rss 8192\ntotal_rss_huge 0\ntotal_shmem 16\n\
          total_mapped_file 32\ntotal_dirty 64\ntotal_writeback 128\ntotal_active_anon 256\n\
          total_inactive_anon 512\ntotal_active_file 1024\ntotal_inactive_file 2048\n\
          total_unevictable 7\n",
@@ -170,6 +171,15 @@ fn v1_memory_limit_is_the_minimum_up_the_tree_and_stat_uses_totals() {
         (1024, 2048, 7)
     );
     assert_eq!(set.tasks().unwrap(), [10, 11, 12]);
+    // The one-read path agrees with the walk up the tree.
+    let mem = set.memory(true).unwrap().unwrap();
+    assert_eq!(
+        (mem.limit, mem.usage, mem.stat),
+        (Some(256 << 20), 100 << 20, stat)
+    );
+    assert_eq!((mem.swap_limit, mem.swap_usage), (Some(256 << 20), 5 << 20));
+    let no_swap = set.memory(false).unwrap().unwrap();
+    assert_eq!((no_swap.swap_limit, no_swap.swap_usage), (None, 0));
 }
 
 #[test]

@@ -38,6 +38,21 @@ pub struct MemoryStat {
     pub slab_unreclaimable: u64,
 }
 
+/// What a cgroup says about memory, in bytes: all `proc/meminfo` needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// The memory limit, the minimum up the tree; `None` for unlimited.
+    pub limit: Option<u64>,
+    /// Memory in use.
+    pub usage: u64,
+    /// `memory.stat`.
+    pub stat: MemoryStat,
+    /// The swap limit; `None` for unlimited (or not asked for).
+    pub swap_limit: Option<u64>,
+    /// Swap in use (0 when not asked for).
+    pub swap_usage: u64,
+}
+
 /// CPU time of one CPU, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTimes {

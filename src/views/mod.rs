@@ -12,7 +12,7 @@ use log::debug;
 
 use std::path::PathBuf;
 
-use crate::cgroup::{CgroupReader, CpuSet, PressureKind};
+use crate::cgroup::{CgroupReader, CpuSet, OpenFiles, PressureKind};
 use crate::container::Container;
 use crate::error::Result;
 use crate::loadavg::Sampler;
@@ -76,6 +76,8 @@ pub struct Env {
     pub cpu_view: cpus::CpuView,
     /// Per-container load averages (its thread is started by `serve`).
     pub sampler: Arc<Sampler>,
+    /// The host's procfs files, kept open (`pread` at 0 regenerates them).
+    host_files: OpenFiles,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -100,6 +102,7 @@ impl Env {
             sys,
             host_online,
             cpu_view,
+            host_files: OpenFiles::default(),
             sampler: Sampler::new(
                 sampler_proc,
                 std::time::Duration::from_secs(5),
@@ -108,6 +111,17 @@ impl Env {
             ticks_per_sec: crate::procfs::clock_ticks_per_sec(),
             stats: Stats::default(),
         }
+    }
+}
+
+impl Env {
+    /// The host's procfs file `rel` (`meminfo`, `pressure/cpu`, ...), read through a kept
+    /// descriptor: no open and close per request.
+    pub fn host(&self, rel: &str) -> Result<String> {
+        let path = self.proc.path().join(rel);
+        self.host_files.read(&path)?.ok_or_else(|| {
+            crate::error::Error::read(&path, std::io::Error::from_raw_os_error(libc::ENOENT))
+        })
     }
 }
 
@@ -154,7 +168,7 @@ fn with_host_fallback(
             }
         }
     }
-    Ok(env.proc.read_host(host_file)?.into_bytes())
+    Ok(env.host(host_file)?.into_bytes())
 }
 
 /// 20,000 bytes of numbered lines: long enough to span several reads of any size.

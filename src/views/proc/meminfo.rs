@@ -25,22 +25,8 @@
 //! lines at SwapTotal, CommitLimit excepted), so no line contradicts MemTotal. All arithmetic
 //! saturates (LXCFS #695 printed a SwapFree near 2^64).
 
-use crate::cgroup::MemoryStat;
-
-/// What the container's cgroup says about memory, in bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemView {
-    /// The memory limit; `None` for unlimited.
-    pub limit: Option<u64>,
-    /// Memory in use.
-    pub usage: u64,
-    /// `memory.stat`.
-    pub stat: MemoryStat,
-    /// The swap limit; `None` for unlimited.
-    pub swap_limit: Option<u64>,
-    /// Swap in use.
-    pub swap_usage: u64,
-}
+/// What the container's cgroup says about memory (see [`crate::cgroup::Memory`]).
+pub type MemView = crate::cgroup::Memory;
 
 /// Lines that keep the host's value.
 const KEPT: [&str; 2] = ["Hugepagesize", "VmallocTotal"];
@@ -159,6 +145,7 @@ fn push_line(out: &mut String, key: &str, rest: &str, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::MemoryStat;
 
     const HOST: &str = "MemTotal:       24681740 kB\n\
 MemFree:        20000000 kB\n\

@@ -20,7 +20,7 @@ pub fn online_cpus(sys: &Path) -> Option<CpuSet> {
 
 /// The host's meminfo value of `key`, in bytes (0 when the line is missing).
 pub fn host_meminfo_bytes(env: &crate::views::Env, key: &str) -> crate::error::Result<u64> {
-    let text = env.proc.read_host("meminfo")?;
+    let text = env.host("meminfo")?;
     let kb = text.lines().find_map(|line| {
         let (k, rest) = line.split_once(':')?;
         (k == key).then(|| rest.split_whitespace().next()?.parse::<u64>().ok())?

@@ -15,30 +15,29 @@ use crate::views::proc::{cpuinfo, disks};
 
 /// `proc/meminfo`.
 pub fn meminfo(env: &Env, c: &Container) -> Result<String> {
-    let host = env.proc.read_host("meminfo")?;
-    Ok(render_meminfo(&host, &mem_view(c)?))
-}
-
-fn mem_view(c: &Container) -> Result<MemView> {
-    let g = &c.cgroups;
-    Ok(MemView {
-        limit: g.memory_limit()?,
-        usage: g.memory_usage()?.unwrap_or(0),
-        stat: g.memory_stat()?.unwrap_or_default(),
-        swap_limit: g.swap_limit()?,
-        swap_usage: g.swap_usage()?.unwrap_or(0),
-    })
+    let host = env.host("meminfo")?;
+    // Swap is only worth reading where the host has some: without, every swap line is 0.
+    let host_swap = host
+        .lines()
+        .find(|l| l.starts_with("SwapTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .is_some_and(|v| v != "0");
+    let mem = c.cgroups.memory(host_swap)?.unwrap_or_else(|| MemView {
+        limit: None,
+        ..MemView::default()
+    });
+    Ok(render_meminfo(&host, &mem))
 }
 
 /// `proc/cpuinfo`.
 pub fn cpuinfo(env: &Env, c: &Container) -> Result<String> {
-    let host = env.proc.read_host("cpuinfo")?;
+    let host = env.host("cpuinfo")?;
     Ok(cpuinfo::render_cpuinfo(&host, &container_cpus(env, c)?))
 }
 
 /// `proc/stat`, read by task `reader`.
 pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<String> {
-    let host = env.proc.read_host("stat")?;
+    let host = env.host("stat")?;
     let cpus = container_cpus(env, c)?;
     let usage = c.cgroups.cpu_usage()?.unwrap_or_default();
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
@@ -72,13 +71,13 @@ pub fn loadavg(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<
 
 /// `proc/diskstats`.
 pub fn diskstats(env: &Env, c: &Container) -> Result<String> {
-    let host = env.proc.read_host("diskstats")?;
+    let host = env.host("diskstats")?;
     Ok(disks::render_diskstats(&host, &c.cgroups.io_stats()?))
 }
 
 /// `proc/swaps`.
 pub fn swaps(env: &Env, c: &Container) -> Result<String> {
-    let host = env.proc.read_host("swaps")?;
+    let host = env.host("swaps")?;
     let host_total = crate::views::proc::host_meminfo_bytes(env, "SwapTotal")?;
     let total = c
         .cgroups
@@ -96,7 +95,7 @@ pub fn swaps(env: &Env, c: &Container) -> Result<String> {
 pub fn slabinfo(env: &Env, c: &Container) -> Result<String> {
     match c.cgroups.kmem_slabinfo()? {
         Some(text) => Ok(text),
-        None => env.proc.read_host("slabinfo"),
+        None => env.host("slabinfo"),
     }
 }
 
@@ -104,6 +103,6 @@ pub fn slabinfo(env: &Env, c: &Container) -> Result<String> {
 pub fn pressure(env: &Env, c: &Container, kind: PressureKind) -> Result<String> {
     match c.cgroups.pressure(kind)? {
         Some(text) => Ok(text),
-        None => env.proc.read_host(&format!("pressure/{}", kind.name())),
+        None => env.host(&format!("pressure/{}", kind.name())),
     }
 }

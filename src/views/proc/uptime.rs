@@ -35,7 +35,7 @@ pub fn age_secs(now_secs: f64, start_ticks: u64, ticks_per_sec: u64) -> f64 {
 /// `proc/uptime` for a container; a host scope gets the host's file (its age is the host's).
 pub fn read(env: &Env, c: &Container) -> Result<String> {
     if c.is_host_scope() {
-        return env.proc.read_host("uptime");
+        return env.host("uptime");
     }
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
     let cpus = container_cpus(env, c)?.len();
