@@ -151,6 +151,14 @@ fn idle_never_decreases_while_a_cpu_hog_runs_inside() {
         busy[0] + busy[2] > 0,
         "the hog's user+system time shows: {busy:?}"
     );
+    // uptime's idle column is stat's idle, summed over the CPUs, in seconds.
+    let both = run(&c, "cat /proc/uptime /proc/stat");
+    let uptime_idle: f64 = both.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let stat_idle = stat_cpus(&both)[0].1[3] as f64 / 100.0;
+    assert!(
+        (uptime_idle - stat_idle).abs() < 0.5,
+        "uptime idle {uptime_idle}, stat idle {stat_idle}"
+    );
 }
 
 #[test]
@@ -329,12 +337,13 @@ fn a_container_whose_cgroup_vanishes_gets_an_answer_not_a_hang() {
     let daemon = Daemon::start();
     let c = container(&daemon, limited());
     run(&c, "cat /proc/meminfo /proc/stat");
-    // A reader that starts reading after the container's cgroups are gone: its tasks are
-    // moved to the parent cgroups and its own removed, as a runtime tearing it down would.
+    // A reader that holds meminfo open across the removal of the container's cgroups (its
+    // tasks are moved to the parent cgroups and its own removed, as a runtime tearing it
+    // down would), then reads it and opens more.
     let mut reader = c.spawn(&[
         "/bin/sh",
         "-c",
-        "sleep 2; cat /proc/meminfo /proc/stat /proc/cpuinfo /proc/loadavg \
+        "exec 3</proc/meminfo; sleep 2; cat <&3 /proc/stat /proc/cpuinfo /proc/loadavg \
          /sys/devices/system/cpu/online >/dev/null; echo rc=$?",
     ]);
     c.cgroup().evacuate_and_remove();
