@@ -1,0 +1,187 @@
+//! Joining a caller's namespaces, and a private procfs whose view is theirs.
+//!
+//! Order: user first (it grants the capabilities the other joins need when the caller is in
+//! a user namespace), then net, uts, ipc, cgroup, and pid last; a pid namespace only applies
+//! to children, so the agent forks once more and the child serves. The child unshares a
+//! mount namespace, mounts a tmpfs with a fresh procfs in it, and pivots into that tmpfs: the
+//! agent's root then holds nothing but its own procfs, so `/proc/<agent>/root` shows no host
+//! mount to anyone, and no path it resolves can reach the nsview mount.
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{ForkResult, chdir, fork, getppid, mkdir, pivot_root};
+
+/// The namespace kinds an agent joins, in the order it joins them.
+pub const ORDER: [&str; 6] = ["user", "net", "uts", "ipc", "cgroup", "pid"];
+
+/// The command line: `--ns KIND=FD` per namespace to join, `--allow-faults` for tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    /// Namespace kind and the inherited descriptor of it.
+    pub ns: Vec<(String, RawFd)>,
+    /// Whether `fault` requests are obeyed.
+    pub allow_faults: bool,
+}
+
+/// Parses the agent's arguments (without the program name).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut out = Args::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--allow-faults" => out.allow_faults = true,
+            "--ns" => {
+                let spec = args.next().ok_or("--ns needs KIND=FD")?;
+                let (kind, fd) = spec.split_once('=').ok_or(format!("bad --ns {spec:?}"))?;
+                if !ORDER.contains(&kind) {
+                    return Err(format!("unknown namespace kind {kind:?}"));
+                }
+                let fd: RawFd = fd
+                    .parse()
+                    .map_err(|_| format!("bad descriptor in {spec:?}"))?;
+                if fd < 3 {
+                    return Err(format!("descriptor {fd} is a standard stream"));
+                }
+                out.ns.push((kind.to_owned(), fd));
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+fn flag(kind: &str) -> CloneFlags {
+    match kind {
+        "user" => CloneFlags::CLONE_NEWUSER,
+        "net" => CloneFlags::CLONE_NEWNET,
+        "uts" => CloneFlags::CLONE_NEWUTS,
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+        _ => CloneFlags::CLONE_NEWPID,
+    }
+}
+
+/// Joins every namespace of `ns` in [`ORDER`], closing each descriptor after use.
+pub fn join(ns: &[(String, RawFd)]) -> Result<(), String> {
+    for kind in ORDER {
+        for (_, fd) in ns.iter().filter(|(k, _)| k == kind) {
+            // SAFETY: the descriptor was inherited for this purpose (checked to be above the
+            // standard streams) and is not used or closed elsewhere until the close below.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+            setns(borrowed, flag(kind)).map_err(|e| format!("setns {kind}: {e}"))?;
+            // SAFETY: closing the inherited descriptor we own; it is not used afterwards.
+            unsafe { libc::close(*fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Dies with `SIGKILL` when the parent goes; fails if it is already gone (`expected` is the
+/// parent's pid before the call; a parent outside our pid namespace shows as pid 0).
+pub fn die_with_parent(expected: nix::unistd::Pid) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
+    let parent = getppid();
+    if parent != expected && parent.as_raw() != 0 {
+        return Err("parent exited".into());
+    }
+    Ok(())
+}
+
+/// Forks once so the child is in the pid namespace joined last. Returns in the child; the
+/// parent waits for it and exits with its status (it holds nothing the child needs).
+pub fn fork_into_pid_namespace() -> Result<(), String> {
+    let me = nix::unistd::getpid();
+    // SAFETY: the agent is single-threaded, so the child may run any code after fork.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => die_with_parent(me),
+        ForkResult::Parent { child } => {
+            // Only the child talks to the daemon.
+            // SAFETY: closing our copies of the standard streams; nothing here uses them again.
+            unsafe {
+                libc::close(0);
+                libc::close(1);
+            }
+            let code = match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+                _ => 1,
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// A private mount namespace whose root is a tmpfs holding a fresh procfs at `/proc` (the
+/// pid view of the pid namespace joined, the sysctls of the namespaces joined).
+pub fn private_proc() -> Result<(), String> {
+    let err = |what: &str, e: nix::Error| format!("{what}: {e}");
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| err("unshare(CLONE_NEWNS)", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| err("make / private", e))?;
+    // Any existing directory will do as the mount point: the mount is in our namespace only.
+    let base = ["/tmp", "/mnt", "/run", "/dev"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir())
+        .ok_or("no directory to mount a tmpfs on")?;
+    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        base,
+        Some("tmpfs"),
+        quiet,
+        Some("size=16k,mode=0755"),
+    )
+    .map_err(|e| err("mount tmpfs", e))?;
+    let proc = format!("{base}/proc");
+    mkdir(
+        proc.as_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o555),
+    )
+    .map_err(|e| err("mkdir proc", e))?;
+    mount(
+        Some("proc"),
+        proc.as_str(),
+        Some("proc"),
+        quiet,
+        None::<&str>,
+    )
+    .map_err(|e| err("mount proc", e))?;
+    chdir(base).map_err(|e| err("chdir", e))?;
+    // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the tmpfs.
+    pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach the old root", e))?;
+    chdir("/").map_err(|e| err("chdir /", e))?;
+    Ok(())
+}
+
+/// Closes every descriptor above the standard streams.
+pub fn close_other_fds() {
+    // SAFETY: close_range only closes descriptors; none above 2 is in use by this process.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_name_kinds_and_descriptors() {
+        let args =
+            parse_args(["--ns", "user=3", "--ns", "net=4", "--allow-faults"].map(String::from))
+                .unwrap();
+        assert_eq!(args.ns, [("user".to_owned(), 3), ("net".to_owned(), 4)]);
+        assert!(args.allow_faults);
+        assert!(parse_args(["--ns", "mnt=3"].map(String::from)).is_err());
+        assert!(parse_args(["--ns", "net=1"].map(String::from)).is_err());
+        assert!(parse_args(["--ns"].map(String::from)).is_err());
+        assert!(parse_args(["--bogus"].map(String::from)).is_err());
+    }
+}

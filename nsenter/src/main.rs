@@ -1,0 +1,47 @@
+//! `nsview-nsenter`: the agent. Started by the daemon with the caller's namespaces as
+//! inherited descriptors (`--ns KIND=FD`) and a socket as stdin/stdout; joins them, hides the
+//! host behind a private procfs, and serves requests (see the library's modules). Logs go
+//! to stderr; stdout carries protocol replies only.
+
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+
+use nsview_nsenter::join;
+use nsview_nsenter::ops::Agent;
+
+fn setup(args: &join::Args) -> Result<OwnedFd, String> {
+    join::die_with_parent(nix::unistd::getppid())?;
+    // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    join::join(&args.ns)?;
+    nsview_nsenter::ops::become_namespace_root()?;
+    join::fork_into_pid_namespace()?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    join::private_proc()?;
+    join::close_other_fds();
+    let root = std::fs::File::open("/proc/sys").map_err(|e| format!("open /proc/sys: {e}"))?;
+    Ok(root.into())
+}
+
+fn main() -> ExitCode {
+    let args = match join::parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("nsview-nsenter: {e}");
+            eprintln!(
+                "usage: nsview-nsenter [--ns KIND=FD]... [--allow-faults]   (started by nsview serve)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let root = match setup(&args) {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("nsview-nsenter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = Agent::new(root, args.allow_faults);
+    let code = agent.serve(std::io::stdin().lock(), std::io::stdout().lock());
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,561 @@
+//! Serving requests: one line in, one line out, until the daemon closes the stream.
+//!
+//! Every path is resolved beneath the agent's own `/proc/sys` (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` after [`check_path`]). Reads, access checks and
+//! writes run with the caller's fsuid, fsgid and effective capabilities (set for the one
+//! operation, then restored), so the kernel's own permission checks decide exactly as they
+//! would for the caller. Supplementary groups are not carried over (sysctl files are
+//! root-owned; a group grant on them is unheard of).
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, SFlag, fstatat};
+use rustix::fs::{ResolveFlags, openat2};
+use rustix::thread::{CapabilitySet, CapabilitySets, capabilities, set_capabilities};
+
+use crate::protocol::{
+    Creds, DirItem, Fault, Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, ProtoError, Request,
+    Response, Stat, VERSION, check_path, decode, encode,
+};
+
+/// A failed operation: errno and message.
+type Failure = (i32, String);
+
+fn fail(errno: Errno, what: impl std::fmt::Display) -> Failure {
+    (errno as i32, format!("{what}: {}", errno.desc()))
+}
+
+fn io_fail(e: std::io::Error, what: impl std::fmt::Display) -> Failure {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    (errno, format!("{what}: {e}"))
+}
+
+/// What the agent serves: the root it resolves paths beneath, and whether faults are obeyed.
+#[derive(Debug)]
+pub struct Agent {
+    root: OwnedFd,
+    allow_faults: bool,
+}
+
+impl Agent {
+    /// An agent resolving paths beneath `root` (its `/proc/sys`).
+    pub fn new(root: OwnedFd, allow_faults: bool) -> Agent {
+        Agent { root, allow_faults }
+    }
+
+    /// Serves lines from `input` to `output` until end of input or a line it cannot resync
+    /// after; returns the process exit status.
+    pub fn serve(&self, input: impl Read, mut output: impl Write) -> i32 {
+        let mut input = std::io::BufReader::new(input);
+        let mut greeted = false;
+        loop {
+            let line = match read_line(&mut input) {
+                Ok(Some(line)) => line,
+                Ok(None) => return 0,
+                Err(e) => {
+                    // A line too long to parse cannot be skipped safely: say so and stop.
+                    let _ = output.write_all(&encode(&Response::Err {
+                        id: 0,
+                        errno: libc::EINVAL,
+                        message: e.to_string(),
+                    }));
+                    return 1;
+                }
+            };
+            let request = match decode::<Request>(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    let reply = Response::Err {
+                        id: 0,
+                        errno: libc::EINVAL,
+                        message: e.to_string(),
+                    };
+                    if output
+                        .write_all(&encode(&reply))
+                        .and_then(|()| output.flush())
+                        .is_err()
+                    {
+                        return 1;
+                    }
+                    continue;
+                }
+            };
+            if !greeted {
+                let ok = matches!(request.op, Op::Hello { version } if version == VERSION);
+                let reply = if ok {
+                    Response::Ok {
+                        id: request.id,
+                        payload: Payload::Hello {
+                            version: VERSION,
+                            pid: std::process::id(),
+                        },
+                    }
+                } else {
+                    let message = format!(
+                        "expected hello with version {VERSION}, got {:?}",
+                        request.op
+                    );
+                    Response::Err {
+                        id: request.id,
+                        errno: libc::EPROTO,
+                        message,
+                    }
+                };
+                let _ = output
+                    .write_all(&encode(&reply))
+                    .and_then(|()| output.flush());
+                if !ok {
+                    return 1;
+                }
+                greeted = true;
+                continue;
+            }
+            if let Op::Fault { fault } = request.op
+                && self.allow_faults
+            {
+                misbehave(fault, &mut output);
+                continue;
+            }
+            let reply = match self.execute(request.op) {
+                Ok(payload) => Response::Ok {
+                    id: request.id,
+                    payload,
+                },
+                Err((errno, message)) => Response::Err {
+                    id: request.id,
+                    errno,
+                    message,
+                },
+            };
+            if output
+                .write_all(&encode(&reply))
+                .and_then(|()| output.flush())
+                .is_err()
+            {
+                return 1;
+            }
+        }
+    }
+
+    /// Executes one operation.
+    pub fn execute(&self, op: Op) -> Result<Payload, Failure> {
+        match op {
+            Op::Hello { .. } => Err((libc::EPROTO, "hello twice".into())),
+            Op::Fault { .. } => Err((libc::EPERM, "faults are not enabled".into())),
+            Op::Lookup { path } => {
+                checked(&path)?;
+                Ok(Payload::Entry(self.stat(&path)?))
+            }
+            Op::Readdir { path } => {
+                checked(&path)?;
+                Ok(Payload::Entries(self.readdir(&path)?))
+            }
+            Op::Read { path, creds } => {
+                checked(&path)?;
+                with_creds(creds, || self.read(&path)).map(Payload::Data)
+            }
+            Op::Access { path, write, creds } => {
+                checked(&path)?;
+                let flags = if write {
+                    OFlag::O_WRONLY
+                } else {
+                    OFlag::O_RDONLY
+                };
+                with_creds(creds, || self.open(&path, flags).map(drop)).map(|()| Payload::Allowed)
+            }
+            Op::Write { path, data, creds } => {
+                checked(&path)?;
+                if data.len() > MAX_WRITE {
+                    return Err((libc::EINVAL, format!("write of {} bytes", data.len())));
+                }
+                with_creds(creds, || self.write(&path, &data)).map(Payload::Written)
+            }
+            Op::Readlink { path } => {
+                checked(&path)?;
+                let target = nix::fcntl::readlinkat(self.root.as_fd(), dot(&path))
+                    .map_err(|e| fail(e, &path))?;
+                Ok(Payload::Link(target.to_string_lossy().into_owned()))
+            }
+        }
+    }
+
+    fn open(&self, path: &str, flags: OFlag) -> Result<OwnedFd, Failure> {
+        let flags = rustix::fs::OFlags::from_bits_retain((flags | OFlag::O_CLOEXEC).bits() as u32);
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        openat2(
+            self.root.as_fd(),
+            dot(path),
+            flags,
+            rustix::fs::Mode::empty(),
+            resolve,
+        )
+        .map_err(|e| fail(Errno::from_raw(e.raw_os_error()), path))
+    }
+
+    fn stat(&self, path: &str) -> Result<Stat, Failure> {
+        let st = fstatat(self.root.as_fd(), dot(path), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(e, path))?;
+        stat_of(&st).ok_or((
+            libc::ENOENT,
+            format!("{path}: not a file, directory or link"),
+        ))
+    }
+
+    fn readdir(&self, path: &str) -> Result<Vec<DirItem>, Failure> {
+        let fd = self.open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| fail(e, path))?;
+        let dir_fd = dir
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| io_fail(e, path))?;
+        let mut items = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| fail(e, path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            // An entry that vanishes meanwhile (an interface removed) is left out.
+            let Ok(st) = fstatat(dir_fd.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            if let Some(stat) = stat_of(&st) {
+                items.push(DirItem { name, stat });
+            }
+        }
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(items)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        let fd = self.open(path, OFlag::O_RDONLY)?;
+        let mut data = Vec::new();
+        std::fs::File::from(fd)
+            .take(MAX_READ as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| io_fail(e, path))?;
+        Ok(data)
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> Result<usize, Failure> {
+        let fd = self.open(path, OFlag::O_WRONLY)?;
+        // One write(2): a sysctl takes the whole value at once.
+        std::fs::File::from(fd)
+            .write(data)
+            .map_err(|e| io_fail(e, path))
+    }
+}
+
+fn checked(path: &str) -> Result<(), Failure> {
+    check_path(path).map_err(|m| (libc::EINVAL, m))
+}
+
+/// "" (the root itself) as a path the *at calls take.
+fn dot(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+fn stat_of(st: &FileStat) -> Option<Stat> {
+    let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => Kind::Dir,
+        SFlag::S_IFREG => Kind::File,
+        SFlag::S_IFLNK => Kind::Symlink,
+        _ => return None,
+    };
+    Some(Stat {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    })
+}
+
+/// Runs `f` with the effective uid and gid and the effective capabilities of `creds`
+/// (capped by what the agent may hold), then becomes the namespace's root again.
+///
+/// The effective ids, not only the file-system ones: sysctl permission checks look at the
+/// euid (`net_ctl_permissions` treats euid 0 as the owner), and then at capabilities in the
+/// write handlers, which is how uid 1000 gets EACCES and capability-less root gets EPERM.
+/// Changing the euid from 0 clears the effective capabilities and changing it back to 0
+/// refills them from the permitted set (the real and saved uid stay 0 throughout).
+fn with_creds<T>(creds: Creds, f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    use nix::unistd::{Gid, Uid, setegid, seteuid};
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    let saved = capabilities(None).map_err(|e| fail(errno(e), "capget"))?;
+    setegid(Gid::from_raw(creds.gid)).map_err(|e| fail(e, "setegid"))?;
+    let result = match seteuid(Uid::from_raw(creds.uid)) {
+        Ok(()) => {
+            let effective = CapabilitySet::from_bits_retain(creds.caps) & saved.permitted;
+            match set_capabilities(None, CapabilitySets { effective, ..saved }) {
+                Ok(()) => f(),
+                Err(e) => Err(fail(errno(e), "capset")),
+            }
+        }
+        Err(e) => Err(fail(e, "seteuid")),
+    };
+    // Back to root of the namespace: cannot fail while the real and saved uid are 0.
+    let _ = seteuid(Uid::from_raw(0));
+    let _ = setegid(Gid::from_raw(0));
+    let _ = set_capabilities(None, saved);
+    result
+}
+
+/// Makes the agent root of the user namespace it joined (real, effective and saved ids 0),
+/// the identity [`with_creds`] returns to.
+pub fn become_namespace_root() -> Result<(), String> {
+    use nix::unistd::{Gid, Uid, setresgid, setresuid};
+    let root_gid = Gid::from_raw(0);
+    setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("setresgid(0): {e}"))?;
+    let root = Uid::from_raw(0);
+    setresuid(root, root, root).map_err(|e| format!("setresuid(0): {e}"))
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `None` at end of input.
+fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, ProtoError> {
+    let mut line = Vec::new();
+    let n = input
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+        return Err(ProtoError::TooLong);
+    }
+    Ok(Some(line))
+}
+
+fn misbehave(fault: Fault, output: &mut impl Write) {
+    match fault {
+        Fault::Garbage => {
+            let _ = output.write_all(b"this is not json\n");
+        }
+        Fault::Oversized => {
+            let _ = output.write_all(&vec![b'x'; MAX_LINE + 16]);
+            let _ = output.write_all(b"\n");
+        }
+        Fault::Hang => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+    }
+    let _ = output.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Request;
+
+    /// An agent over a fixture tree, as root with the process's own capabilities.
+    fn agent(dir: &std::path::Path) -> Agent {
+        let root = std::fs::File::open(dir).unwrap();
+        Agent::new(root.into(), false)
+    }
+
+    fn converse(agent: &Agent, requests: &[Request]) -> Vec<Response> {
+        let mut input = Vec::new();
+        for r in requests {
+            input.extend(encode(r));
+        }
+        let mut out = Vec::new();
+        agent.serve(&input[..], &mut out);
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| decode(l).unwrap())
+            .collect()
+    }
+
+    fn hello() -> Request {
+        Request {
+            id: 1,
+            op: Op::Hello { version: VERSION },
+        }
+    }
+
+    fn root_creds() -> Creds {
+        Creds {
+            uid: 0,
+            gid: 0,
+            caps: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn lookup_readdir_read_and_write_beneath_the_root() {
+        let dir = tempfile_dir();
+        std::fs::create_dir(dir.join("net")).unwrap();
+        std::fs::write(dir.join("net/ip_forward"), "0\n").unwrap();
+        let a = agent(&dir);
+        let replies = converse(
+            &a,
+            &[
+                hello(),
+                Request {
+                    id: 2,
+                    op: Op::Readdir { path: "net".into() },
+                },
+                Request {
+                    id: 3,
+                    op: Op::Write {
+                        path: "net/ip_forward".into(),
+                        data: b"1\n".to_vec(),
+                        creds: root_creds(),
+                    },
+                },
+                Request {
+                    id: 4,
+                    op: Op::Read {
+                        path: "net/ip_forward".into(),
+                        creds: root_creds(),
+                    },
+                },
+                Request {
+                    id: 5,
+                    op: Op::Lookup {
+                        path: "net/../../etc".into(),
+                    },
+                },
+                Request {
+                    id: 6,
+                    op: Op::Lookup {
+                        path: "nope".into(),
+                    },
+                },
+            ],
+        );
+        assert!(matches!(
+            replies[0],
+            Response::Ok {
+                payload: Payload::Hello { .. },
+                ..
+            }
+        ));
+        let Response::Ok {
+            payload: Payload::Entries(items),
+            ..
+        } = &replies[1]
+        else {
+            panic!("{replies:?}")
+        };
+        assert_eq!(items[0].name, "ip_forward");
+        assert_eq!(items[0].stat.kind, Kind::File);
+        assert_eq!(
+            replies[2],
+            Response::Ok {
+                id: 3,
+                payload: Payload::Written(2)
+            }
+        );
+        assert_eq!(
+            replies[3],
+            Response::Ok {
+                id: 4,
+                payload: Payload::Data(b"1\n".to_vec())
+            }
+        );
+        assert!(matches!(
+            replies[4],
+            Response::Err {
+                id: 5,
+                errno: libc::EINVAL,
+                ..
+            }
+        ));
+        assert!(matches!(
+            replies[5],
+            Response::Err {
+                id: 6,
+                errno: libc::ENOENT,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn garbage_and_a_wrong_version_get_clean_errors() {
+        let dir = tempfile_dir();
+        let a = agent(&dir);
+        let mut out = Vec::new();
+        let mut input = b"not json at all\n".to_vec();
+        input.extend(encode(&Request {
+            id: 9,
+            op: Op::Hello {
+                version: VERSION + 1,
+            },
+        }));
+        assert_eq!(a.serve(&input[..], &mut out), 1);
+        let replies: Vec<Response> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| decode(l).unwrap())
+            .collect();
+        assert!(matches!(
+            replies[0],
+            Response::Err {
+                id: 0,
+                errno: libc::EINVAL,
+                ..
+            }
+        ));
+        assert!(matches!(
+            replies[1],
+            Response::Err {
+                id: 9,
+                errno: libc::EPROTO,
+                ..
+            }
+        ));
+        let mut long = vec![b'x'; MAX_LINE + 10];
+        long.push(b'\n');
+        let mut out = Vec::new();
+        assert_eq!(a.serve(&long[..], &mut out), 1);
+        assert!(matches!(
+            decode::<Response>(out.trim_ascii_end()).unwrap(),
+            Response::Err {
+                errno: libc::EINVAL,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn faults_are_refused_unless_enabled() {
+        let dir = tempfile_dir();
+        let replies = converse(
+            &agent(&dir),
+            &[
+                hello(),
+                Request {
+                    id: 2,
+                    op: Op::Fault {
+                        fault: Fault::Garbage,
+                    },
+                },
+            ],
+        );
+        assert!(matches!(
+            replies[1],
+            Response::Err {
+                errno: libc::EPERM,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("nsview-agent-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

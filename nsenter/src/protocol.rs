@@ -1,0 +1,377 @@
+//! The protocol between the daemon and its agents: newline-delimited JSON over the agent's
+//! stdin (requests) and stdout (responses), one response per request, in order.
+//!
+//! Closed and typed: unknown fields and unknown operations are rejected, every request
+//! carries an id that its response repeats, and the first exchange checks [`VERSION`].
+//! Paths are relative to the agent's private `/proc/sys` and checked by [`check_path`].
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version; an agent refuses a daemon that speaks another.
+pub const VERSION: u32 = 1;
+/// Longest line either side accepts (a request with a 4 KiB write, a reply with a listing
+/// or a file, JSON-encoded).
+pub const MAX_LINE: usize = 1 << 20;
+/// Largest write to a sysctl.
+pub const MAX_WRITE: usize = 4096;
+/// Largest file content an agent returns.
+pub const MAX_READ: usize = 64 * 1024;
+/// Longest path accepted.
+pub const MAX_PATH: usize = 4096;
+
+/// Credentials a read, access check or write is performed with, as the caller's user
+/// namespace (the agent's) numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Creds {
+    /// The caller's fsuid.
+    pub uid: u32,
+    /// The caller's fsgid.
+    pub gid: u32,
+    /// The caller's effective capabilities (bit n = capability n).
+    pub caps: u64,
+}
+
+/// Faults a test can ask of an agent started with `--allow-faults`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Reply with a line that is not JSON.
+    Garbage,
+    /// Reply with a line longer than [`MAX_LINE`].
+    Oversized,
+    /// Never reply.
+    Hang,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// The first request: the daemon's protocol version.
+    Hello {
+        /// [`VERSION`] of the daemon.
+        version: u32,
+    },
+    /// Attributes of one entry.
+    Lookup {
+        /// Path below `/proc/sys` ("" is the directory itself).
+        path: String,
+    },
+    /// Names, kinds and attributes of a directory's entries, in one round trip.
+    Readdir {
+        /// Path of the directory.
+        path: String,
+    },
+    /// A whole file (at most [`MAX_READ`] bytes), read with `creds`.
+    Read {
+        /// Path of the file.
+        path: String,
+        /// Whose permissions apply.
+        creds: Creds,
+    },
+    /// Whether `creds` may open the file for reading or writing (an open that is closed at
+    /// once: the kernel's own permission check).
+    Access {
+        /// Path of the file.
+        path: String,
+        /// Writing rather than reading.
+        write: bool,
+        /// Whose permissions apply.
+        creds: Creds,
+    },
+    /// Writes `data` (at most [`MAX_WRITE`] bytes) at offset 0, with `creds`.
+    Write {
+        /// Path of the file.
+        path: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Whose permissions apply.
+        creds: Creds,
+    },
+    /// The target of a symbolic link.
+    Readlink {
+        /// Path of the link.
+        path: String,
+    },
+    /// Test only: misbehave as asked.
+    Fault {
+        /// How.
+        fault: Fault,
+    },
+}
+
+/// A request: an id the response repeats, and the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Chosen by the daemon, echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// Attributes of an entry as the agent sees them (owner in the agent's user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stat {
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirItem {
+    /// Its name.
+    pub name: String,
+    /// Its attributes.
+    pub stat: Stat,
+}
+
+/// A successful result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Payload {
+    /// Answer to [`Op::Hello`]: the agent's version and its pid in its own pid namespace.
+    Hello {
+        /// [`VERSION`] of the agent.
+        version: u32,
+        /// Its pid as the joined pid namespace numbers it.
+        pid: u32,
+    },
+    /// Answer to [`Op::Lookup`].
+    Entry(Stat),
+    /// Answer to [`Op::Readdir`].
+    Entries(Vec<DirItem>),
+    /// Answer to [`Op::Read`].
+    Data(Vec<u8>),
+    /// Answer to [`Op::Write`]: bytes written.
+    Written(usize),
+    /// Answer to [`Op::Readlink`].
+    Link(String),
+    /// Answer to [`Op::Access`].
+    Allowed,
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// It worked.
+    Ok {
+        /// The request's id.
+        id: u64,
+        /// The result.
+        payload: Payload,
+    },
+    /// It failed with `errno` (0 when the request itself was unreadable: then `id` is 0).
+    Err {
+        /// The request's id.
+        id: u64,
+        /// The error number the operation failed with.
+        errno: i32,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A line that could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Longer than [`MAX_LINE`].
+    TooLong,
+    /// Not valid JSON for the expected type.
+    Malformed(String),
+}
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtoError::TooLong => write!(f, "line longer than {MAX_LINE} bytes"),
+            ProtoError::Malformed(e) => write!(f, "malformed message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+/// One message as a line of JSON (with its newline).
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serializing these plain types cannot fail.
+    let mut line = serde_json::to_vec(message).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Parses one line (without or with its newline).
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtoError> {
+    if line.len() > MAX_LINE {
+        return Err(ProtoError::TooLong);
+    }
+    serde_json::from_slice(line).map_err(|e| ProtoError::Malformed(e.to_string()))
+}
+
+/// Whether `path` may be used: relative, below the root (no `.` or `..` components, no empty
+/// ones), no NUL, at most [`MAX_PATH`] bytes. "" is the root itself.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_PATH {
+        return Err("path too long".into());
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.contains('\0') {
+        return Err("NUL in path".into());
+    }
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("bad path component {part:?} in {path:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn creds() -> impl Strategy<Value = Creds> {
+        (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(uid, gid, caps)| Creds {
+            uid,
+            gid,
+            caps,
+        })
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<u32>().prop_map(|version| Op::Hello { version }),
+            ".*".prop_map(|path| Op::Lookup { path }),
+            ".*".prop_map(|path| Op::Readdir { path }),
+            (".*", creds()).prop_map(|(path, creds)| Op::Read { path, creds }),
+            (".*", any::<bool>(), creds()).prop_map(|(path, write, creds)| Op::Access {
+                path,
+                write,
+                creds
+            }),
+            (".*", proptest::collection::vec(any::<u8>(), 0..64), creds())
+                .prop_map(|(path, data, creds)| Op::Write { path, data, creds }),
+            ".*".prop_map(|path| Op::Readlink { path }),
+            prop_oneof![
+                Just(Fault::Garbage),
+                Just(Fault::Oversized),
+                Just(Fault::Hang)
+            ]
+            .prop_map(|fault| Op::Fault { fault }),
+        ]
+    }
+
+    fn stat() -> impl Strategy<Value = Stat> {
+        (
+            prop_oneof![Just(Kind::Dir), Just(Kind::File), Just(Kind::Symlink)],
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(kind, mode, uid, gid)| Stat {
+                kind,
+                mode,
+                uid,
+                gid,
+            })
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let payload = prop_oneof![
+            (any::<u32>(), any::<u32>()).prop_map(|(version, pid)| Payload::Hello { version, pid }),
+            stat().prop_map(Payload::Entry),
+            proptest::collection::vec(
+                (".*", stat()).prop_map(|(name, stat)| DirItem { name, stat }),
+                0..4
+            )
+            .prop_map(Payload::Entries),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Payload::Data),
+            any::<usize>().prop_map(Payload::Written),
+            ".*".prop_map(Payload::Link),
+            Just(Payload::Allowed),
+        ];
+        prop_oneof![
+            (any::<u64>(), payload).prop_map(|(id, payload)| Response::Ok { id, payload }),
+            (any::<u64>(), any::<i32>(), ".*").prop_map(|(id, errno, message)| Response::Err {
+                id,
+                errno,
+                message
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(id: u64, op in op()) {
+            let request = Request { id, op };
+            let line = encode(&request);
+            prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            prop_assert_eq!(decode::<Request>(&line).unwrap(), request);
+        }
+
+        #[test]
+        fn responses_round_trip(response in response()) {
+            prop_assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
+        }
+
+        #[test]
+        fn garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_operations_are_rejected() {
+        assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x","extra":1}}}"#).is_err());
+        assert!(decode::<Request>(br#"{"id":1,"op":{"format_disk":{}}}"#).is_err());
+        assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x"}},"x":0}"#).is_err());
+        assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x"}}}"#).is_ok());
+        assert_eq!(
+            decode::<Request>(&vec![b' '; MAX_LINE + 1]),
+            Err(ProtoError::TooLong)
+        );
+    }
+
+    #[test]
+    fn paths_stay_below_the_root() {
+        assert!(check_path("").is_ok());
+        assert!(check_path("net/ipv4/ip_forward").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "..",
+            "net/../../x",
+            "net//x",
+            "./x",
+            "x/",
+            "a\0b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
