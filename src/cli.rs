@@ -40,6 +40,32 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VIEW", default_value = "quota")]
     pub cpu_view: crate::views::cpus::CpuView,
 
+    /// How `proc/sys` agents are used: `pooled` (long-lived, one per namespace set) or
+    /// `oneshot` (a fresh agent per request, for comparison).
+    #[arg(long, value_name = "MODE", default_value = "pooled")]
+    pub agent_mode: crate::agent::AgentMode,
+
+    /// Most agents alive at once (the least recently used idle one is ended beyond).
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_agents: u32,
+
+    /// Seconds an agent may stay idle before it is ended.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub agent_idle: f64,
+
+    /// Seconds an agent has to answer a request; beyond, it is killed and the caller gets EIO.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub agent_timeout: f64,
+
+    /// The agent binary (default: `nsview-nsenter` beside this one).
+    #[arg(long, value_name = "PATH")]
+    pub agent_exe: Option<PathBuf>,
+
+    /// Test only: agents obey fault requests.
+    #[arg(long, hide = true)]
+    pub test_faults: bool,
+
     /// FUSE worker threads (each serves one request at a time).
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -5,6 +5,7 @@
 //! whose view it gets; [`cgroup`] reads cgroups on v1, v2 and hybrid hosts; [`serve`] runs the
 //! daemon.
 
+pub mod agent;
 pub mod caller;
 pub mod cgroup;
 pub mod cli;

@@ -12,6 +12,7 @@ use log::{error, info, warn};
 use nix::mount::{MntFlags, umount2};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::agent::{Pool, PoolConfig};
 use crate::cgroup::CgroupReader;
 use crate::cli::ServeArgs;
 use crate::fuse::Fs;
@@ -82,6 +83,9 @@ pub enum ServeError {
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(#[from] nix::Error),
+    /// The agent settings or binary are unusable.
+    #[error("{0}")]
+    Agent(String),
 }
 
 /// What ended the serving loop.
@@ -110,12 +114,15 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     } else {
         TABLE.to_vec()
     };
-    let service = Arc::new(Service::new(
+    let mut service = Service::new(
         &specs,
         ProcRoot::default(),
         CgroupReader::new(&args.cgroup_root),
         args.cpu_view,
-    )?);
+    )?;
+    let agents = Pool::new(agent_config(args)?, ProcRoot::default())?;
+    service.env.agents = Some(agents.clone());
+    let service = Arc::new(service);
     let session = Session::new(
         Fs::new(service.clone()),
         &mountpoint,
@@ -139,8 +146,17 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         error!("cannot start the load-average sampler: {e}; loadavg shows first samples only");
     }
 
+    let reaper = agents.spawn_reaper();
+    if let Err(e) = &reaper {
+        error!("cannot start the agent reaper: {e}; idle agents live until the daemon stops");
+    }
+
     let stop = wait_for_stop(session, stop_signals);
     sampler.stop();
+    agents.stop();
+    if let Ok(thread) = reaper {
+        let _ = thread.join();
+    }
     if let Ok(thread) = sampler_thread {
         let _ = thread.join();
     }
@@ -163,6 +179,39 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     }
     info!("stopped; {fallbacks} renders fell back to host files");
     Ok(())
+}
+
+/// The agent pool's settings from the command line; the agent binary must exist.
+fn agent_config(args: &ServeArgs) -> Result<PoolConfig, ServeError> {
+    let exe = match &args.agent_exe {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| ServeError::Agent(format!("cannot find this binary: {e}")))?
+            .with_file_name("nsview-nsenter"),
+    };
+    if !exe.is_file() {
+        return Err(ServeError::Agent(format!(
+            "agent binary {} not found (build it with cargo build --workspace, or pass --agent-exe)",
+            exe.display()
+        )));
+    }
+    let secs = |what: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v < 1e6 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(ServeError::Agent(format!(
+                "--{what} must be a positive number of seconds, not {v}"
+            )))
+        }
+    };
+    Ok(PoolConfig {
+        exe,
+        max_agents: args.max_agents as usize,
+        idle: secs("agent-idle", args.agent_idle)?,
+        timeout: secs("agent-timeout", args.agent_timeout)?,
+        mode: args.agent_mode,
+        allow_faults: args.test_faults,
+    })
 }
 
 /// Raises the soft limit on open descriptors to the hard one: the daemon keeps cgroup files

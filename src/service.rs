@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::procfs::ProcRoot;
 use crate::vfs::{DirEntry, Entry, Spec, SubtreeId, Vfs};
 use crate::views::cpus::CpuView;
-use crate::views::{self, Env, Subject, ViewId};
+use crate::views::{self, Env, Requester, Subject, ViewId};
 
 /// Everything a request needs, shared by all FUSE worker threads.
 #[derive(Debug)]
@@ -85,9 +85,15 @@ impl Service {
 }
 
 impl Service {
-    /// The attributes of `rel` in subtree `id`, as `subject` sees them.
-    pub fn subtree_lookup(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Entry> {
-        views::sys::lookup(id, &self.env, subject, rel)
+    /// The attributes of `rel` in subtree `id`, for `who`, whose view is `subject`.
+    pub fn subtree_lookup(
+        &self,
+        id: SubtreeId,
+        subject: &Subject,
+        who: &Requester,
+        rel: &str,
+    ) -> Result<Entry> {
+        views::sys::lookup(id, &self.env, subject, who, rel)
     }
 
     /// The listing of directory `rel` in subtree `id`, sorted by name.
@@ -95,18 +101,47 @@ impl Service {
         &self,
         id: SubtreeId,
         subject: &Subject,
+        who: &Requester,
         rel: &str,
     ) -> Result<Vec<DirEntry>> {
-        views::sys::list(id, &self.env, subject, rel)
+        views::sys::list(id, &self.env, subject, who, rel)
     }
 
     /// The content of file `rel` in subtree `id`.
-    pub fn subtree_read(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
-        views::sys::read(id, &self.env, subject, rel)
+    pub fn subtree_read(
+        &self,
+        id: SubtreeId,
+        subject: &Subject,
+        who: &Requester,
+        rel: &str,
+    ) -> Result<Vec<u8>> {
+        views::sys::read(id, &self.env, subject, who, rel)
     }
 
     /// The target of symlink `rel` in subtree `id`.
-    pub fn subtree_readlink(&self, id: SubtreeId, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
-        views::sys::readlink(id, &self.env, subject, rel)
+    pub fn subtree_readlink(
+        &self,
+        id: SubtreeId,
+        subject: &Subject,
+        who: &Requester,
+        rel: &str,
+    ) -> Result<Vec<u8>> {
+        views::sys::readlink(id, &self.env, subject, who, rel)
+    }
+
+    /// Whether `who` may open `rel` in subtree `id` for writing.
+    pub fn subtree_access_write(&self, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
+        views::sys::access_write(id, &self.env, who, rel)
+    }
+
+    /// Writes `data` to `rel` in subtree `id` for `who`.
+    pub fn subtree_write(
+        &self,
+        id: SubtreeId,
+        who: &Requester,
+        rel: &str,
+        data: &[u8],
+    ) -> Result<usize> {
+        views::sys::write(id, &self.env, who, rel, data)
     }
 }

@@ -162,10 +162,11 @@ pub fn private_proc() -> Result<(), String> {
     Ok(())
 }
 
-/// Closes every descriptor above the standard streams.
-pub fn close_other_fds() {
-    // SAFETY: close_range only closes descriptors; none above 2 is in use by this process.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+/// Closes every descriptor from `first` up.
+pub fn close_fds_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; callers pass a bound above every
+    // descriptor they still use.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
 }
 
 #[cfg(test)]

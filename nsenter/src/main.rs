@@ -10,6 +10,9 @@ use nsview_nsenter::join;
 use nsview_nsenter::ops::Agent;
 
 fn setup(args: &join::Args) -> Result<OwnedFd, String> {
+    // First of all, drop every descriptor but the standard streams and the namespaces: the
+    // daemon's (its FUSE device among them) must not live on in here.
+    join::close_fds_from(3 + args.ns.len() as u32);
     join::die_with_parent(nix::unistd::getppid())?;
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
@@ -18,7 +21,7 @@ fn setup(args: &join::Args) -> Result<OwnedFd, String> {
     join::fork_into_pid_namespace()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::private_proc()?;
-    join::close_other_fds();
+    join::close_fds_from(3);
     let root = std::fs::File::open("/proc/sys").map_err(|e| format!("open /proc/sys: {e}"))?;
     Ok(root.into())
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::vfs::SubtreeId;
-use crate::views::{Subject, ViewId};
+use crate::views::{Requester, Subject, ViewId};
 
 /// Open handles at most; beyond that `open` fails with ENFILE rather than growing without bound.
 pub const MAX_HANDLES: usize = 1 << 16;
@@ -30,8 +30,11 @@ pub struct Handle {
     pub source: Source,
     /// Whose view.
     pub subject: Subject,
-    /// The task that opened it (some views leave the reader out of what they count).
-    pub caller: u32,
+    /// The task that opened it, with its ids (some views leave the reader out of what they
+    /// count; `proc/sys` acts with its credentials).
+    pub who: Requester,
+    /// Opened for writing (only `proc/sys` files can be).
+    pub writable: bool,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
 }
@@ -131,7 +134,12 @@ mod tests {
             .insert(Handle {
                 source: Source::View(ViewId::Uptime),
                 subject: Subject::Host,
-                caller: 0,
+                who: Requester {
+                    pid: 0,
+                    uid: 0,
+                    gid: 0,
+                },
+                writable: false,
                 snapshot: Mutex::new(None),
             })
             .unwrap();

@@ -22,11 +22,11 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::vfs::NodeKind;
-use crate::views::Subject;
+use crate::views::{Requester, Subject};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
 
-use nodes::{Attrs, Listed, Target};
+use nodes::{Attrs, Ctx, Listed, Target};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
 /// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
@@ -69,22 +69,26 @@ impl Fs {
             kind: a.kind,
             perm: a.mode,
             nlink,
-            uid: 0,
-            gid: 0,
+            uid: a.uid,
+            gid: a.gid,
             rdev: 0,
             blksize: 4096,
             flags: 0,
         }
     }
 
-    /// Whose view the request's caller gets.
-    fn subject(&self, req: &Request) -> Subject {
-        self.service.subject(req.pid())
+    /// Who asks: whose view the caller gets, and its task and ids.
+    fn ctx(&self, req: &Request) -> Ctx {
+        Ctx {
+            subject: self.service.subject(req.pid()),
+            who: requester(req),
+        }
     }
 
     fn open_file(&self, req: &Request, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
         let target = self.target(ino.0)?;
-        let subject = self.subject(req);
+        let ctx = self.ctx(req);
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let source = match &target {
             // The mount has no default_permissions, so the mode is checked here: a view
             // without the world-read bit (proc/slabinfo, 0400) is the host root's only.
@@ -95,19 +99,29 @@ impl Fs {
                 NodeKind::File(view) => Source::View(view),
                 _ => return Err(Error::Os(libc::EISDIR)),
             },
-            Target::Dynamic(d) => match self.attrs(&target, &subject)?.kind {
+            Target::Dynamic(d) => match self.attrs(&target, &ctx)?.kind {
+                FileType::RegularFile if write => {
+                    // The kernel's own check, with the caller's credentials, in its namespaces
+                    // (EACCES, EPERM or EROFS exactly as natively). O_TRUNC is ignored there,
+                    // as procfs ignores it.
+                    self.service
+                        .subtree_access_write(d.subtree, &ctx.who, &d.rel)?;
+                    Source::Subtree(d.subtree, d.rel.clone())
+                }
                 FileType::RegularFile => Source::Subtree(d.subtree, d.rel.clone()),
                 FileType::Directory => return Err(Error::Os(libc::EISDIR)),
                 _ => return Err(Error::Os(libc::ELOOP)),
             },
         };
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+        let table = matches!(target, Target::Table(_));
+        if table && (write || flags.0 & libc::O_TRUNC != 0) {
             return Err(Error::Access);
         }
         let handle = Handle {
             source,
-            subject,
-            caller: req.pid(),
+            subject: ctx.subject,
+            who: ctx.who,
+            writable: write,
             snapshot: Mutex::new(None),
         };
         self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
@@ -130,12 +144,31 @@ impl Fs {
         Ok(slice_at(&data, offset, size).to_vec())
     }
 
+    /// Writes `data` through a handle opened for writing: a `proc/sys` file takes its whole
+    /// value at offset 0, as the kernel's sysctl files do.
+    fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<usize> {
+        let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
+        let Source::Subtree(id, rel) = &handle.source else {
+            return Err(Error::Access);
+        };
+        if !handle.writable {
+            return Err(Error::Os(libc::EBADF));
+        }
+        if offset != 0 {
+            return Err(Error::Os(libc::EINVAL));
+        }
+        self.service.subtree_write(*id, &handle.who, rel, data)
+    }
+
     /// Renders a handle's view; a panic inside the view becomes an error for this request
     /// only, never the end of a worker thread.
     fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
         catch_unwind(AssertUnwindSafe(|| match &handle.source {
-            Source::View(view) => self.service.render(*view, &handle.subject, handle.caller),
-            Source::Subtree(id, rel) => self.service.subtree_read(*id, &handle.subject, rel),
+            Source::View(view) => self.service.render(*view, &handle.subject, handle.who.pid),
+            Source::Subtree(id, rel) => {
+                self.service
+                    .subtree_read(*id, &handle.subject, &handle.who, rel)
+            }
         }))
         .unwrap_or_else(|payload| {
             let msg = payload
@@ -145,6 +178,15 @@ impl Fs {
                 .unwrap_or_else(|| "non-string panic".into());
             Err(Error::ViewPanicked(msg))
         })
+    }
+}
+
+/// The requesting task and its ids, as the kernel gave them.
+fn requester(req: &Request) -> Requester {
+    Requester {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -174,10 +216,27 @@ impl Filesystem for Fs {
         let Some(name) = name.to_str() else {
             return reply.error(errno(&Error::NotFound));
         };
-        match self.lookup_child(parent.0, name, &self.subject(req)) {
+        match self.lookup_child(parent.0, name, &self.ctx(req)) {
             Ok(a) => reply.entry(&a.ttl, &self.attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        // No extended attributes, like procfs. ENOSYS (not ENODATA) makes the kernel stop
+        // asking for the rest of the mount's life: one round trip fewer per `ls -l`.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -186,11 +245,15 @@ impl Filesystem for Fs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let attrs = self.target(ino.0).and_then(|t| {
-            let subject = match t {
-                Target::Table(_) => Subject::Host,
-                Target::Dynamic(_) => self.subject(req),
+            let ctx = match t {
+                // Table nodes look the same to everyone: no need to identify the caller.
+                Target::Table(_) => Ctx {
+                    subject: Subject::Host,
+                    who: requester(req),
+                },
+                Target::Dynamic(_) => self.ctx(req),
             };
-            self.attrs(&t, &subject)
+            self.attrs(&t, &ctx)
         });
         match attrs {
             Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
@@ -201,8 +264,9 @@ impl Filesystem for Fs {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let target = match self.target(ino.0) {
             Ok(Target::Dynamic(d)) => {
+                let ctx = self.ctx(req);
                 self.service
-                    .subtree_readlink(d.subtree, &self.subject(req), &d.rel)
+                    .subtree_readlink(d.subtree, &ctx.subject, &ctx.who, &d.rel)
             }
             Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
             Err(e) => Err(e),
@@ -215,12 +279,12 @@ impl Filesystem for Fs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -231,9 +295,20 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // No node accepts a change of mode, owner, size or times.
-        match self.target(ino.0) {
-            Ok(_) => reply.error(errno(&Error::Access)),
+        // No node accepts a change of mode or owner. A truncation of a `proc/sys` file is
+        // what `echo 1 > file` sends after its O_TRUNC open: procfs ignores it, and so does
+        // this (its permission was checked when the file was opened for writing).
+        let target = self.target(ino.0);
+        let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
+        let result = match target {
+            Ok(Target::Dynamic(d)) if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys => {
+                self.attrs(&Target::Dynamic(d), &self.ctx(req))
+            }
+            Ok(_) => Err(Error::Access),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -271,15 +346,18 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(errno(&Error::Access));
+        match self.write_file(fh, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn flush(
@@ -314,7 +392,7 @@ impl Filesystem for Fs {
             Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
             Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
             _ => {
-                let listing = self.listing(ino.0, &self.subject(req))?;
+                let listing = self.listing(ino.0, &self.ctx(req))?;
                 self.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
             }
         });
@@ -334,7 +412,13 @@ impl Filesystem for Fs {
     ) {
         let listing = match self.dirs.get(fh.0) {
             Some(listing) => Ok(listing),
-            None => self.listing(ino.0, &Subject::Host).map(Arc::new),
+            None => {
+                let ctx = Ctx {
+                    subject: Subject::Host,
+                    who: requester(_req),
+                };
+                self.listing(ino.0, &ctx).map(Arc::new)
+            }
         };
         let listing = match listing {
             Ok(l) => l,

@@ -9,7 +9,7 @@ use fuser::FileType;
 use super::{Fs, STATIC_TTL};
 use crate::error::{Error, Result};
 use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
-use crate::views::Subject;
+use crate::views::{Requester, Subject};
 
 /// What an inode names.
 #[derive(Debug)]
@@ -18,6 +18,15 @@ pub enum Target<'a> {
     Table(&'a Node),
     /// A looked-up subtree entry.
     Dynamic(Arc<DynNode>),
+}
+
+/// Who asks, in the two forms views take: whose view (by container) and the requester.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Whose view.
+    pub subject: Subject,
+    /// The requesting task and its ids.
+    pub who: Requester,
 }
 
 /// The attributes a reply carries.
@@ -31,6 +40,10 @@ pub struct Attrs {
     pub mode: u16,
     /// Size.
     pub size: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
     /// How long the kernel may cache the entry and these attributes.
     pub ttl: Duration,
 }
@@ -65,6 +78,8 @@ fn table_attrs(node: &Node) -> Attrs {
         // Like procfs: size 0, content only through read (handles use direct I/O).
         mode: node.mode,
         size: 0,
+        uid: 0,
+        gid: 0,
         ttl,
     }
 }
@@ -83,28 +98,26 @@ impl Fs {
             .ok_or(Error::NotFound)
     }
 
-    /// The attributes of `target` as `subject` sees them (a subtree entry may not exist for
+    /// The attributes of `target` as the asker sees them (a subtree entry may not exist for
     /// every caller).
-    pub(super) fn attrs(&self, target: &Target<'_>, subject: &Subject) -> Result<Attrs> {
+    pub(super) fn attrs(&self, target: &Target<'_>, ctx: &Ctx) -> Result<Attrs> {
         match target {
             Target::Table(node) => Ok(table_attrs(node)),
-            Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, subject),
+            Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, ctx),
         }
     }
 
-    fn subtree_attrs(
-        &self,
-        id: SubtreeId,
-        rel: &str,
-        ino: u64,
-        subject: &Subject,
-    ) -> Result<Attrs> {
-        let entry = self.service.subtree_lookup(id, subject, rel)?;
+    fn subtree_attrs(&self, id: SubtreeId, rel: &str, ino: u64, ctx: &Ctx) -> Result<Attrs> {
+        let entry = self
+            .service
+            .subtree_lookup(id, &ctx.subject, &ctx.who, rel)?;
         Ok(Attrs {
             ino,
             kind: file_type(entry.kind),
             mode: entry.mode,
             size: entry.size,
+            uid: entry.uid,
+            gid: entry.gid,
             ttl: Duration::ZERO,
         })
     }
@@ -122,7 +135,7 @@ impl Fs {
 
     /// Looks up `name` in directory `parent` for `subject`; a subtree entry found is
     /// remembered (one lookup counted) until the kernel forgets it.
-    pub(super) fn lookup_child(&self, parent: u64, name: &str, subject: &Subject) -> Result<Attrs> {
+    pub(super) fn lookup_child(&self, parent: u64, name: &str, ctx: &Ctx) -> Result<Attrs> {
         let dir = self.target(parent)?;
         if let Target::Table(node) = dir
             && node.kind == NodeKind::Dir
@@ -137,7 +150,7 @@ impl Fs {
         let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let rel = child_rel(&dir_rel, name);
         let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
-        let probe = self.subtree_attrs(id, &rel, 0, subject)?;
+        let probe = self.subtree_attrs(id, &rel, 0, ctx)?;
         let node = self
             .service
             .vfs
@@ -151,7 +164,7 @@ impl Fs {
     }
 
     /// The listing of directory `ino` for `subject`: `.` and `..` once, then its children.
-    pub(super) fn listing(&self, ino: u64, subject: &Subject) -> Result<Vec<Listed>> {
+    pub(super) fn listing(&self, ino: u64, ctx: &Ctx) -> Result<Vec<Listed>> {
         let dir = self.target(ino)?;
         let parent = match &dir {
             Target::Table(node) => node.parent,
@@ -177,7 +190,10 @@ impl Fs {
         }
         let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
-        for entry in self.service.subtree_list(id, subject, &dir_rel)? {
+        for entry in self
+            .service
+            .subtree_list(id, &ctx.subject, &ctx.who, &dir_rel)?
+        {
             let path = format!("{}/{}", root.path, child_rel(&dir_rel, &entry.name));
             out.push((
                 crate::vfs::inode_of(&path),

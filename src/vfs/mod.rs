@@ -102,6 +102,7 @@ pub const TABLE: &[Spec] = &[
     view("proc/pressure/io", ViewId::Pressure(PressureKind::Io)),
     dir("sys"),
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
+    subtree("proc/sys", SubtreeId::ProcSys),
 ];
 
 /// Nodes added by `serve --test-nodes`, for tests of the FUSE layer itself.

@@ -20,6 +20,8 @@ use super::inode_of;
 pub enum SubtreeId {
     /// `sys/devices/system/cpu`: the host's, with the caller's CPUs renumbered from 0.
     SysCpu,
+    /// `proc/sys`: the caller's own, through an agent in its namespaces.
+    ProcSys,
 }
 
 /// What an entry of a subtree is.
@@ -42,6 +44,10 @@ pub struct Entry {
     pub mode: u16,
     /// Size in bytes as `stat` shows it.
     pub size: u64,
+    /// Owner, as the daemon's user namespace numbers it.
+    pub uid: u32,
+    /// Group, likewise.
+    pub gid: u32,
 }
 
 /// One name in a subtree directory listing.

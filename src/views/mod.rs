@@ -4,6 +4,7 @@
 pub mod cpus;
 pub mod proc;
 pub mod sys;
+pub mod sysctl;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,18 @@ pub enum ViewId {
     TestPattern,
 }
 
+/// Who made a request, as the kernel told: the task and its fsuid and fsgid (in the
+/// daemon's user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester {
+    /// The calling task's id in the daemon's pid namespace (0 when the kernel has none).
+    pub pid: u32,
+    /// Its fsuid.
+    pub uid: u32,
+    /// Its fsgid.
+    pub gid: u32,
+}
+
 /// Whose view is rendered.
 #[derive(Debug, Clone)]
 pub enum Subject {
@@ -78,6 +91,8 @@ pub struct Env {
     pub sampler: Arc<Sampler>,
     /// The host's procfs files, kept open (`pread` at 0 regenerates them).
     host_files: OpenFiles,
+    /// The agents that serve `proc/sys` (none in tests of other views).
+    pub agents: Option<Arc<crate::agent::Pool>>,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -103,6 +118,7 @@ impl Env {
             host_online,
             cpu_view,
             host_files: OpenFiles::default(),
+            agents: None,
             sampler: Sampler::new(
                 sampler_proc,
                 std::time::Duration::from_secs(5),

@@ -96,6 +96,8 @@ pub fn lookup(target: &Target) -> Result<Entry> {
             kind: EntryKind::File,
             mode: 0o444,
             size: 4096,
+            uid: 0,
+            gid: 0,
         }),
         Target::Host(path) => {
             let meta = fs::symlink_metadata(path).map_err(passthrough)?;
@@ -119,6 +121,8 @@ pub fn lookup(target: &Target) -> Result<Entry> {
                 kind,
                 mode,
                 size: meta.size(),
+                uid: meta.uid(),
+                gid: meta.gid(),
             })
         }
     }

@@ -11,7 +11,7 @@ use log::debug;
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry, SubtreeId};
 use crate::views::cpus::container_cpus;
-use crate::views::{Env, Subject};
+use crate::views::{Env, Requester, Subject, sysctl};
 
 /// The host CPUs `subject` sees; `None` for the host's view, also when a container's CPUs
 /// cannot be read (its cgroup vanished): then the host's directory is served, and counted.
@@ -33,30 +33,79 @@ fn cpu_root(env: &Env) -> PathBuf {
     env.sys.join("devices/system/cpu")
 }
 
-fn target(id: SubtreeId, env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
+fn target(env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
+    cpu::map(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel)
+}
+
+/// The attributes of `rel` in subtree `id`, for `who` (whose view is `subject`).
+pub fn lookup(
+    id: SubtreeId,
+    env: &Env,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+) -> Result<Entry> {
     match id {
-        SubtreeId::SysCpu => cpu::map(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel),
+        SubtreeId::SysCpu => cpu::lookup(&target(env, subject, rel)?),
+        SubtreeId::ProcSys => sysctl::lookup(env, who, rel),
     }
 }
 
-/// The attributes of `rel` in subtree `id`, as `subject` sees them.
-pub fn lookup(id: SubtreeId, env: &Env, subject: &Subject, rel: &str) -> Result<Entry> {
-    cpu::lookup(&target(id, env, subject, rel)?)
-}
-
 /// The listing of directory `rel` in subtree `id`, sorted by name.
-pub fn list(id: SubtreeId, env: &Env, subject: &Subject, rel: &str) -> Result<Vec<DirEntry>> {
+pub fn list(
+    id: SubtreeId,
+    env: &Env,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+) -> Result<Vec<DirEntry>> {
     match id {
         SubtreeId::SysCpu => cpu::list(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel),
+        SubtreeId::ProcSys => sysctl::list(env, who, rel),
     }
 }
 
 /// The content of file `rel` in subtree `id`.
-pub fn read(id: SubtreeId, env: &Env, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
-    cpu::read(&target(id, env, subject, rel)?)
+pub fn read(
+    id: SubtreeId,
+    env: &Env,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+) -> Result<Vec<u8>> {
+    match id {
+        SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
+        SubtreeId::ProcSys => sysctl::read(env, who, rel),
+    }
 }
 
 /// The target of symlink `rel` in subtree `id`.
-pub fn readlink(id: SubtreeId, env: &Env, subject: &Subject, rel: &str) -> Result<Vec<u8>> {
-    cpu::readlink(&target(id, env, subject, rel)?)
+pub fn readlink(
+    id: SubtreeId,
+    env: &Env,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+) -> Result<Vec<u8>> {
+    match id {
+        SubtreeId::SysCpu => cpu::readlink(&target(env, subject, rel)?),
+        SubtreeId::ProcSys => sysctl::readlink(env, who, rel),
+    }
+}
+
+/// Whether `who` may open file `rel` of subtree `id` for writing: only `proc/sys` files
+/// can be written, as the kernel allows the caller.
+pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Result<()> {
+    match id {
+        SubtreeId::SysCpu => Err(crate::error::Error::Access),
+        SubtreeId::ProcSys => sysctl::access(env, who, rel, true),
+    }
+}
+
+/// Writes `data` to file `rel` of subtree `id` for `who`.
+pub fn write(id: SubtreeId, env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
+    match id {
+        SubtreeId::SysCpu => Err(crate::error::Error::Access),
+        SubtreeId::ProcSys => sysctl::write(env, who, rel, data),
+    }
 }

@@ -1,0 +1,278 @@
+//! The agent pool: one long-lived `nsview-nsenter` per namespace key (the caller's user,
+//! net, uts, ipc, cgroup and pid namespace inodes), reused by every later request with that
+//! key.
+//!
+//! - **Concurrency**: one agent per key, one request at a time; concurrent requests with the
+//!   same key queue on the key's lock (an agent is single-threaded and a sysctl request takes
+//!   microseconds, so a queue beats spawning more). Requests with different keys run in
+//!   parallel.
+//! - **Deadline**: every exchange has `timeout`; an agent that misses it (stopped, stuck,
+//!   dead, or answering garbage) is killed and reaped, and the caller gets EIO. The next
+//!   request with that key spawns a fresh agent.
+//! - **Bounds**: at most `max_agents`; spawning beyond evicts the least recently used idle
+//!   one. A reaper thread ends agents idle for `idle` and reaps agents whose process exited
+//!   (an agent lives in its container's pid namespace, so it dies with the container's init).
+//! - **One-shot mode** (`--agent-mode oneshot`): an agent per request, the sysbox-fs model,
+//!   for the benchmark.
+
+mod spawn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nsview_nsenter::protocol::{Op, Payload, Response};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::procfs::ProcRoot;
+
+pub use spawn::{Agent, KINDS, NsKey};
+
+/// How agents are used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AgentMode {
+    /// Long-lived agents, one per namespace key.
+    #[default]
+    Pooled,
+    /// A fresh agent for every request.
+    Oneshot,
+}
+
+impl std::str::FromStr for AgentMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pooled" => Ok(AgentMode::Pooled),
+            "oneshot" => Ok(AgentMode::Oneshot),
+            other => Err(format!(
+                "unknown agent mode {other:?} (expected pooled or oneshot)"
+            )),
+        }
+    }
+}
+
+/// The pool's settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The agent binary.
+    pub exe: std::path::PathBuf,
+    /// Most agents alive at once.
+    pub max_agents: usize,
+    /// Idle time after which an agent is ended.
+    pub idle: Duration,
+    /// Deadline of one request.
+    pub timeout: Duration,
+    /// Pooled or one-shot.
+    pub mode: AgentMode,
+    /// Test only: agents obey fault requests.
+    pub allow_faults: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    agent: Mutex<Option<Agent>>,
+    last_used: Mutex<Instant>,
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct Pool {
+    cfg: PoolConfig,
+    proc: ProcRoot,
+    /// The daemon's own namespaces: kinds equal to these are not joined.
+    own: NsKey,
+    slots: Mutex<HashMap<NsKey, Arc<Slot>>>,
+    next_id: AtomicU64,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Pool {
+    /// A pool spawning `cfg.exe`, reading namespaces through `proc`.
+    pub fn new(cfg: PoolConfig, proc: ProcRoot) -> Result<Arc<Pool>> {
+        let own = NsKey::of(&proc, std::process::id())?;
+        Ok(Arc::new(Pool {
+            cfg,
+            proc,
+            own,
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        }))
+    }
+
+    /// The namespace key of task `tid`.
+    pub fn key_of(&self, tid: u32) -> Result<NsKey> {
+        NsKey::of(&self.proc, tid)
+    }
+
+    /// Performs `op` in the namespaces `key` of task `tid` (which spawns the agent if none is
+    /// alive for `key`).
+    pub fn request(&self, tid: u32, key: NsKey, op: Op) -> Result<Payload> {
+        if self.cfg.mode == AgentMode::Oneshot {
+            let mut agent = self.spawn(tid, key)?;
+            let result = agent.call(self.next_id(), op, self.cfg.timeout);
+            agent.end();
+            return result;
+        }
+        let slot = self.slot(key);
+        let mut guard = slot.agent.lock();
+        if guard.as_mut().is_none_or(|a| !a.is_running()) {
+            if let Some(old) = guard.take() {
+                old.end();
+            }
+            *guard = Some(self.spawn(tid, key)?);
+        }
+        let agent = guard.as_mut().ok_or(Error::Os(libc::EIO))?;
+        let result = agent.call(self.next_id(), op, self.cfg.timeout);
+        if matches!(result, Err(Error::Os(libc::EIO))) && !agent.is_healthy() {
+            warn!("agent for {key} failed; killed");
+            if let Some(a) = guard.take() {
+                a.end();
+            }
+        }
+        *slot.last_used.lock() = Instant::now();
+        result
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn spawn(&self, tid: u32, key: NsKey) -> Result<Agent> {
+        let agent = Agent::spawn(&self.cfg, &self.proc, tid, key, &self.own)?;
+        debug!("agent spawned for {key} (pid {})", agent.pid());
+        Ok(agent)
+    }
+
+    /// The slot of `key`, made (evicting the least recently used idle agent when the pool is
+    /// full) if there is none.
+    fn slot(&self, key: NsKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(&key) {
+            return slot.clone();
+        }
+        while slots.len() >= self.cfg.max_agents.max(1) {
+            let victim = slots
+                .iter()
+                .filter(|(_, s)| s.agent.try_lock().is_some())
+                .min_by_key(|(_, s)| *s.last_used.lock())
+                .map(|(k, _)| *k);
+            let Some(victim) = victim else { break };
+            if let Some(slot) = slots.remove(&victim)
+                && let Some(agent) = slot.agent.lock().take()
+            {
+                debug!("agent for {victim} evicted (pool full)");
+                agent.end();
+            }
+        }
+        let slot = Arc::new(Slot {
+            agent: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        });
+        slots.insert(key, slot.clone());
+        slot
+    }
+
+    /// Agents alive now.
+    pub fn len(&self) -> usize {
+        self.slots
+            .lock()
+            .values()
+            .filter(|s| s.agent.try_lock().is_none_or(|a| a.is_some()))
+            .count()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts the reaper thread; it runs until [`Pool::stop`].
+    pub fn spawn_reaper(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("nsview-reaper".into())
+            .spawn(move || {
+                loop {
+                    let mut stop = me.stop.lock();
+                    if !*stop {
+                        me.wake.wait_for(&mut stop, Duration::from_millis(200));
+                    }
+                    if *stop {
+                        return;
+                    }
+                    drop(stop);
+                    me.reap();
+                }
+            })
+    }
+
+    /// Ends idle agents and reaps exited ones.
+    pub fn reap(&self) {
+        let mut slots = self.slots.lock();
+        slots.retain(|key, slot| {
+            let Some(mut agent) = slot.agent.try_lock() else {
+                return true; // busy
+            };
+            let idle = slot.last_used.lock().elapsed() >= self.cfg.idle;
+            let exited = agent.as_mut().is_some_and(|a| !a.is_running());
+            match agent.as_mut() {
+                Some(_) if exited => {
+                    debug!("agent for {key} exited; reaped");
+                    agent.take();
+                    false
+                }
+                Some(_) if idle => {
+                    debug!("agent for {key} idle; ended");
+                    if let Some(a) = agent.take() {
+                        a.end();
+                    }
+                    false
+                }
+                Some(_) => true,
+                None => !idle,
+            }
+        });
+    }
+
+    /// Ends the reaper and every agent.
+    pub fn stop(&self) {
+        *self.stop.lock() = true;
+        self.wake.notify_all();
+        let slots: Vec<Arc<Slot>> = self.slots.lock().drain().map(|(_, s)| s).collect();
+        let n = slots.len();
+        for slot in slots {
+            if let Some(agent) = slot.agent.lock().take() {
+                agent.end();
+            }
+        }
+        if n > 0 {
+            info!("{n} agents ended");
+        }
+    }
+}
+
+/// A response as the pool's result: the payload, or the errno the agent reported.
+pub fn into_result(response: Response, id: u64) -> Result<Payload> {
+    match response {
+        Response::Ok { id: got, payload } if got == id => Ok(payload),
+        Response::Err {
+            id: got,
+            errno,
+            message,
+        } if got == id => {
+            debug!("agent: {message}");
+            Err(Error::Os(if errno > 0 { errno } else { libc::EIO }))
+        }
+        other => {
+            warn!("agent answered request {id} with {other:?}");
+            Err(Error::Os(libc::EIO))
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! One agent process: started by fork+exec of the agent binary with the caller's namespace
+//! descriptors, spoken to over a socket pair, ended by SIGKILL and reaped.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nsview_nsenter::protocol::{MAX_LINE, Op, Payload, Request, Response, VERSION, decode, encode};
+
+use super::{PoolConfig, into_result};
+use crate::error::{Error, Result};
+use crate::procfs::ProcRoot;
+
+/// The namespace kinds of a key, in the order the agent joins them.
+pub const KINDS: [&str; 6] = nsview_nsenter::join::ORDER;
+
+/// A caller's namespaces by inode, in [`KINDS`] order: the pool key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NsKey(pub [u64; 6]);
+
+impl NsKey {
+    /// The namespaces of task `tid`.
+    pub fn of(proc: &ProcRoot, tid: u32) -> Result<NsKey> {
+        let mut ids = [0; 6];
+        for (id, kind) in ids.iter_mut().zip(KINDS) {
+            *id = proc.ns_inode(tid, kind)?;
+        }
+        Ok(NsKey(ids))
+    }
+}
+
+impl std::fmt::Display for NsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "net:{} pid:{} user:{}", self.0[1], self.0[5], self.0[0])
+    }
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    healthy: bool,
+}
+
+impl Agent {
+    /// Starts an agent in the namespaces of task `tid` (whose key is `key`), joining only the
+    /// kinds that differ from the daemon's own `own` (joining one's own user namespace fails).
+    pub fn spawn(
+        cfg: &PoolConfig,
+        proc: &ProcRoot,
+        tid: u32,
+        key: NsKey,
+        own: &NsKey,
+    ) -> Result<Agent> {
+        let mut files: Vec<(&str, File)> = Vec::new();
+        for (i, kind) in KINDS.iter().enumerate() {
+            if key.0[i] != own.0[i] {
+                let path = proc.pid_path(tid, &format!("ns/{kind}"));
+                let file = File::open(&path).map_err(|e| Error::read(&path, e))?;
+                files.push((kind, file));
+            }
+        }
+        // The namespaces opened must be the key's: the task may have exited and its pid been
+        // reused meanwhile.
+        if NsKey::of(proc, tid)? != key {
+            return Err(Error::Gone(tid));
+        }
+        let (ours, theirs) = UnixStream::pair().map_err(|e| Error::task("socketpair", tid, e))?;
+        let mut cmd = Command::new(&cfg.exe);
+        for (n, (kind, _)) in files.iter().enumerate() {
+            cmd.arg("--ns").arg(format!("{kind}={}", 3 + n));
+        }
+        if cfg.allow_faults {
+            cmd.arg("--allow-faults");
+        }
+        let theirs_out: OwnedFd = theirs
+            .try_clone()
+            .map_err(|e| Error::task("dup", tid, e))?
+            .into();
+        cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(theirs_out))
+            .stderr(Stdio::inherit());
+        let sources: Vec<RawFd> = files.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        // SAFETY: the hook runs in the forked child before exec and only calls fcntl and dup2
+        // (async-signal-safe) on descriptors that `files` keeps open until spawn returns; it
+        // allocates nothing (`sources` is moved in, iterated in place).
+        unsafe { cmd.pre_exec(move || place_fds(&sources)) };
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::task("spawn agent", tid, e))?;
+        drop(files);
+        let reader = BufReader::new(ours.try_clone().map_err(|e| Error::task("dup", tid, e))?);
+        let mut agent = Agent {
+            child,
+            stream: ours,
+            reader,
+            healthy: true,
+        };
+        match agent.call(0, Op::Hello { version: VERSION }, cfg.timeout) {
+            Ok(Payload::Hello { version, .. }) if version == VERSION => Ok(agent),
+            other => {
+                log::warn!("agent for task {tid} did not start: {other:?}");
+                agent.end();
+                Err(Error::Os(libc::EIO))
+            }
+        }
+    }
+
+    /// The agent's pid (in the daemon's pid namespace).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Whether every exchange so far went by the protocol.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Sends `op` as request `id` and waits at most `timeout` for its response. Any breach
+    /// (deadline, end of stream, a line that does not parse or is too long, a wrong id)
+    /// marks the agent unhealthy and is EIO.
+    pub fn call(&mut self, id: u64, op: Op, timeout: Duration) -> Result<Payload> {
+        let deadline = Instant::now() + timeout;
+        let line = encode(&Request { id, op });
+        let sent = self
+            .stream
+            .set_write_timeout(Some(timeout))
+            .and_then(|()| self.stream.write_all(&line));
+        if sent.is_err() {
+            self.healthy = false;
+            return Err(Error::Os(libc::EIO));
+        }
+        match self.read_response(deadline) {
+            Some(response) => {
+                if !matches!(&response, Response::Ok { id: got, .. } | Response::Err { id: got, .. } if *got == id)
+                {
+                    self.healthy = false;
+                }
+                into_result(response, id)
+            }
+            None => {
+                self.healthy = false;
+                Err(Error::Os(libc::EIO))
+            }
+        }
+    }
+
+    fn read_response(&mut self, deadline: Instant) -> Option<Response> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        let mut line = Vec::new();
+        let n = Read::take(&mut self.reader, MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return None;
+        }
+        decode(&line).ok()
+    }
+
+    /// Kills the agent (its pid-namespace child follows through its parent-death signal) and
+    /// reaps it.
+    pub fn end(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the child before exec: moves the namespace descriptors to 3, 4, ... in order. They go
+/// through copies above any target first, so no source is overwritten before it is moved.
+fn place_fds(sources: &[RawFd]) -> std::io::Result<()> {
+    let top = 3 + sources.len() as RawFd;
+    let mut copies = [0 as RawFd; 8];
+    for (i, fd) in sources.iter().enumerate().take(copies.len()) {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor; async-signal-safe.
+        let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        copies[i] = copy;
+    }
+    for (i, copy) in copies.iter().take(sources.len()).enumerate() {
+        // SAFETY: dup2 of an open descriptor onto 3 + i; the copy is closed at exec (CLOEXEC)
+        // while the target, dup2's result, is inherited.
+        if unsafe { libc::dup2(*copy, 3 + i as RawFd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
