@@ -7,10 +7,14 @@ use crate::cgroup::{CpuTimes, CpuUsage};
 use crate::error::{Error, Result};
 
 impl CgroupSet {
-    /// CPU time used by the cgroup and its descendants: v1 `cpuacct.usage_all` (per CPU,
-    /// user and system in ns), or on kernels without it `cpuacct.usage`, `cpuacct.stat`
-    /// (USER_HZ ticks) and `cpuacct.usage_percpu`; v2 `cpu.stat` (microseconds, no per-CPU
-    /// split).
+    /// CPU time used by the cgroup and its descendants.
+    ///
+    /// v1: the precise totals are `cpuacct.usage_percpu` (ns per CPU, summing to
+    /// `cpuacct.usage`); the user/system split comes from `cpuacct.usage_all` per CPU, or
+    /// from `cpuacct.stat`. That split is tick-sampled on current kernels and its sum lags the
+    /// precise total by a few percent, so it only apportions the total, never replaces it (a
+    /// total taken from it would disagree with `proc/uptime`, which uses `cpuacct.usage`).
+    /// v2: `cpu.stat` (microseconds, no per-CPU split).
     pub fn cpu_usage(&self) -> Result<Option<CpuUsage>> {
         let Some(dir) = &self.cpuacct else {
             return Ok(None);
@@ -22,26 +26,67 @@ impl CgroupSet {
             };
             return Ok(Some(v2_usage(&text)));
         }
-        // `cpuacct.usage_all` alone has everything, precisely (the per-CPU user/system split
-        // in ns, which sums to `cpuacct.usage`): one read where the kernel has it.
+        let percpu_path = path.join("cpuacct.usage_percpu");
+        let Some(percpu) = self.files.read(&percpu_path)? else {
+            return self.v1_totals_only(&path);
+        };
+        let totals =
+            parse_percpu(&percpu).ok_or_else(|| Error::parse(&percpu_path, "per-CPU usage"))?;
         let all_path = path.join("cpuacct.usage_all");
-        if let Some(text) = self.files.read(&all_path)? {
-            let per_cpu =
-                usage_all(&text).ok_or_else(|| Error::parse(&all_path, "per-CPU usage table"))?;
-            let sum = |f: fn(&CpuTimes) -> u64| per_cpu.iter().map(f).fold(0, u64::saturating_add);
-            let (user_ns, system_ns) = (sum(|t| t.user_ns), sum(|t| t.system_ns));
-            return Ok(Some(CpuUsage {
-                total_ns: user_ns.saturating_add(system_ns),
-                user_ns,
-                system_ns,
-                per_cpu: Some(per_cpu),
-            }));
-        }
+        let split: Vec<CpuTimes> = match self.files.read(&all_path)? {
+            Some(text) => {
+                usage_all(&text).ok_or_else(|| Error::parse(&all_path, "per-CPU usage table"))?
+            }
+            None => {
+                let (user, system) = self.v1_stat_ticks(&path)?;
+                vec![
+                    CpuTimes {
+                        user_ns: user,
+                        system_ns: system
+                    };
+                    totals.len()
+                ]
+            }
+        };
+        let per_cpu: Vec<CpuTimes> = totals
+            .iter()
+            .enumerate()
+            .map(|(cpu, &total)| apportion(total, split.get(cpu).copied().unwrap_or_default()))
+            .collect();
+        let sum = |f: fn(&CpuTimes) -> u64| per_cpu.iter().map(f).fold(0, u64::saturating_add);
+        let (user_ns, system_ns) = (sum(|t| t.user_ns), sum(|t| t.system_ns));
+        Ok(Some(CpuUsage {
+            total_ns: user_ns.saturating_add(system_ns),
+            user_ns,
+            system_ns,
+            per_cpu: Some(per_cpu),
+        }))
+    }
+
+    /// Kernels without per-CPU files: `cpuacct.usage`, split by `cpuacct.stat`.
+    fn v1_totals_only(&self, path: &Path) -> Result<Option<CpuUsage>> {
         let Some(total_ns) = self.cpu_usage_ns()? else {
             return Ok(None);
         };
-        let ticks_ns = 1_000_000_000 / crate::procfs::clock_ticks_per_sec().max(1);
-        let (user_ticks, system_ticks) = match self.files.read(&path.join("cpuacct.stat"))? {
+        let (user, system) = self.v1_stat_ticks(path)?;
+        let t = apportion(
+            total_ns,
+            CpuTimes {
+                user_ns: user,
+                system_ns: system,
+            },
+        );
+        Ok(Some(CpuUsage {
+            total_ns,
+            user_ns: t.user_ns,
+            system_ns: t.system_ns,
+            per_cpu: None,
+        }))
+    }
+
+    /// `cpuacct.stat` user and system ticks (0, 0 without the file).
+    fn v1_stat_ticks(&self, path: &Path) -> Result<(u64, u64)> {
+        Ok(match self.files.read(&path.join("cpuacct.stat"))? {
             Some(text) => {
                 let get = |k| {
                     parse::flat_keyed(&text)
@@ -51,39 +96,27 @@ impl CgroupSet {
                 (get("user").unwrap_or(0), get("system").unwrap_or(0))
             }
             None => (0, 0),
-        };
-        let per_cpu = self.percpu_split(&path, user_ticks, system_ticks)?;
-        Ok(Some(CpuUsage {
-            total_ns,
-            user_ns: user_ticks.saturating_mul(ticks_ns),
-            system_ns: system_ticks.saturating_mul(ticks_ns),
-            per_cpu,
-        }))
+        })
     }
+}
 
-    /// `cpuacct.usage_percpu`, split into user and system by the ratio of the totals.
-    fn percpu_split(&self, dir: &Path, user: u64, system: u64) -> Result<Option<Vec<CpuTimes>>> {
-        let path = dir.join("cpuacct.usage_percpu");
-        let Some(text) = self.files.read(&path)? else {
-            return Ok(None);
-        };
-        let mut out = Vec::new();
-        for field in text.split_whitespace() {
-            let ns: u64 = field
-                .parse()
-                .map_err(|_| Error::parse(&path, "per-CPU usage"))?;
-            let user_ns = if user + system == 0 {
-                ns
-            } else {
-                (ns as u128 * user as u128 / (user + system) as u128) as u64
-            };
-            out.push(CpuTimes {
-                user_ns,
-                system_ns: ns - user_ns,
-            });
-        }
-        Ok(Some(out))
+/// `total` split into user and system in the ratio of `ratio` (all user without one).
+fn apportion(total: u64, ratio: CpuTimes) -> CpuTimes {
+    let sum = ratio.user_ns.saturating_add(ratio.system_ns);
+    let user_ns = if sum == 0 {
+        total
+    } else {
+        (u128::from(total) * u128::from(ratio.user_ns) / u128::from(sum)) as u64
+    };
+    CpuTimes {
+        user_ns,
+        system_ns: total - user_ns,
     }
+}
+
+/// `cpuacct.usage_percpu`: ns per CPU, space-separated.
+fn parse_percpu(text: &str) -> Option<Vec<u64>> {
+    text.split_whitespace().map(|f| f.parse().ok()).collect()
 }
 
 /// v1 `cpuacct.usage_all`: a `cpu user system` header, then `N user_ns system_ns` lines;

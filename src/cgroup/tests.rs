@@ -258,3 +258,24 @@ fn the_real_hosts_cgroups_read() {
     assert!(set.memory_usage().unwrap().unwrap_or(0) > 0);
     assert!(set.cpu_usage().unwrap().unwrap().total_ns > 0);
 }
+
+#[test]
+fn v1_cpu_totals_are_the_precise_per_cpu_ones_split_by_the_sampled_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    // usage_all's tick-sampled split sums to less than the precise per-CPU totals.
+    write(dir.path(), "cpuacct/c/cpuacct.usage_percpu", "3000 1000 \n");
+    write(
+        dir.path(),
+        "cpuacct/c/cpuacct.usage_all",
+        "cpu user system\n0 1000 1000\n1 300 600\n",
+    );
+    write(dir.path(), "cpuacct/c/cpuacct.usage", "4000\n");
+    let set = CgroupReader::new(dir.path()).resolve(&parse_proc_cgroup("2:cpuacct:/c\n"));
+    let usage = set.cpu_usage().unwrap().unwrap();
+    assert_eq!(usage.total_ns, 4000);
+    assert_eq!(usage.total_ns, set.cpu_usage_ns().unwrap().unwrap());
+    let per_cpu = usage.per_cpu.unwrap();
+    assert_eq!((per_cpu[0].user_ns, per_cpu[0].system_ns), (1500, 1500));
+    assert_eq!((per_cpu[1].user_ns, per_cpu[1].system_ns), (333, 667));
+    assert_eq!(usage.user_ns + usage.system_ns, 4000);
+}

@@ -10,6 +10,8 @@ pub use subtree::{
     DirEntry, DynNode, Dynamic, Entry, EntryKind, MAX_DYNAMIC, SubtreeId, child_rel,
 };
 
+use nsview_nsenter::protocol::Fault;
+
 use crate::cgroup::PressureKind;
 use crate::views::ViewId;
 
@@ -109,6 +111,15 @@ pub const TABLE: &[Spec] = &[
 pub const TEST_TABLE: &[Spec] = &[
     view("test/panic", ViewId::TestPanic),
     view("test/pattern", ViewId::TestPattern),
+    view(
+        "test/agent-fault/garbage",
+        ViewId::TestAgentFault(Fault::Garbage),
+    ),
+    view(
+        "test/agent-fault/oversized",
+        ViewId::TestAgentFault(Fault::Oversized),
+    ),
+    view("test/agent-fault/hang", ViewId::TestAgentFault(Fault::Hang)),
 ];
 
 /// A node of the tree.
@@ -294,7 +305,7 @@ mod tests {
             .unwrap()
             .map(|n| n.name.clone())
             .collect();
-        assert_eq!(names, ["panic", "pattern"]);
+        assert_eq!(names, ["agent-fault", "panic", "pattern"]);
         let root: Vec<_> = vfs
             .children(ROOT_INO)
             .unwrap()

@@ -44,6 +44,8 @@ pub enum ViewId {
     TestPanic,
     /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
     TestPattern,
+    /// Test-only (`serve --test-nodes --test-faults`): asks the reader's agent to misbehave.
+    TestAgentFault(nsview_nsenter::protocol::Fault),
 }
 
 /// Who made a request, as the kernel told: the task and its fsuid and fsgid (in the
@@ -161,6 +163,7 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
         }),
         ViewId::TestPanic => panic!("test-only view asked to panic"),
         ViewId::TestPattern => Ok(test_pattern().into_bytes()),
+        ViewId::TestAgentFault(fault) => sysctl::fault(env, reader, fault).map(|()| Vec::new()),
     }
 }
 

@@ -156,3 +156,14 @@ pub fn readlink(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
         other => Err(unexpected(other)),
     }
 }
+
+/// Test only: asks the agent of task `tid` to misbehave with `fault` (the daemon must answer
+/// EIO and carry on).
+pub fn fault(env: &Env, tid: u32, fault: nsview_nsenter::protocol::Fault) -> Result<()> {
+    let who = Requester {
+        pid: tid,
+        uid: 0,
+        gid: 0,
+    };
+    call(env, &who, Op::Fault { fault }).map(drop)
+}

@@ -1,0 +1,520 @@
+//! `proc/sys` end to end: agents in the callers' own namespaces.
+//!
+//! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces (a user namespace
+//! where stated) in fresh `nsview-test-*` cgroups, with nsview's `proc/sys` bound over their
+//! `/proc/sys`. Native behaviour is observed through the host's procfs from a process that
+//! joined the container's namespaces (`nsenter` without the mount namespace): `/proc/sys/net`
+//! and friends answer for the namespaces of the task that opens them.
+
+mod rig;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rig::{Container, ContainerBuilder, Daemon};
+
+fn container(daemon: &Daemon) -> Container {
+    ContainerBuilder::new()
+        .bind_from(daemon, &["proc/sys"])
+        .start()
+}
+
+/// stdout of `script` inside `c`, which must succeed.
+fn run(c: &Container, script: &str) -> String {
+    let out = c.sh(script);
+    assert!(out.status.success(), "{script}: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+fn host(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The agent processes of `daemon`: its children running `nsview-nsenter`, and theirs.
+fn agents(daemon: &Daemon) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut todo = vec![daemon.pid()];
+    while let Some(pid) = todo.pop() {
+        for child in children(pid) {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() == "nsview-nsenter" {
+                found.push(child);
+                todo.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// The children of every thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+#[test]
+fn containers_and_the_host_keep_their_own_namespaced_values() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let mut keys = vec![
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv4/ip_default_ttl", "99"),
+        ("net/core/somaxconn", "1234"),
+        ("net/ipv4/tcp_keepalive_time", "600"),
+    ];
+    if std::path::Path::new("/proc/sys/net/ipv6/conf/all/disable_ipv6").exists() {
+        keys.push(("net/ipv6/conf/all/disable_ipv6", "1"));
+    }
+    let read = |c: &Container, key: &str| run(c, &format!("cat /proc/sys/{key}"));
+    for (key, value) in keys {
+        let (a0, b0, h0) = (read(&a, key), read(&b, key), host(key));
+        assert_ne!(a0, value, "{key} starts at another value");
+        run(&a, &format!("echo {value} > /proc/sys/{key}"));
+        assert_eq!(read(&a, key), value, "{key} in A");
+        assert_eq!(
+            (read(&b, key), host(key)),
+            (b0.clone(), h0.clone()),
+            "{key} elsewhere"
+        );
+        run(&a, &format!("echo {a0} > /proc/sys/{key}"));
+        assert_eq!(read(&a, key), a0);
+        assert_eq!(
+            (read(&b, key), host(key)),
+            (b0, h0),
+            "{key} after A reverted"
+        );
+    }
+}
+
+#[test]
+fn uts_ipc_and_pid_values_follow_the_callers_namespaces() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    assert_eq!(
+        run(&a, "hostname nsview-a && cat /proc/sys/kernel/hostname"),
+        "nsview-a"
+    );
+    assert_ne!(host("kernel/hostname"), "nsview-a");
+    let shmmax = host("kernel/shmmax");
+    assert_eq!(
+        run(
+            &a,
+            "echo 4096 > /proc/sys/kernel/shmmax && cat /proc/sys/kernel/shmmax"
+        ),
+        "4096"
+    );
+    assert_eq!(host("kernel/shmmax"), shmmax);
+    // The container's pid namespace has handed out a handful of pids; the host thousands.
+    let inside: u32 = run(&a, "cat /proc/sys/kernel/ns_last_pid").parse().unwrap();
+    assert!(inside < 100, "ns_last_pid inside: {inside}");
+}
+
+#[test]
+fn an_interface_made_inside_is_listed_in_its_namespace_only() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    // A bridge: this kernel has no dummy driver.
+    run(&a, "ip link add nsv0 type bridge");
+    assert!(
+        run(&a, "ls /proc/sys/net/ipv4/conf")
+            .lines()
+            .any(|l| l == "nsv0")
+    );
+    assert!(
+        !run(&b, "ls /proc/sys/net/ipv4/conf")
+            .lines()
+            .any(|l| l == "nsv0")
+    );
+    let host_list = std::fs::read_dir(daemon.path("proc/sys/net/ipv4/conf")).unwrap();
+    assert!(!host_list.flatten().any(|e| e.file_name() == "nsv0"));
+    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/conf/nsv0/forwarding"), "0");
+}
+
+#[test]
+fn a_fresh_network_namespace_inside_sees_its_own_defaults() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    run(&a, "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(run(&a, "unshare -n cat /proc/sys/net/ipv4/ip_forward"), "0");
+    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "1");
+}
+
+/// The outcome of writing `value` to `path` as `as_who` (a `setpriv` prefix): "ok" or the
+/// errno's name.
+fn write_outcome(c: &Container, path: &str, value: &str, as_who: &str, native: bool) -> String {
+    let probe = format!(
+        "import errno, sys\ntry:\n    f = open({path:?}, 'w')\n    f.write({value:?})\n    f.close()\n    print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    );
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let script = dir.path().join("probe.py");
+    std::fs::write(&script, probe).unwrap();
+    let cmd = format!("{as_who} /usr/bin/python3 {}", script.display());
+    if !native {
+        return run(c, &cmd);
+    }
+    // Natively: the host's procfs, opened from the container's namespaces (no mount ns).
+    let out = Command::new("nsenter")
+        .args([
+            "--target",
+            &c.init_pid().to_string(),
+            "--net",
+            "--uts",
+            "--ipc",
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn writes_succeed_exactly_when_they_would_natively() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let capless = "setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all";
+    let user = "setpriv --reuid 1000 --regid 1000 --clear-groups";
+    let cases = [
+        ("net/ipv4/ip_forward", "1\n", ""),
+        ("net/ipv4/ip_forward", "0\n", capless),
+        ("net/ipv4/ip_forward", "1\n", user),
+        ("kernel/threads-max", "100000\n", user),
+        ("vm/swappiness", "10\n", user),
+        ("net/ipv4/ip_forward", "not a number\n", ""),
+    ];
+    for (key, value, who) in cases {
+        let ours = write_outcome(&a, &format!("/proc/sys/{key}"), value, who, false);
+        let native = write_outcome(&a, &format!("/proc/sys/{key}"), value, who, true);
+        assert_eq!(ours, native, "{key} <- {value:?} as {who:?}");
+    }
+    assert_eq!(
+        write_outcome(&a, "/proc/sys/net/ipv4/ip_forward", "0\n", user, false),
+        "EACCES"
+    );
+    assert_eq!(
+        write_outcome(&a, "/proc/sys/net/ipv4/ip_forward", "0\n", capless, false),
+        "EPERM"
+    );
+}
+
+#[test]
+fn container_root_in_a_user_namespace_writes_its_own_network_knobs() {
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .userns(true)
+        .bind_from(&daemon, &["proc/sys"])
+        .start();
+    run(&c, "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(run(&c, "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    assert_eq!(host("net/ipv4/ip_forward"), "0");
+    // Owners as the container sees them: its root.
+    assert_eq!(
+        run(&c, "stat -c %u:%g /proc/sys/net/ipv4/ip_forward"),
+        "0:0"
+    );
+}
+
+#[test]
+fn sysctl_a_lists_what_the_namespaces_show_natively() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    // Values that change by themselves between two runs.
+    let moving = [
+        "fs.dentry-state",
+        "fs.file-nr",
+        "fs.inode-nr",
+        "fs.inode-state",
+        "kernel.ns_last_pid",
+        "kernel.random.entropy_avail",
+        "kernel.random.uuid",
+        "kernel.pty.nr",
+        "fs.aio-nr",
+        "kernel.sched_domain",
+        "net.netfilter.nf_conntrack_count",
+        "vm.stat_refresh",
+    ];
+    let parse = |text: &str| -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.split_once(" = "))
+            .filter(|(k, _)| !moving.iter().any(|m| k.starts_with(m)))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let ours = parse(&run(&a, "sysctl -a 2>/dev/null"));
+    let out = Command::new("nsenter")
+        .args([
+            "--target",
+            &a.init_pid().to_string(),
+            "--net",
+            "--uts",
+            "--ipc",
+            "--pid",
+            "--",
+            "sysctl",
+            "-a",
+        ])
+        .output()
+        .unwrap();
+    let native = parse(&String::from_utf8_lossy(&out.stdout));
+    assert!(ours.len() > 500, "{} keys", ours.len());
+    let missing: Vec<_> = native.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let extra: Vec<_> = ours.keys().filter(|k| !native.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    let differ: Vec<_> = ours
+        .iter()
+        .filter(|(k, v)| native.get(*k) != Some(v))
+        .collect();
+    assert!(differ.is_empty(), "values differ: {differ:?}");
+}
+
+#[test]
+fn a_misbehaving_agent_costs_one_request_and_is_replaced() {
+    let daemon = Daemon::start_with(&["--test-nodes", "--test-faults", "--agent-timeout", "1"]);
+    let a = container(&daemon);
+    let fault = |kind: &str| {
+        daemon
+            .path(&format!("test/agent-fault/{kind}"))
+            .display()
+            .to_string()
+    };
+    for kind in ["garbage", "oversized", "hang"] {
+        run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+        let started = Instant::now();
+        let out = a.sh(&format!("cat {}", fault(kind)));
+        assert!(!out.status.success(), "{kind}");
+        assert!(
+            out.stderr.contains("Input/output error"),
+            "{kind}: {}",
+            out.stderr
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{kind} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            run(&a, "cat /proc/sys/net/ipv4/ip_forward"),
+            "0",
+            "after {kind}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_or_stopped_agent_is_eio_within_the_deadline() {
+    let daemon = Daemon::start_with(&["--test-nodes", "--test-faults", "--agent-timeout", "1"]);
+    let a = container(&daemon);
+    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    // SIGKILL during a read: the agent hangs in that read, and dies.
+    let mut reader = a.spawn(&[
+        "cat",
+        &daemon.path("test/agent-fault/hang").display().to_string(),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    for pid in agents(&daemon) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let status = reader.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "0");
+    // SIGSTOP: the deadline ends it. The file is opened before the agent stops (a lookup
+    // that times out is retried by the kernel with a fresh agent, so an open hides it).
+    let reader = a.spawn(&[
+        "/bin/sh",
+        "-c",
+        "exec 3</proc/sys/net/ipv4/ip_forward; sleep 1; cat <&3; echo rc=$?",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in agents(&daemon) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+    }
+    let started = Instant::now();
+    let out = reader.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rc=1"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "0");
+}
+
+#[test]
+fn agents_go_with_their_container() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    assert!(!agents(&daemon).is_empty());
+    drop(a);
+    let started = Instant::now();
+    while !agents(&daemon).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "agents left: {:?}",
+            agents(&daemon)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_pool_never_holds_more_than_max_agents() {
+    let daemon = Daemon::start_with(&["--max-agents", "4"]);
+    let path = daemon
+        .path("proc/sys/net/ipv4/ip_forward")
+        .display()
+        .to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let most = {
+        let stop = stop.clone();
+        let pid = daemon.pid();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // The daemon's only children are agents (their own children are the agents'
+                // halves inside the pid namespaces).
+                let tops = children(pid).len();
+                most = most.max(tops);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    // 300 network namespaces, each read once.
+    let script =
+        format!("for i in $(seq 300); do unshare -n cat {path} >/dev/null || exit 1; done");
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = most.join().unwrap();
+    assert!(status.success());
+    assert!((1..=4).contains(&most), "at most {most} agents alive");
+}
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn agents_hold_nothing_of_the_mount_and_show_no_host_mount() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    let all = agents(&daemon);
+    assert!(!all.is_empty());
+    let mountpoint = daemon.mountpoint().display().to_string();
+    for pid in &all {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path())
+                .unwrap_or_default()
+                .display()
+                .to_string();
+            assert!(
+                !target.starts_with(&mountpoint) && target != "/dev/fuse",
+                "agent {pid} holds {target}"
+            );
+        }
+    }
+    // The serving agent (the one in the container's pid namespace) sees only its tmpfs root
+    // and its own procfs.
+    let server = all
+        .iter()
+        .copied()
+        .find(|p| parent_of(*p) != daemon.pid())
+        .unwrap();
+    let mounts = std::fs::read_to_string(format!("/proc/{server}/mounts")).unwrap();
+    let kinds: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(kinds, ["tmpfs", "proc"], "{mounts}");
+    // From inside, the agent is a process of the container that nobody may inspect.
+    let inside = run(
+        &a,
+        "for p in /proc/[0-9]*; do grep -l nsview-nsenter $p/comm 2>/dev/null; done; true",
+    );
+    assert!(
+        !inside.is_empty(),
+        "the agent is a process of the container's pid namespace"
+    );
+    for comm in inside.lines() {
+        let dir = comm.trim_end_matches("/comm");
+        let out = a.sh(&format!(
+            "cat {dir}/mounts; ls {dir}/root; echo x >> {dir}/exe"
+        ));
+        assert!(!out.status.success(), "{dir}: {}", out.stdout);
+        assert!(
+            !out.stdout.contains("ext4") && !out.stdout.contains("etc"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn readers_only_ever_see_their_own_containers_values() {
+    let daemon = Daemon::start();
+    let containers: Vec<Container> = (0..5).map(|_| container(&daemon)).collect();
+    let key = "/proc/sys/net/ipv4/ip_default_ttl";
+    let mut children = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let (low, high) = (60 + i, 100 + i);
+        let writer = format!(
+            "for n in $(seq 40); do echo {low} > {key}; echo {high} > {key}; done; echo done"
+        );
+        children.push(c.spawn(&["/bin/sh", "-c", &writer]));
+        for _ in 0..10 {
+            let reader = format!(
+                "echo {low} > {key} 2>/dev/null; for n in $(seq 40); do v=$(cat {key}); \
+                 [ \"$v\" = {low} ] || [ \"$v\" = {high} ] || [ \"$v\" = 64 ] || {{ echo bad $v; exit 1; }}; done; echo done"
+            );
+            children.push(c.spawn(&["/bin/sh", "-c", &reader]));
+        }
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.trim() == "done", "{text}");
+    }
+}
