@@ -518,3 +518,26 @@ fn readers_only_ever_see_their_own_containers_values() {
         assert!(out.status.success() && text.trim() == "done", "{text}");
     }
 }
+
+#[test]
+fn agents_die_with_the_daemon() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    let all = agents(&daemon);
+    assert!(!all.is_empty());
+    // SIGKILL: no cleanup of its own; the agents' parent-death signal ends them.
+    let stale = daemon.kill_leaving_stale_mount();
+    let started = Instant::now();
+    while all
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "agents outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stale);
+}

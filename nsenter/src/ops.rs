@@ -526,6 +526,30 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_last_line_gets_an_error_and_the_agent_ends() {
+        let dir = tempfile_dir();
+        let a = agent(&dir);
+        let mut input = encode(&hello());
+        input.extend_from_slice(br#"{"id":2,"op":{"lookup":{"pa"#);
+        let mut out = Vec::new();
+        assert_eq!(a.serve(&input[..], &mut out), 0);
+        let replies: Vec<Response> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| decode(l).unwrap())
+            .collect();
+        assert!(matches!(
+            replies[1],
+            Response::Err {
+                id: 0,
+                errno: libc::EINVAL,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn faults_are_refused_unless_enabled() {
         let dir = tempfile_dir();
         let replies = converse(

@@ -106,6 +106,11 @@ impl Pool {
         }))
     }
 
+    /// The daemon's own namespaces.
+    pub fn own(&self) -> &NsKey {
+        &self.own
+    }
+
     /// The namespace key of task `tid`.
     pub fn key_of(&self, tid: u32) -> Result<NsKey> {
         NsKey::of(&self.proc, tid)

@@ -23,13 +23,31 @@ pub const KINDS: [&str; 6] = nsview_nsenter::join::ORDER;
 pub struct NsKey(pub [u64; 6]);
 
 impl NsKey {
-    /// The namespaces of task `tid`.
+    /// The namespaces of task `tid`: six `readlinkat` calls on one descriptor of its `ns`
+    /// directory (one path walk instead of six).
     pub fn of(proc: &ProcRoot, tid: u32) -> Result<NsKey> {
+        let dir_path = proc.pid_path(tid, "ns");
+        let dir = nix::fcntl::open(
+            &dir_path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::read(&dir_path, e.into()))?;
         let mut ids = [0; 6];
         for (id, kind) in ids.iter_mut().zip(KINDS) {
-            *id = proc.ns_inode(tid, kind)?;
+            let target = nix::fcntl::readlinkat(&dir, kind)
+                .map_err(|e| Error::read(dir_path.join(kind), e.into()))?;
+            *id = crate::procfs::parse_ns_link(&target.to_string_lossy())
+                .ok_or_else(|| Error::parse(dir_path.join(kind), "ns link"))?;
         }
         Ok(NsKey(ids))
+    }
+
+    /// Whether the user namespace is `other`'s.
+    pub fn same_user_namespace(&self, other: &NsKey) -> bool {
+        self.0[0] == other.0[0]
     }
 }
 
@@ -95,6 +113,10 @@ impl Agent {
             .spawn()
             .map_err(|e| Error::task("spawn agent", tid, e))?;
         drop(files);
+        // Timeouts are set once: every exchange gets the same deadline.
+        ours.set_write_timeout(Some(cfg.timeout))
+            .and_then(|()| ours.set_read_timeout(Some(cfg.timeout)))
+            .map_err(|e| Error::task("socket timeout", tid, e))?;
         let reader = BufReader::new(ours.try_clone().map_err(|e| Error::task("dup", tid, e))?);
         let mut agent = Agent {
             child,
@@ -127,16 +149,15 @@ impl Agent {
         self.healthy
     }
 
-    /// Sends `op` as request `id` and waits at most `timeout` for its response. Any breach
-    /// (deadline, end of stream, a line that does not parse or is too long, a wrong id)
-    /// marks the agent unhealthy and is EIO.
+    /// Sends `op` as request `id` and waits at most `timeout` for its response (the socket's
+    /// timeouts, set at spawn, bound each blocking call; a reply trickling in slower than
+    /// that is cut off by the deadline checked between reads). Any breach (deadline, end of
+    /// stream, a line that does not parse or is too long, a wrong id) marks the agent
+    /// unhealthy and is EIO.
     pub fn call(&mut self, id: u64, op: Op, timeout: Duration) -> Result<Payload> {
         let deadline = Instant::now() + timeout;
         let line = encode(&Request { id, op });
-        let sent = self
-            .stream
-            .set_write_timeout(Some(timeout))
-            .and_then(|()| self.stream.write_all(&line));
+        let sent = self.stream.write_all(&line);
         if sent.is_err() {
             self.healthy = false;
             return Err(Error::Os(libc::EIO));
@@ -166,7 +187,7 @@ impl Agent {
         let n = Read::take(&mut self.reader, MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .ok()?;
-        if n == 0 || line.last() != Some(&b'\n') {
+        if n == 0 || line.last() != Some(&b'\n') || Instant::now() > deadline {
             return None;
         }
         decode(&line).ok()

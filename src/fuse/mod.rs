@@ -26,7 +26,7 @@ use crate::views::{Requester, Subject};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
 
-use nodes::{Attrs, Ctx, Listed, Target};
+use nodes::{Attrs, Ctx, Listed, Target, needs_subject};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
 /// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
@@ -85,9 +85,21 @@ impl Fs {
         }
     }
 
+    /// [`Fs::ctx`] for a request about `ino`, skipping the container resolution where
+    /// nothing about `ino` depends on it.
+    fn ctx_for(&self, req: &Request, ino: u64) -> Ctx {
+        match self.target(ino) {
+            Ok(t) if !needs_subject(&t) => Ctx {
+                subject: Subject::Host,
+                who: requester(req),
+            },
+            _ => self.ctx(req),
+        }
+    }
+
     fn open_file(&self, req: &Request, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
         let target = self.target(ino.0)?;
-        let ctx = self.ctx(req);
+        let ctx = self.ctx_for(req, ino.0);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let source = match &target {
             // The mount has no default_permissions, so the mode is checked here: a view
@@ -99,8 +111,9 @@ impl Fs {
                 NodeKind::File(view) => Source::View(view),
                 _ => return Err(Error::Os(libc::EISDIR)),
             },
-            Target::Dynamic(d) => match self.attrs(&target, &ctx)?.kind {
-                FileType::RegularFile if write => {
+            // The kind the kernel's lookup just found: no second round trip for it.
+            Target::Dynamic(d) => match d.kind {
+                crate::vfs::EntryKind::File if write => {
                     // The kernel's own check, with the caller's credentials, in its namespaces
                     // (EACCES, EPERM or EROFS exactly as natively). O_TRUNC is ignored there,
                     // as procfs ignores it.
@@ -108,9 +121,9 @@ impl Fs {
                         .subtree_access_write(d.subtree, &ctx.who, &d.rel)?;
                     Source::Subtree(d.subtree, d.rel.clone())
                 }
-                FileType::RegularFile => Source::Subtree(d.subtree, d.rel.clone()),
-                FileType::Directory => return Err(Error::Os(libc::EISDIR)),
-                _ => return Err(Error::Os(libc::ELOOP)),
+                crate::vfs::EntryKind::File => Source::Subtree(d.subtree, d.rel.clone()),
+                crate::vfs::EntryKind::Dir => return Err(Error::Os(libc::EISDIR)),
+                crate::vfs::EntryKind::Symlink => return Err(Error::Os(libc::ELOOP)),
             },
         };
         let table = matches!(target, Target::Table(_));
@@ -216,7 +229,7 @@ impl Filesystem for Fs {
         let Some(name) = name.to_str() else {
             return reply.error(errno(&Error::NotFound));
         };
-        match self.lookup_child(parent.0, name, &self.ctx(req)) {
+        match self.lookup_child(parent.0, name, &self.ctx_for(req, parent.0)) {
             Ok(a) => reply.entry(&a.ttl, &self.attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -251,7 +264,7 @@ impl Filesystem for Fs {
                     subject: Subject::Host,
                     who: requester(req),
                 },
-                Target::Dynamic(_) => self.ctx(req),
+                Target::Dynamic(_) => self.ctx_for(req, ino.0),
             };
             self.attrs(&t, &ctx)
         });
@@ -264,7 +277,7 @@ impl Filesystem for Fs {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let target = match self.target(ino.0) {
             Ok(Target::Dynamic(d)) => {
-                let ctx = self.ctx(req);
+                let ctx = self.ctx_for(req, ino.0);
                 self.service
                     .subtree_readlink(d.subtree, &ctx.subject, &ctx.who, &d.rel)
             }
@@ -302,7 +315,7 @@ impl Filesystem for Fs {
         let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
         let result = match target {
             Ok(Target::Dynamic(d)) if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys => {
-                self.attrs(&Target::Dynamic(d), &self.ctx(req))
+                self.attrs(&Target::Dynamic(d), &self.ctx_for(req, ino.0))
             }
             Ok(_) => Err(Error::Access),
             Err(e) => Err(e),
@@ -392,7 +405,7 @@ impl Filesystem for Fs {
             Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
             Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
             _ => {
-                let listing = self.listing(ino.0, &self.ctx(req))?;
+                let listing = self.listing(ino.0, &self.ctx_for(req, ino.0))?;
                 self.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
             }
         });

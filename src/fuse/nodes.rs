@@ -59,6 +59,23 @@ fn file_type(kind: EntryKind) -> FileType {
     }
 }
 
+fn kind_of(kind: FileType) -> EntryKind {
+    match kind {
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::File,
+    }
+}
+
+/// Whether requests about `target` need to know whose container the caller is in (views by
+/// container do; `proc/sys` goes by the caller's own namespaces, not its container).
+pub fn needs_subject(target: &Target<'_>) -> bool {
+    match target {
+        Target::Table(node) => node.kind != NodeKind::Subtree(SubtreeId::ProcSys),
+        Target::Dynamic(d) => d.subtree != SubtreeId::ProcSys,
+    }
+}
+
 fn table_attrs(node: &Node) -> Attrs {
     let kind = if node.kind.is_dir() {
         FileType::Directory
@@ -155,7 +172,7 @@ impl Fs {
             .service
             .vfs
             .dynamic
-            .remember(id, &root.path, parent, &rel)
+            .remember(id, &root.path, parent, &rel, kind_of(probe.kind))
             .ok_or(Error::Os(libc::ENFILE))?;
         Ok(Attrs {
             ino: node.ino,

@@ -70,6 +70,8 @@ pub struct DynNode {
     pub subtree: SubtreeId,
     /// Its path below the subtree's root (`cpu0/topology`).
     pub rel: String,
+    /// What the last lookup found it to be (an open needs no second round trip to know).
+    pub kind: EntryKind,
 }
 
 /// Most entries remembered at once; a lookup beyond that fails (ENFILE) until the kernel
@@ -91,11 +93,18 @@ impl Dynamic {
         root_path: &str,
         parent: u64,
         rel: &str,
+        kind: EntryKind,
     ) -> Option<Arc<DynNode>> {
         let ino = inode_of(&format!("{root_path}/{rel}"));
         let mut nodes = self.nodes.lock();
         if let Some((node, lookups)) = nodes.get_mut(&ino) {
             *lookups += 1;
+            if node.kind != kind {
+                *node = Arc::new(DynNode {
+                    kind,
+                    ..(**node).clone()
+                });
+            }
             return Some(node.clone());
         }
         if nodes.len() >= MAX_DYNAMIC {
@@ -106,6 +115,7 @@ impl Dynamic {
             parent,
             subtree,
             rel: rel.to_owned(),
+            kind,
         });
         nodes.insert(ino, (node.clone(), 1));
         Some(node)
@@ -154,8 +164,9 @@ mod tests {
     #[test]
     fn entries_live_until_every_lookup_is_forgotten() {
         let dynamic = Dynamic::default();
-        let a = dynamic.remember(SubtreeId::SysCpu, "sys/devices/system/cpu", 7, "cpu0");
-        let b = dynamic.remember(SubtreeId::SysCpu, "sys/devices/system/cpu", 7, "cpu0");
+        let root = "sys/devices/system/cpu";
+        let a = dynamic.remember(SubtreeId::SysCpu, root, 7, "cpu0", EntryKind::Dir);
+        let b = dynamic.remember(SubtreeId::SysCpu, root, 7, "cpu0", EntryKind::Dir);
         assert_eq!(a, b);
         let ino = a.unwrap().ino;
         assert_eq!(ino, inode_of("sys/devices/system/cpu/cpu0"));

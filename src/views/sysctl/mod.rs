@@ -18,36 +18,72 @@ use crate::views::{Env, Requester};
 
 pub use ids::{IdMap, parse_cap_eff};
 
-/// Performs `op` in the caller's namespaces.
-fn call(env: &Env, who: &Requester, op: Op) -> Result<Payload> {
-    let pool = env.agents.as_ref().ok_or(Error::Os(libc::EIO))?;
-    let key = pool.key_of(who.pid)?;
-    pool.request(who.pid, key, op)
+/// One request's view of the caller: its namespace key, and whether it shares the daemon's
+/// user namespace (then its ids need no mapping).
+struct Caller<'a> {
+    env: &'a Env,
+    pool: &'a crate::agent::Pool,
+    who: &'a Requester,
+    key: crate::agent::NsKey,
 }
 
-/// The caller's credentials as its user namespace numbers them.
-fn creds(env: &Env, who: &Requester) -> Result<Creds> {
-    let status = env.proc.read_host(&format!("{}/status", who.pid))?;
-    Ok(Creds {
-        uid: IdMap::read(&env.proc, who.pid, "uid_map")?.inside(who.uid),
-        gid: IdMap::read(&env.proc, who.pid, "gid_map")?.inside(who.gid),
-        caps: parse_cap_eff(&status).unwrap_or(0),
-    })
+impl<'a> Caller<'a> {
+    fn new(env: &'a Env, who: &'a Requester) -> Result<Caller<'a>> {
+        let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
+        let key = pool.key_of(who.pid)?;
+        Ok(Caller {
+            env,
+            pool,
+            who,
+            key,
+        })
+    }
+
+    /// Performs `op` in the caller's namespaces.
+    fn call(&self, op: Op) -> Result<Payload> {
+        self.pool.request(self.who.pid, self.key, op)
+    }
+
+    /// `file` (`uid_map`, `gid_map`) of the caller; `None` in the daemon's user namespace.
+    fn map(&self, file: &str) -> Result<Option<IdMap>> {
+        if self.key.same_user_namespace(self.pool.own()) {
+            return Ok(None);
+        }
+        IdMap::read(&self.env.proc, self.who.pid, file).map(Some)
+    }
+
+    /// The caller's credentials as its user namespace numbers them.
+    fn creds(&self) -> Result<Creds> {
+        let status = self
+            .env
+            .proc
+            .read_host(&format!("{}/status", self.who.pid))?;
+        let inside = |map: Option<IdMap>, id| map.map_or(id, |m| m.inside(id));
+        Ok(Creds {
+            uid: inside(self.map("uid_map")?, self.who.uid),
+            gid: inside(self.map("gid_map")?, self.who.gid),
+            caps: parse_cap_eff(&status).unwrap_or(0),
+        })
+    }
+
+    fn entry(&self, stat: &Stat) -> Result<Entry> {
+        let outside = |map: Option<IdMap>, id| map.map_or(id, |m| m.outside(id));
+        Ok(Entry {
+            kind: kind(stat.kind),
+            mode: (stat.mode & 0o7777) as u16,
+            size: 0,
+            uid: outside(self.map("uid_map")?, stat.uid),
+            gid: outside(self.map("gid_map")?, stat.gid),
+        })
+    }
 }
 
-fn entry(env: &Env, who: &Requester, stat: &Stat) -> Result<Entry> {
-    let kind = match stat.kind {
+fn kind(kind: Kind) -> EntryKind {
+    match kind {
         Kind::Dir => EntryKind::Dir,
         Kind::File => EntryKind::File,
         Kind::Symlink => EntryKind::Symlink,
-    };
-    Ok(Entry {
-        kind,
-        mode: (stat.mode & 0o7777) as u16,
-        size: 0,
-        uid: IdMap::read(&env.proc, who.pid, "uid_map")?.outside(stat.uid),
-        gid: IdMap::read(&env.proc, who.pid, "gid_map")?.outside(stat.gid),
-    })
+    }
 }
 
 fn unexpected(payload: Payload) -> Error {
@@ -57,36 +93,25 @@ fn unexpected(payload: Payload) -> Error {
 
 /// The attributes of `rel`.
 pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
-    match call(
-        env,
-        who,
-        Op::Lookup {
-            path: rel.to_owned(),
-        },
-    )? {
-        Payload::Entry(stat) => entry(env, who, &stat),
+    let caller = Caller::new(env, who)?;
+    match caller.call(Op::Lookup {
+        path: rel.to_owned(),
+    })? {
+        Payload::Entry(stat) => caller.entry(&stat),
         other => Err(unexpected(other)),
     }
 }
 
 /// The listing of directory `rel`.
 pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
-    match call(
-        env,
-        who,
-        Op::Readdir {
-            path: rel.to_owned(),
-        },
-    )? {
+    match Caller::new(env, who)?.call(Op::Readdir {
+        path: rel.to_owned(),
+    })? {
         Payload::Entries(items) => Ok(items
             .into_iter()
             .map(|DirItem { name, stat }| DirEntry {
                 name,
-                kind: match stat.kind {
-                    Kind::Dir => EntryKind::Dir,
-                    Kind::File => EntryKind::File,
-                    Kind::Symlink => EntryKind::Symlink,
-                },
+                kind: kind(stat.kind),
             })
             .collect()),
         other => Err(unexpected(other)),
@@ -95,15 +120,12 @@ pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
 
 /// The content of file `rel`, read with the caller's credentials.
 pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    let creds = creds(env, who)?;
-    match call(
-        env,
-        who,
-        Op::Read {
-            path: rel.to_owned(),
-            creds,
-        },
-    )? {
+    let caller = Caller::new(env, who)?;
+    let creds = caller.creds()?;
+    match caller.call(Op::Read {
+        path: rel.to_owned(),
+        creds,
+    })? {
         Payload::Data(data) => Ok(data),
         other => Err(unexpected(other)),
     }
@@ -111,16 +133,13 @@ pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
 
 /// Whether the caller may open `rel` for writing (or reading).
 pub fn access(env: &Env, who: &Requester, rel: &str, write: bool) -> Result<()> {
-    let creds = creds(env, who)?;
-    match call(
-        env,
-        who,
-        Op::Access {
-            path: rel.to_owned(),
-            write,
-            creds,
-        },
-    )? {
+    let caller = Caller::new(env, who)?;
+    let creds = caller.creds()?;
+    match caller.call(Op::Access {
+        path: rel.to_owned(),
+        write,
+        creds,
+    })? {
         Payload::Allowed => Ok(()),
         other => Err(unexpected(other)),
     }
@@ -131,13 +150,14 @@ pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize
     if data.len() > nsview_nsenter::protocol::MAX_WRITE {
         return Err(Error::Os(libc::EINVAL));
     }
-    let creds = creds(env, who)?;
+    let caller = Caller::new(env, who)?;
+    let creds = caller.creds()?;
     let op = Op::Write {
         path: rel.to_owned(),
         data: data.to_vec(),
         creds,
     };
-    match call(env, who, op)? {
+    match caller.call(op)? {
         Payload::Written(n) => Ok(n),
         other => Err(unexpected(other)),
     }
@@ -145,13 +165,9 @@ pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize
 
 /// The target of symlink `rel`.
 pub fn readlink(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    match call(
-        env,
-        who,
-        Op::Readlink {
-            path: rel.to_owned(),
-        },
-    )? {
+    match Caller::new(env, who)?.call(Op::Readlink {
+        path: rel.to_owned(),
+    })? {
         Payload::Link(target) => Ok(target.into_bytes()),
         other => Err(unexpected(other)),
     }
@@ -165,5 +181,5 @@ pub fn fault(env: &Env, tid: u32, fault: nsview_nsenter::protocol::Fault) -> Res
         uid: 0,
         gid: 0,
     };
-    call(env, &who, Op::Fault { fault }).map(drop)
+    Caller::new(env, &who)?.call(Op::Fault { fault }).map(drop)
 }
