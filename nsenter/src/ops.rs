@@ -364,6 +364,11 @@ mod tests {
         }
         let mut out = Vec::new();
         agent.serve(&input[..], &mut out);
+        parse_replies(&out)
+    }
+
+    /// The responses in an agent's output.
+    fn parse_replies(out: &[u8]) -> Vec<Response> {
         out.split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| decode(l).unwrap())
@@ -490,11 +495,7 @@ mod tests {
             },
         }));
         assert_eq!(a.serve(&input[..], &mut out), 1);
-        let replies: Vec<Response> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| decode(l).unwrap())
-            .collect();
+        let replies = parse_replies(&out);
         assert!(matches!(
             replies[0],
             Response::Err {
@@ -533,11 +534,7 @@ mod tests {
         input.extend_from_slice(br#"{"id":2,"op":{"lookup":{"pa"#);
         let mut out = Vec::new();
         assert_eq!(a.serve(&input[..], &mut out), 0);
-        let replies: Vec<Response> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| decode(l).unwrap())
-            .collect();
+        let replies = parse_replies(&out);
         assert!(matches!(
             replies[1],
             Response::Err {
