@@ -18,6 +18,51 @@ pub struct Cli {
 pub enum Command {
     /// Mount the filesystem and serve it in the foreground until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Talk to a running daemon: list, status, register, unregister.
+    Ctl(CtlArgs),
+}
+
+/// Options of `nsview ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The daemon's runtime directory (where its control socket is).
+    #[arg(long, value_name = "DIR", default_value = "/run/nsview", global = true)]
+    pub runtime_dir: PathBuf,
+
+    /// Print the answer as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The requests of `nsview ctl`.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The registered containers.
+    List,
+    /// The daemon's status: version, uptime, containers, agents, requests, errors.
+    Status,
+    /// Register a container (idempotent).
+    Register {
+        /// The runtime's id for it.
+        #[arg(long)]
+        id: String,
+        /// Host pid of its init.
+        #[arg(long)]
+        pid: u32,
+        /// Its CPU view (overrides the daemon's --cpu-view).
+        #[arg(long, value_name = "VIEW")]
+        cpu_view: Option<crate::views::cpus::CpuView>,
+    },
+    /// Forget a registered container.
+    Unregister {
+        /// The runtime's id for it.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// Options of `nsview serve`.

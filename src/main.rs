@@ -8,13 +8,14 @@ use nsview::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let result = match &cli.command {
-        Command::Serve(args) => nsview::serve::run(args),
+    let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
+        Command::Serve(args) => nsview::serve::run(args).map_err(Into::into),
+        Command::Ctl(args) => nsview::control::ctl(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nsview: {}", chain(&e));
+            eprintln!("nsview: {}", chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::agent::{Pool, PoolConfig};
 use crate::cgroup::CgroupReader;
 use crate::cli::ServeArgs;
+use crate::control::{self, Registrations};
 use crate::fuse::Fs;
 use crate::mounts::mounts_at;
 use crate::procfs::ProcRoot;
@@ -122,6 +123,8 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     )?;
     let agents = Pool::new(agent_config(args)?, ProcRoot::default())?;
     service.env.agents = Some(agents.clone());
+    let registered = Registrations::load(&args.runtime_dir, ProcRoot::default())?;
+    service.env.registered = Some(Arc::new(registered));
     let service = Arc::new(service);
     let session = Session::new(
         Fs::new(service.clone()),
@@ -138,6 +141,13 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         args.threads,
         args.cgroup_root.display()
     );
+
+    if let Err(e) = control::start(&args.runtime_dir, service.clone()) {
+        error!(
+            "cannot serve the control socket in {}: {e}",
+            args.runtime_dir.display()
+        );
+    }
 
     // The load-average sampler: one thread for every container, stopped with the daemon.
     let sampler = service.env.sampler.clone();
@@ -177,6 +187,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         Stop::SessionEnded(Ok(())) => warn!("{} was unmounted from outside", mountpoint.display()),
         Stop::SessionEnded(Err(e)) => error!("FUSE session ended: {e}"),
     }
+    let _ = fs::remove_file(control::socket_path(&args.runtime_dir));
     info!("stopped; {fallbacks} renders fell back to host files");
     Ok(())
 }

@@ -221,11 +221,13 @@ pub fn errno(e: &Error) -> fuser::Errno {
         Error::NotFound | Error::Access | Error::Os(_) => debug!("request failed: {e}"),
         _ => error!("request failed: {e}"),
     }
+    crate::stats::error(code);
     fuser::Errno::from_i32(code)
 }
 
 impl Filesystem for Fs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        crate::stats::request();
         let Some(name) = name.to_str() else {
             return reply.error(errno(&Error::NotFound));
         };
@@ -257,6 +259,7 @@ impl Filesystem for Fs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        crate::stats::request();
         let attrs = self.target(ino.0).and_then(|t| {
             let ctx = match t {
                 // Table nodes look the same to everyone: no need to identify the caller.
@@ -327,6 +330,7 @@ impl Filesystem for Fs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        crate::stats::request();
         match self.open_file(req, ino, flags) {
             // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
             // No flush: nothing is buffered, so close() need not wait for a round trip.
@@ -349,6 +353,7 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        crate::stats::request();
         match self.read_file(fh, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -367,6 +372,7 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        crate::stats::request();
         match self.write_file(fh, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -423,6 +429,7 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        crate::stats::request();
         let listing = match self.dirs.get(fh.0) {
             Some(listing) => Ok(listing),
             None => {

@@ -20,6 +20,16 @@ pub enum CpuView {
     Cpuset,
 }
 
+impl CpuView {
+    /// Its name on the command line and in the control protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuView::Quota => "quota",
+            CpuView::Cpuset => "cpuset",
+        }
+    }
+}
+
 impl FromStr for CpuView {
     type Err = String;
 
@@ -45,15 +55,20 @@ pub fn visible_cpus(placed: &[u32], quota: Option<f64>, view: CpuView) -> Vec<u3
     placed.iter().copied().take(keep).collect()
 }
 
-/// The CPUs container `c` sees, from its cpuset and quota (re-read at most once a second).
+/// The CPUs container `c` sees, from its cpuset and quota (re-read at most once a second),
+/// under the CPU view registered for it or the daemon's default.
 pub fn container_cpus(env: &Env, c: &Container) -> Result<std::sync::Arc<[u32]>> {
     c.cached_cpus(|| {
         let placed = c.cgroups.cpuset()?.filter(|s| !s.is_empty());
         let placed = placed.as_ref().unwrap_or(&env.host_online);
+        let view = env
+            .registered
+            .as_ref()
+            .and_then(|r| r.cpu_view_for(c.pidns));
         Ok(visible_cpus(
             placed.cpus(),
             c.cgroups.cpu_quota()?,
-            env.cpu_view,
+            view.unwrap_or(env.cpu_view),
         ))
     })
 }

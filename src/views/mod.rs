@@ -95,6 +95,8 @@ pub struct Env {
     host_files: OpenFiles,
     /// The agents that serve `proc/sys` (none in tests of other views).
     pub agents: Option<Arc<crate::agent::Pool>>,
+    /// Containers registered by runtimes, with their options (none in unit tests).
+    pub registered: Option<Arc<crate::control::Registrations>>,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -121,6 +123,7 @@ impl Env {
             cpu_view,
             host_files: OpenFiles::default(),
             agents: None,
+            registered: None,
             sampler: Sampler::new(
                 sampler_proc,
                 std::time::Duration::from_secs(5),

@@ -1,0 +1,113 @@
+//! `nsview ctl`: one request to the daemon's control socket, its answer printed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::{CtlRequest, CtlResponse, socket_path};
+use crate::cli::{CtlArgs, CtlCommand};
+
+/// Errors of `nsview ctl`, each one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No daemon listens.
+    #[error("nsview is not running (no control socket at {0}): start it with nsview serve")]
+    NotRunning(String),
+    /// The socket failed.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon said no.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Runs `nsview ctl`.
+pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
+    let request = match &args.command {
+        CtlCommand::List => CtlRequest::List,
+        CtlCommand::Status => CtlRequest::Status,
+        CtlCommand::Register { id, pid, cpu_view } => CtlRequest::Register {
+            id: id.clone(),
+            pid: *pid,
+            cpu_view: cpu_view.map(|v| v.name().to_owned()),
+        },
+        CtlCommand::Unregister { id } => CtlRequest::Unregister { id: id.clone() },
+    };
+    let response = send(&args.runtime_dir, &request)?;
+    if !response.ok {
+        return Err(CtlError::Refused(
+            response.error.unwrap_or_else(|| "refused".into()),
+        ));
+    }
+    let data = response.data.unwrap_or(serde_json::Value::Null);
+    if args.json {
+        println!("{data}");
+    } else {
+        print!("{}", table(&request, &data));
+    }
+    Ok(())
+}
+
+/// Sends one request and reads its answer.
+pub fn send(runtime_dir: &std::path::Path, request: &CtlRequest) -> Result<CtlResponse, CtlError> {
+    let path = socket_path(runtime_dir);
+    let shown = path.display().to_string();
+    let socket_err = |source| CtlError::Socket {
+        path: shown.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            CtlError::NotRunning(shown.clone())
+        }
+        _ => socket_err(e),
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(socket_err)?;
+    let mut line = serde_json::to_vec(request).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(socket_err)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(socket_err)?;
+    serde_json::from_str(&answer).map_err(|e| CtlError::Refused(format!("unreadable answer: {e}")))
+}
+
+/// The answer as a readable table.
+fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
+    match request {
+        CtlRequest::List => {
+            let mut out = format!(
+                "{:<24} {:>8} {:>12} {:<8}\n",
+                "ID", "PID", "PIDNS", "CPU-VIEW"
+            );
+            for r in data.as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<24} {:>8} {:>12} {:<8}\n",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["pid"],
+                    r["pidns"],
+                    r["cpu_view"].as_str().unwrap_or("default"),
+                ));
+            }
+            out
+        }
+        CtlRequest::Status => data
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k:<22} {v}\n"))
+            .collect(),
+        CtlRequest::Register { id, .. } => format!("registered {id}\n"),
+        CtlRequest::Unregister { id } => format!("unregistered {id}\n"),
+        CtlRequest::Set { id, key, value } => format!("{id}: {key} = {value}\n"),
+    }
+}

@@ -1,0 +1,95 @@
+//! The control socket (`<runtime-dir>/nsview.sock`): runtimes and `nsview ctl` register
+//! containers and read the daemon's status there, one JSON object per line each way.
+//!
+//! Mode 0600 and every peer checked with `SO_PEERCRED` (root only). Each connection has its
+//! own thread (at most [`MAX_CLIENTS`] at once) and a read deadline, so a malformed line, a
+//! line over [`MAX_LINE`] bytes, an unknown operation or a client that connects and never
+//! writes costs only its own connection.
+
+mod client;
+mod registry;
+mod server;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::run as ctl;
+pub use registry::{Registered, Registrations, valid_id};
+pub use server::start;
+
+/// Longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Most connections served at once.
+pub const MAX_CLIENTS: usize = 16;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CtlRequest {
+    /// Registers container `id` whose init is `pid` (idempotent).
+    Register {
+        /// The runtime's id.
+        id: String,
+        /// Host pid of its init.
+        pid: u32,
+        /// `quota` or `cpuset`.
+        #[serde(default)]
+        cpu_view: Option<String>,
+    },
+    /// Forgets container `id`.
+    Unregister {
+        /// The runtime's id.
+        id: String,
+    },
+    /// The registered containers.
+    List,
+    /// The daemon's status.
+    Status,
+    /// Sets option `key` of container `id` to `value`.
+    Set {
+        /// The runtime's id.
+        id: String,
+        /// The option (`cpu_view`).
+        key: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// A reply: `ok` with optional data, or an error message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtlResponse {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl CtlResponse {
+    /// Success with `data`.
+    pub fn ok(data: serde_json::Value) -> CtlResponse {
+        CtlResponse {
+            ok: true,
+            error: None,
+            data: Some(data),
+        }
+    }
+
+    /// Failure saying `error`.
+    pub fn err(error: impl Into<String>) -> CtlResponse {
+        CtlResponse {
+            ok: false,
+            error: Some(error.into()),
+            data: None,
+        }
+    }
+}
+
+/// The socket's path under `runtime_dir`.
+pub fn socket_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
+    runtime_dir.join("nsview.sock")
+}

@@ -1,0 +1,202 @@
+//! Containers registered by a runtime: an id, the init's pid (with its start time, so a reused
+//! pid is never mistaken for the container) and per-container options. Persisted under
+//! `<runtime-dir>/containers/<id>.json` (written to a temporary file and renamed, so a crash
+//! never leaves half a file) and loaded at start, dropping containers whose init is gone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::procfs::ProcRoot;
+use crate::views::cpus::CpuView;
+
+/// One registered container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    /// The runtime's id for it.
+    pub id: String,
+    /// Host pid of its init.
+    pub pid: u32,
+    /// The init's start time (clock ticks since boot): identifies the process, not just the pid.
+    pub start_ticks: u64,
+    /// Inode of its pid namespace.
+    pub pidns: u64,
+    /// CPU view for this container (`quota` or `cpuset`); the daemon's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_view: Option<String>,
+}
+
+/// The registered containers.
+#[derive(Debug)]
+pub struct Registrations {
+    dir: PathBuf,
+    proc: ProcRoot,
+    map: Mutex<BTreeMap<String, Registered>>,
+}
+
+/// Whether `id` is usable as a file name: 1 to 128 of `[A-Za-z0-9_.-]`, not starting with `.`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+impl Registrations {
+    /// The registrations kept under `runtime_dir/containers`, loaded now; entries whose init
+    /// is gone (or whose pid now names another process) are removed.
+    pub fn load(runtime_dir: &Path, proc: ProcRoot) -> Result<Registrations> {
+        let dir = runtime_dir.join("containers");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::read(&dir, e))?;
+        let regs = Registrations {
+            dir,
+            proc,
+            map: Mutex::new(BTreeMap::new()),
+        };
+        let entries = std::fs::read_dir(&regs.dir).map_err(|e| Error::read(&regs.dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Registered>(&t).ok());
+            match parsed {
+                Some(r) if regs.alive(&r) => {
+                    info!("registered container {} (init {}) kept", r.id, r.pid);
+                    regs.map.lock().insert(r.id.clone(), r);
+                }
+                Some(r) => {
+                    info!("registered container {} is gone; forgotten", r.id);
+                    let _ = std::fs::remove_file(&path);
+                }
+                None => warn!("{}: not a registration; ignored", path.display()),
+            }
+        }
+        Ok(regs)
+    }
+
+    fn alive(&self, r: &Registered) -> bool {
+        self.proc.start_ticks(r.pid).ok() == Some(r.start_ticks)
+    }
+
+    /// Registers (or re-registers, idempotently) container `id` whose init is `pid`.
+    pub fn register(&self, id: &str, pid: u32, cpu_view: Option<CpuView>) -> Result<Registered> {
+        if !valid_id(id) {
+            return Err(Error::Os(libc::EINVAL));
+        }
+        let r = Registered {
+            id: id.to_owned(),
+            pid,
+            start_ticks: self.proc.start_ticks(pid)?,
+            pidns: self.proc.ns_inode(pid, "pid")?,
+            cpu_view: cpu_view.map(|v| v.name().to_owned()),
+        };
+        self.persist(&r)?;
+        self.map.lock().insert(id.to_owned(), r.clone());
+        info!("container {id} registered (init {pid})");
+        Ok(r)
+    }
+
+    /// Sets option `key` of container `id`.
+    pub fn set(&self, id: &str, key: &str, value: &str) -> Result<Registered> {
+        let mut r = self.map.lock().get(id).cloned().ok_or(Error::NotFound)?;
+        match key {
+            "cpu_view" => {
+                r.cpu_view = Some(
+                    value
+                        .parse::<CpuView>()
+                        .map_err(|_| Error::Os(libc::EINVAL))?
+                        .name()
+                        .to_owned(),
+                )
+            }
+            _ => return Err(Error::Os(libc::EINVAL)),
+        }
+        self.persist(&r)?;
+        self.map.lock().insert(id.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    /// Unregisters `id`; `false` when it was not registered.
+    pub fn unregister(&self, id: &str) -> bool {
+        let removed = self.map.lock().remove(id).is_some();
+        if removed {
+            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+            info!("container {id} unregistered");
+        }
+        removed
+    }
+
+    /// Every registration, by id.
+    pub fn list(&self) -> Vec<Registered> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    /// The CPU view registered for the container of pid namespace `pidns`, if any.
+    pub fn cpu_view_for(&self, pidns: u64) -> Option<CpuView> {
+        let map = self.map.lock();
+        let r = map.values().find(|r| r.pidns == pidns)?;
+        r.cpu_view.as_deref()?.parse().ok()
+    }
+
+    fn persist(&self, r: &Registered) -> Result<()> {
+        let path = self.dir.join(format!("{}.json", r.id));
+        let tmp = self.dir.join(format!(".{}.json.tmp", r.id));
+        let text = serde_json::to_string_pretty(r).unwrap_or_default();
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::read(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_file_names() {
+        assert!(valid_id("abc-123_x.y"));
+        for bad in ["", ".hidden", "a/b", "../x", "a b", &"x".repeat(129)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn registrations_persist_and_dead_inits_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let regs = Registrations::load(dir.path(), ProcRoot::default()).unwrap();
+        regs.register("alive", me, Some(CpuView::Cpuset)).unwrap();
+        let dead = Registered {
+            id: "dead".into(),
+            pid: me,
+            start_ticks: 1,
+            pidns: 1,
+            cpu_view: None,
+        };
+        std::fs::write(
+            dir.path().join("containers/dead.json"),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("containers/junk.json"), "{").unwrap();
+        let again = Registrations::load(dir.path(), ProcRoot::default()).unwrap();
+        let ids: Vec<String> = again.list().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["alive"]);
+        assert!(!dir.path().join("containers/dead.json").exists());
+        let pidns = ProcRoot::default().ns_inode(me, "pid").unwrap();
+        assert_eq!(again.cpu_view_for(pidns), Some(CpuView::Cpuset));
+        assert!(again.unregister("alive"));
+        assert!(!again.unregister("alive"));
+        assert!(again.list().is_empty());
+        assert!(regs.register("../x", me, None).is_err());
+    }
+}

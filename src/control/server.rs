@@ -1,0 +1,150 @@
+//! The control socket's server side.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use serde_json::json;
+
+use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
+use crate::service::Service;
+use crate::views::cpus::CpuView;
+
+/// How long a client may stay silent before its connection is closed.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// Binds the socket under `runtime_dir` (removing a stale one: the caller holds the runtime
+/// dir's lock) and serves it on a thread for the life of the process.
+pub fn start(runtime_dir: &Path, service: Arc<Service>) -> std::io::Result<()> {
+    let path = socket_path(runtime_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let started = Instant::now();
+    let clients = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("nsview-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                    let _ = reply(&stream, &CtlResponse::err("too many clients"));
+                    continue;
+                }
+                let (service, clients) = (service.clone(), clients.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("nsview-ctl-client".into())
+                    .spawn(move || {
+                        serve_client(stream, &service, started);
+                        clients.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    warn!("control: cannot start a client thread");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn reply(mut stream: &UnixStream, response: &CtlResponse) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// Serves one client until it closes, breaks the protocol or stays silent for [`IDLE`].
+fn serve_client(stream: UnixStream, service: &Service, started: Instant) {
+    match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(cred) if cred.uid() == 0 => {}
+        Ok(cred) => {
+            warn!("control: refused a client with uid {}", cred.uid());
+            let _ = reply(&stream, &CtlResponse::err("permission denied: root only"));
+            return;
+        }
+        Err(e) => {
+            warn!("control: no peer credentials ({e})");
+            return;
+        }
+    }
+    if stream.set_read_timeout(Some(IDLE)).is_err() {
+        return;
+    }
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    loop {
+        let mut line = Vec::new();
+        match reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.len() > MAX_LINE => {
+                let _ = reply(
+                    &stream,
+                    &CtlResponse::err(format!("line longer than {MAX_LINE} bytes")),
+                );
+                return;
+            }
+            Ok(_) => {}
+        }
+        let response = match serde_json::from_slice::<CtlRequest>(&line) {
+            Ok(request) => handle(request, service, started),
+            Err(e) => CtlResponse::err(format!("bad request: {e}")),
+        };
+        if reply(&stream, &response).is_err() {
+            return;
+        }
+    }
+}
+
+fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlResponse {
+    debug!("control: {request:?}");
+    let Some(registry) = service.env.registered.as_ref() else {
+        return CtlResponse::err("no registry");
+    };
+    match request {
+        CtlRequest::Register { id, pid, cpu_view } => {
+            let view = match cpu_view.as_deref().map(str::parse::<CpuView>).transpose() {
+                Ok(v) => v,
+                Err(e) => return CtlResponse::err(e),
+            };
+            match registry.register(&id, pid, view) {
+                Ok(r) => CtlResponse::ok(json!(r)),
+                Err(e) => CtlResponse::err(format!("register {id} (pid {pid}): {e}")),
+            }
+        }
+        CtlRequest::Unregister { id } => match registry.unregister(&id) {
+            true => CtlResponse::ok(json!({ "id": id })),
+            false => CtlResponse::err(format!("{id} is not registered")),
+        },
+        CtlRequest::List => CtlResponse::ok(json!(registry.list())),
+        CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {
+            Ok(r) => CtlResponse::ok(json!(r)),
+            Err(e) => CtlResponse::err(format!("set {key}={value} on {id}: {e}")),
+        },
+        CtlRequest::Status => CtlResponse::ok(status(service, started)),
+    }
+}
+
+fn status(service: &Service, started: Instant) -> serde_json::Value {
+    let env = &service.env;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": started.elapsed().as_secs(),
+        "containers_seen": service.registry.len(),
+        "containers_registered": env.registered.as_ref().map_or(0, |r| r.list().len()),
+        "agents_alive": env.agents.as_ref().map_or(0, |a| a.len()),
+        "requests": crate::stats::requests(),
+        "host_fallbacks": env.stats.host_fallbacks.load(Ordering::Relaxed),
+        "errors": crate::stats::errors(),
+    })
+}
