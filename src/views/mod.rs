@@ -97,6 +97,8 @@ pub struct Env {
     pub agents: Option<Arc<crate::agent::Pool>>,
     /// Containers registered by runtimes, with their options (none in unit tests).
     pub registered: Option<Arc<crate::control::Registrations>>,
+    /// Container-local values of emulated sysctls.
+    pub sysctl_stores: sysctl::emulation::Stores,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -124,6 +126,7 @@ impl Env {
             host_files: OpenFiles::default(),
             agents: None,
             registered: None,
+            sysctl_stores: Default::default(),
             sampler: Sampler::new(
                 sampler_proc,
                 std::time::Duration::from_secs(5),

@@ -8,6 +8,7 @@
 //! kernel's own. Owners are mapped back from the caller's user namespace, so container root
 //! sees its files as its own.
 
+pub mod emulation;
 mod ids;
 
 use nsview_nsenter::protocol::{Creds, DirItem, Kind, Op, Payload, Stat};
@@ -17,6 +18,8 @@ use crate::vfs::{DirEntry, Entry, EntryKind};
 use crate::views::{Env, Requester};
 
 pub use ids::{IdMap, parse_cap_eff};
+
+use emulation::{Emulated, Policy};
 
 /// One request's view of the caller: its namespace key, and whether it shares the daemon's
 /// user namespace (then its ids need no mapping).
@@ -66,6 +69,100 @@ impl<'a> Caller<'a> {
         })
     }
 
+    /// Whether the caller is the host (the daemon's own pid namespace): it gets the real
+    /// files, never a container's store.
+    fn is_host(&self) -> bool {
+        self.key.0[5] == self.pool.own().0[5]
+    }
+
+    /// The emulation of `rel` that applies to this caller.
+    fn emulated(&self, rel: &str) -> Option<&'static Emulated> {
+        if self.is_host() {
+            None
+        } else {
+            emulation::find(rel)
+        }
+    }
+
+    /// The store of the caller's network namespace.
+    fn store(&self) -> u64 {
+        self.key.0[1]
+    }
+
+    /// An entry the table makes: owned by the caller's root, read-only unless writable.
+    fn made_entry(&self, kind: EntryKind, writable: bool) -> Result<Entry> {
+        let root = |map: Option<IdMap>| map.map_or(0, |m| m.outside(0));
+        let mode = match (kind, writable) {
+            (EntryKind::Dir, _) => 0o555,
+            (_, true) => 0o644,
+            (_, false) => 0o444,
+        };
+        Ok(Entry {
+            kind,
+            mode,
+            size: 0,
+            uid: root(self.map("uid_map")?),
+            gid: root(self.map("gid_map")?),
+        })
+    }
+
+    /// The value the caller reads for emulated `e`.
+    fn emulated_value(&self, e: &'static Emulated) -> String {
+        let host = || host_value(self.env, e);
+        match e.policy {
+            Policy::Store | Policy::MaxWins | Policy::LiberalWins => self
+                .env
+                .sysctl_stores
+                .get(self.store(), e.path)
+                .unwrap_or_else(host),
+            Policy::HostGlobal | Policy::ReadOnly => host(),
+            Policy::RandomUuid => emulation::random_uuid(),
+            Policy::BootId => {
+                self.env
+                    .sysctl_stores
+                    .get_or_set(self.store(), e.path, emulation::random_uuid)
+            }
+        }
+    }
+
+    /// Writes emulated `e` after checking the caller may and the value is valid.
+    fn emulated_write(&self, e: &'static Emulated, data: &[u8]) -> Result<usize> {
+        self.may_write(e)?;
+        let value = emulation::validate(e.check, data).ok_or(Error::Os(libc::EINVAL))?;
+        let stores = &self.env.sysctl_stores;
+        match e.policy {
+            Policy::Store => stores.set(self.store(), e.path, value),
+            Policy::MaxWins => {
+                raise_host(self.env, e, &value)?;
+                stores.set(self.store(), e.path, value);
+            }
+            Policy::LiberalWins => {
+                if value != "0" {
+                    write_host(self.env, e, "1")?;
+                }
+                stores.set(self.store(), e.path, value);
+            }
+            Policy::HostGlobal => write_host(self.env, e, &value)?,
+            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId => return Err(Error::Access),
+        }
+        Ok(data.len())
+    }
+
+    /// Only the container's root writes emulated values; read-only and synthesized ones are
+    /// written by nobody.
+    fn may_write(&self, e: &'static Emulated) -> Result<()> {
+        if matches!(
+            e.policy,
+            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId
+        ) {
+            return Err(Error::Access);
+        }
+        if self.creds()?.uid != 0 {
+            return Err(Error::Access);
+        }
+        Ok(())
+    }
+
     fn entry(&self, stat: &Stat) -> Result<Entry> {
         let outside = |map: Option<IdMap>, id| map.map_or(id, |m| m.outside(id));
         Ok(Entry {
@@ -76,6 +173,33 @@ impl<'a> Caller<'a> {
             gid: outside(self.map("gid_map")?, stat.gid),
         })
     }
+}
+
+/// The host's value of emulated `e` (its default where the host has no such file).
+fn host_value(env: &Env, e: &Emulated) -> String {
+    let path = env.proc.path().join("sys").join(e.path);
+    std::fs::read_to_string(path)
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|_| e.default.to_owned())
+}
+
+fn write_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
+    let path = env.proc.path().join("sys").join(e.path);
+    std::fs::write(&path, format!("{value}\n")).map_err(|err| Error::read(&path, err))
+}
+
+/// max-wins: raises the host's value to `value` when that is larger, reading it back and
+/// trying again (a few times) when another writer raced it lower.
+fn raise_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
+    let wanted: i64 = value.parse().map_err(|_| Error::Os(libc::EINVAL))?;
+    for _ in 0..3 {
+        let host: i64 = host_value(env, e).parse().unwrap_or(i64::MAX);
+        if host >= wanted {
+            return Ok(());
+        }
+        write_host(env, e, value)?;
+    }
+    Ok(())
 }
 
 fn kind(kind: Kind) -> EntryKind {
@@ -94,33 +218,72 @@ fn unexpected(payload: Payload) -> Error {
 /// The attributes of `rel`.
 pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
     let caller = Caller::new(env, who)?;
+    if let Some(e) = caller.emulated(rel) {
+        let writable = !matches!(
+            e.policy,
+            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId
+        );
+        return caller.made_entry(EntryKind::File, writable);
+    }
     match caller.call(Op::Lookup {
         path: rel.to_owned(),
-    })? {
-        Payload::Entry(stat) => caller.entry(&stat),
-        other => Err(unexpected(other)),
+    }) {
+        Ok(Payload::Entry(stat)) => caller.entry(&stat),
+        Ok(other) => Err(unexpected(other)),
+        // A directory the namespaces hide but an emulated entry lives in.
+        Err(Error::Os(libc::ENOENT)) if !caller.is_host() && emulation::is_emulated_dir(rel) => {
+            caller.made_entry(EntryKind::Dir, false)
+        }
+        Err(e) => Err(e),
     }
 }
 
 /// The listing of directory `rel`.
 pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
-    match Caller::new(env, who)?.call(Op::Readdir {
+    let caller = Caller::new(env, who)?;
+    let native = caller.call(Op::Readdir {
         path: rel.to_owned(),
-    })? {
-        Payload::Entries(items) => Ok(items
+    });
+    let mut entries: Vec<DirEntry> = match native {
+        Ok(Payload::Entries(items)) => items
             .into_iter()
             .map(|DirItem { name, stat }| DirEntry {
                 name,
                 kind: kind(stat.kind),
             })
-            .collect()),
-        other => Err(unexpected(other)),
+            .collect(),
+        Ok(other) => return Err(unexpected(other)),
+        Err(Error::Os(libc::ENOENT)) if !caller.is_host() && emulation::is_emulated_dir(rel) => {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    // Emulated entries are listed even where the namespaces hide them (sysbox #618, #778).
+    if !caller.is_host() {
+        for (name, is_dir) in emulation::names_under(rel) {
+            if !entries.iter().any(|d| d.name == name) {
+                let kind = if is_dir {
+                    EntryKind::Dir
+                } else {
+                    EntryKind::File
+                };
+                entries.push(DirEntry {
+                    name: name.to_owned(),
+                    kind,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    Ok(entries)
 }
 
 /// The content of file `rel`, read with the caller's credentials.
 pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     let caller = Caller::new(env, who)?;
+    if let Some(e) = caller.emulated(rel) {
+        return Ok(format!("{}\n", caller.emulated_value(e)).into_bytes());
+    }
     let creds = caller.creds()?;
     match caller.call(Op::Read {
         path: rel.to_owned(),
@@ -134,6 +297,9 @@ pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
 /// Whether the caller may open `rel` for writing (or reading).
 pub fn access(env: &Env, who: &Requester, rel: &str, write: bool) -> Result<()> {
     let caller = Caller::new(env, who)?;
+    if let Some(e) = caller.emulated(rel) {
+        return if write { caller.may_write(e) } else { Ok(()) };
+    }
     let creds = caller.creds()?;
     match caller.call(Op::Access {
         path: rel.to_owned(),
@@ -151,6 +317,9 @@ pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize
         return Err(Error::Os(libc::EINVAL));
     }
     let caller = Caller::new(env, who)?;
+    if let Some(e) = caller.emulated(rel) {
+        return caller.emulated_write(e, data);
+    }
     let creds = caller.creds()?;
     let op = Op::Write {
         path: rel.to_owned(),

@@ -1,0 +1,164 @@
+//! Container-local values of the sysctls Linux does not namespace (the emulation table).
+//!
+//! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces in fresh
+//! `nsview-test-*` cgroups, with nsview's `proc/sys` bound over their `/proc/sys`.
+
+mod rig;
+
+use rig::{Container, ContainerBuilder, Daemon};
+
+fn container(daemon: &Daemon) -> Container {
+    ContainerBuilder::new()
+        .bind_from(daemon, &["proc/sys"])
+        .start()
+}
+
+fn run(c: &Container, script: &str) -> String {
+    let out = c.sh(script);
+    assert!(out.status.success(), "{script}: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+fn host(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_stored_value_is_the_containers_own_and_checked() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let key = "/proc/sys/vm/overcommit_memory";
+    let host_value = host("vm/overcommit_memory");
+    let new = if host_value == "1" { "2" } else { "1" };
+    assert_eq!(
+        run(&a, &format!("cat {key}")),
+        host_value,
+        "initially the host's"
+    );
+    run(&a, &format!("echo {new} > {key}"));
+    assert_eq!(run(&a, &format!("cat {key}")), new);
+    assert_eq!(run(&b, &format!("cat {key}")), host_value);
+    assert_eq!(host("vm/overcommit_memory"), host_value);
+    // bash, not dash: dash reports every failed write as "I/O error".
+    let out = a.exec(&["bash", "-c", &format!("echo 3 > {key}")]);
+    assert!(
+        !out.status.success() && out.stderr.contains("Invalid argument"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        run(&a, &format!("cat {key}")),
+        new,
+        "an invalid write leaves the value"
+    );
+    // A nested pid namespace (same network namespace) shares its container's store.
+    assert_eq!(run(&a, &format!("unshare --pid --fork cat {key}")), new);
+    // The host's own callers read the real file through the mount.
+    let through_mount =
+        std::fs::read_to_string(daemon.path("proc/sys/vm/overcommit_memory")).unwrap();
+    assert_eq!(through_mount.trim(), host_value);
+}
+
+#[test]
+fn pid_max_above_the_kernels_limit_is_einval() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let out = a.exec(&["bash", "-c", "echo 4194305 > /proc/sys/kernel/pid_max"]);
+    assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
+}
+
+#[test]
+fn read_only_entries_refuse_even_container_root() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let out = a.sh("echo 10 > /proc/sys/kernel/cap_last_cap");
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    assert_eq!(
+        run(&a, "cat /proc/sys/kernel/cap_last_cap"),
+        host("kernel/cap_last_cap")
+    );
+    assert_eq!(run(&a, "stat -c %a /proc/sys/kernel/cap_last_cap"), "444");
+}
+
+#[test]
+fn an_unprivileged_user_cannot_write_emulated_values() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let out = a.sh("setpriv --reuid 1000 --regid 1000 --clear-groups sh -c 'echo 1 > /proc/sys/vm/overcommit_memory'");
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+}
+
+#[test]
+fn uuids_are_new_on_every_read_and_boot_ids_are_per_container() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let uuid = "cat /proc/sys/kernel/random/uuid";
+    assert_ne!(run(&a, uuid), run(&a, uuid));
+    let out = a.sh("echo x > /proc/sys/kernel/random/uuid");
+    assert!(!out.status.success());
+    let boot = "cat /proc/sys/kernel/random/boot_id";
+    let (a1, a2, b1) = (run(&a, boot), run(&a, boot), run(&b, boot));
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b1);
+    assert_ne!(a1, host("kernel/random/boot_id"));
+    assert_eq!(a1.len(), 36, "{a1}");
+}
+
+#[test]
+fn emulated_entries_are_listed_even_where_the_kernel_hides_them() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let kernel = run(&a, "ls /proc/sys/kernel");
+    assert!(kernel.lines().any(|l| l == "sysrq"), "{kernel}");
+    assert!(kernel.lines().any(|l| l == "yama"), "{kernel}");
+    assert_eq!(run(&a, "ls /proc/sys/kernel/yama"), "ptrace_scope");
+    assert!(
+        kernel.lines().any(|l| l == "hostname"),
+        "passthrough entries stay"
+    );
+    // And each name once.
+    let mut names: Vec<&str> = kernel.lines().collect();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before);
+}
+
+/// Puts the host's `nf_conntrack_max` back on drop, also when the test fails.
+struct RestoreHost(String);
+
+impl Drop for RestoreHost {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
+    }
+}
+
+#[test]
+fn nf_conntrack_max_is_max_wins() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let key = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
+    let _restore = RestoreHost(host_value.to_string());
+    run(&a, &format!("echo {} > {key}", host_value - 100));
+    assert_eq!(
+        run(&a, &format!("cat {key}")),
+        (host_value - 100).to_string()
+    );
+    assert_eq!(
+        host("net/netfilter/nf_conntrack_max"),
+        host_value.to_string()
+    );
+    assert_eq!(run(&b, &format!("cat {key}")), host_value.to_string());
+    run(&a, &format!("echo {} > {key}", host_value + 100));
+    assert_eq!(
+        run(&a, &format!("cat {key}")),
+        (host_value + 100).to_string()
+    );
+    assert_eq!(
+        host("net/netfilter/nf_conntrack_max"),
+        (host_value + 100).to_string()
+    );
+}
