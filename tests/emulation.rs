@@ -13,12 +13,6 @@ fn container(daemon: &Daemon) -> Container {
         .start()
 }
 
-fn run(c: &Container, script: &str) -> String {
-    let out = c.sh(script);
-    assert!(out.status.success(), "{script}: {}", out.stderr);
-    out.stdout.trim().to_owned()
-}
-
 fn host(key: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/{key}"))
         .unwrap()
@@ -34,13 +28,13 @@ fn a_stored_value_is_the_containers_own_and_checked() {
     let host_value = host("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
     assert_eq!(
-        run(&a, &format!("cat {key}")),
+        a.run(&format!("cat {key}")),
         host_value,
         "initially the host's"
     );
-    run(&a, &format!("echo {new} > {key}"));
-    assert_eq!(run(&a, &format!("cat {key}")), new);
-    assert_eq!(run(&b, &format!("cat {key}")), host_value);
+    a.run(&format!("echo {new} > {key}"));
+    assert_eq!(a.run(&format!("cat {key}")), new);
+    assert_eq!(b.run(&format!("cat {key}")), host_value);
     assert_eq!(host("vm/overcommit_memory"), host_value);
     // bash, not dash: dash reports every failed write as "I/O error".
     let out = a.exec(&["bash", "-c", &format!("echo 3 > {key}")]);
@@ -50,12 +44,12 @@ fn a_stored_value_is_the_containers_own_and_checked() {
         out.stderr
     );
     assert_eq!(
-        run(&a, &format!("cat {key}")),
+        a.run(&format!("cat {key}")),
         new,
         "an invalid write leaves the value"
     );
     // A nested pid namespace (same network namespace) shares its container's store.
-    assert_eq!(run(&a, &format!("unshare --pid --fork cat {key}")), new);
+    assert_eq!(a.run(&format!("unshare --pid --fork cat {key}")), new);
     // The host's own callers read the real file through the mount.
     let through_mount =
         std::fs::read_to_string(daemon.path("proc/sys/vm/overcommit_memory")).unwrap();
@@ -77,10 +71,10 @@ fn read_only_entries_refuse_even_container_root() {
     let out = a.sh("echo 10 > /proc/sys/kernel/cap_last_cap");
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
     assert_eq!(
-        run(&a, "cat /proc/sys/kernel/cap_last_cap"),
+        a.run("cat /proc/sys/kernel/cap_last_cap"),
         host("kernel/cap_last_cap")
     );
-    assert_eq!(run(&a, "stat -c %a /proc/sys/kernel/cap_last_cap"), "444");
+    assert_eq!(a.run("stat -c %a /proc/sys/kernel/cap_last_cap"), "444");
 }
 
 #[test]
@@ -96,11 +90,11 @@ fn uuids_are_new_on_every_read_and_boot_ids_are_per_container() {
     let daemon = Daemon::start();
     let (a, b) = (container(&daemon), container(&daemon));
     let uuid = "cat /proc/sys/kernel/random/uuid";
-    assert_ne!(run(&a, uuid), run(&a, uuid));
+    assert_ne!(a.run(uuid), a.run(uuid));
     let out = a.sh("echo x > /proc/sys/kernel/random/uuid");
     assert!(!out.status.success());
     let boot = "cat /proc/sys/kernel/random/boot_id";
-    let (a1, a2, b1) = (run(&a, boot), run(&a, boot), run(&b, boot));
+    let (a1, a2, b1) = (a.run(boot), a.run(boot), b.run(boot));
     assert_eq!(a1, a2);
     assert_ne!(a1, b1);
     assert_ne!(a1, host("kernel/random/boot_id"));
@@ -111,10 +105,10 @@ fn uuids_are_new_on_every_read_and_boot_ids_are_per_container() {
 fn emulated_entries_are_listed_even_where_the_kernel_hides_them() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    let kernel = run(&a, "ls /proc/sys/kernel");
+    let kernel = a.run("ls /proc/sys/kernel");
     assert!(kernel.lines().any(|l| l == "sysrq"), "{kernel}");
     assert!(kernel.lines().any(|l| l == "yama"), "{kernel}");
-    assert_eq!(run(&a, "ls /proc/sys/kernel/yama"), "ptrace_scope");
+    assert_eq!(a.run("ls /proc/sys/kernel/yama"), "ptrace_scope");
     assert!(
         kernel.lines().any(|l| l == "hostname"),
         "passthrough entries stay"
@@ -142,21 +136,15 @@ fn nf_conntrack_max_is_max_wins() {
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
     let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
     let _restore = RestoreHost(host_value.to_string());
-    run(&a, &format!("echo {} > {key}", host_value - 100));
-    assert_eq!(
-        run(&a, &format!("cat {key}")),
-        (host_value - 100).to_string()
-    );
+    a.run(&format!("echo {} > {key}", host_value - 100));
+    assert_eq!(a.run(&format!("cat {key}")), (host_value - 100).to_string());
     assert_eq!(
         host("net/netfilter/nf_conntrack_max"),
         host_value.to_string()
     );
-    assert_eq!(run(&b, &format!("cat {key}")), host_value.to_string());
-    run(&a, &format!("echo {} > {key}", host_value + 100));
-    assert_eq!(
-        run(&a, &format!("cat {key}")),
-        (host_value + 100).to_string()
-    );
+    assert_eq!(b.run(&format!("cat {key}")), host_value.to_string());
+    a.run(&format!("echo {} > {key}", host_value + 100));
+    assert_eq!(a.run(&format!("cat {key}")), (host_value + 100).to_string());
     assert_eq!(
         host("net/netfilter/nf_conntrack_max"),
         (host_value + 100).to_string()

@@ -20,13 +20,6 @@ fn container(daemon: &Daemon) -> Container {
         .start()
 }
 
-/// stdout of `script` inside `c`, which must succeed.
-fn run(c: &Container, script: &str) -> String {
-    let out = c.sh(script);
-    assert!(out.status.success(), "{script}: {}", out.stderr);
-    out.stdout.trim().to_owned()
-}
-
 fn host(key: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/{key}"))
         .unwrap()
@@ -80,18 +73,18 @@ fn containers_and_the_host_keep_their_own_namespaced_values() {
     if std::path::Path::new("/proc/sys/net/ipv6/conf/all/disable_ipv6").exists() {
         keys.push(("net/ipv6/conf/all/disable_ipv6", "1"));
     }
-    let read = |c: &Container, key: &str| run(c, &format!("cat /proc/sys/{key}"));
+    let read = |c: &Container, key: &str| c.run(&format!("cat /proc/sys/{key}"));
     for (key, value) in keys {
         let (a0, b0, h0) = (read(&a, key), read(&b, key), host(key));
         assert_ne!(a0, value, "{key} starts at another value");
-        run(&a, &format!("echo {value} > /proc/sys/{key}"));
+        a.run(&format!("echo {value} > /proc/sys/{key}"));
         assert_eq!(read(&a, key), value, "{key} in A");
         assert_eq!(
             (read(&b, key), host(key)),
             (b0.clone(), h0.clone()),
             "{key} elsewhere"
         );
-        run(&a, &format!("echo {a0} > /proc/sys/{key}"));
+        a.run(&format!("echo {a0} > /proc/sys/{key}"));
         assert_eq!(read(&a, key), a0);
         assert_eq!(
             (read(&b, key), host(key)),
@@ -106,21 +99,18 @@ fn uts_ipc_and_pid_values_follow_the_callers_namespaces() {
     let daemon = Daemon::start();
     let a = container(&daemon);
     assert_eq!(
-        run(&a, "hostname nsview-a && cat /proc/sys/kernel/hostname"),
+        a.run("hostname nsview-a && cat /proc/sys/kernel/hostname"),
         "nsview-a"
     );
     assert_ne!(host("kernel/hostname"), "nsview-a");
     let shmmax = host("kernel/shmmax");
     assert_eq!(
-        run(
-            &a,
-            "echo 4096 > /proc/sys/kernel/shmmax && cat /proc/sys/kernel/shmmax"
-        ),
+        a.run("echo 4096 > /proc/sys/kernel/shmmax && cat /proc/sys/kernel/shmmax"),
         "4096"
     );
     assert_eq!(host("kernel/shmmax"), shmmax);
     // The container's pid namespace has handed out a handful of pids; the host thousands.
-    let inside: u32 = run(&a, "cat /proc/sys/kernel/ns_last_pid").parse().unwrap();
+    let inside: u32 = a.run("cat /proc/sys/kernel/ns_last_pid").parse().unwrap();
     assert!(inside < 100, "ns_last_pid inside: {inside}");
 }
 
@@ -129,29 +119,29 @@ fn an_interface_made_inside_is_listed_in_its_namespace_only() {
     let daemon = Daemon::start();
     let (a, b) = (container(&daemon), container(&daemon));
     // A bridge: this kernel has no dummy driver.
-    run(&a, "ip link add nsv0 type bridge");
+    a.run("ip link add nsv0 type bridge");
     assert!(
-        run(&a, "ls /proc/sys/net/ipv4/conf")
+        a.run("ls /proc/sys/net/ipv4/conf")
             .lines()
             .any(|l| l == "nsv0")
     );
     assert!(
-        !run(&b, "ls /proc/sys/net/ipv4/conf")
+        !b.run("ls /proc/sys/net/ipv4/conf")
             .lines()
             .any(|l| l == "nsv0")
     );
     let host_list = std::fs::read_dir(daemon.path("proc/sys/net/ipv4/conf")).unwrap();
     assert!(!host_list.flatten().any(|e| e.file_name() == "nsv0"));
-    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/conf/nsv0/forwarding"), "0");
+    assert_eq!(a.run("cat /proc/sys/net/ipv4/conf/nsv0/forwarding"), "0");
 }
 
 #[test]
 fn a_fresh_network_namespace_inside_sees_its_own_defaults() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    run(&a, "echo 1 > /proc/sys/net/ipv4/ip_forward");
-    assert_eq!(run(&a, "unshare -n cat /proc/sys/net/ipv4/ip_forward"), "0");
-    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    a.run("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(a.run("unshare -n cat /proc/sys/net/ipv4/ip_forward"), "0");
+    assert_eq!(a.run("cat /proc/sys/net/ipv4/ip_forward"), "1");
 }
 
 /// The outcome of writing `value` to `path` as `as_who` (a `setpriv` prefix): "ok" or the
@@ -165,7 +155,7 @@ fn write_outcome(c: &Container, path: &str, value: &str, as_who: &str, native: b
     std::fs::write(&script, probe).unwrap();
     let cmd = format!("{as_who} /usr/bin/python3 {}", script.display());
     if !native {
-        return run(c, &cmd);
+        return c.run(&cmd);
     }
     // Natively: the host's procfs, opened from the container's namespaces (no mount ns).
     let out = Command::new("nsenter")
@@ -226,14 +216,11 @@ fn container_root_in_a_user_namespace_writes_its_own_network_knobs() {
         .userns(true)
         .bind_from(&daemon, &["proc/sys"])
         .start();
-    run(&c, "echo 1 > /proc/sys/net/ipv4/ip_forward");
-    assert_eq!(run(&c, "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    c.run("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(c.run("cat /proc/sys/net/ipv4/ip_forward"), "1");
     assert_eq!(host("net/ipv4/ip_forward"), "0");
     // Owners as the container sees them: its root.
-    assert_eq!(
-        run(&c, "stat -c %u:%g /proc/sys/net/ipv4/ip_forward"),
-        "0:0"
-    );
+    assert_eq!(c.run("stat -c %u:%g /proc/sys/net/ipv4/ip_forward"), "0:0");
 }
 
 #[test]
@@ -262,7 +249,7 @@ fn sysctl_a_lists_what_the_namespaces_show_natively() {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect()
     };
-    let mut ours = parse(&run(&a, "sysctl -a 2>/dev/null"));
+    let mut ours = parse(&a.run("sysctl -a 2>/dev/null"));
     // Emulated entries (tests/emulation.rs): listed even where the kernel has none, and
     // boot_id is the container's own.
     for emulated_only in ["kernel.sysrq", "kernel.yama.ptrace_scope"] {
@@ -316,7 +303,7 @@ fn a_misbehaving_agent_costs_one_request_and_is_replaced() {
             .to_string()
     };
     for kind in ["garbage", "oversized", "hang"] {
-        run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+        a.run("cat /proc/sys/net/ipv4/ip_forward");
         let started = Instant::now();
         let out = a.sh(&format!("cat {}", fault(kind)));
         assert!(!out.status.success(), "{kind}");
@@ -331,7 +318,7 @@ fn a_misbehaving_agent_costs_one_request_and_is_replaced() {
             started.elapsed()
         );
         assert_eq!(
-            run(&a, "cat /proc/sys/net/ipv4/ip_forward"),
+            a.run("cat /proc/sys/net/ipv4/ip_forward"),
             "0",
             "after {kind}"
         );
@@ -342,7 +329,7 @@ fn a_misbehaving_agent_costs_one_request_and_is_replaced() {
 fn a_killed_or_stopped_agent_is_eio_within_the_deadline() {
     let daemon = Daemon::start_with(&["--test-nodes", "--test-faults", "--agent-timeout", "1"]);
     let a = container(&daemon);
-    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
     // SIGKILL during a read: the agent hangs in that read, and dies.
     let mut reader = a.spawn(&[
         "cat",
@@ -362,7 +349,7 @@ fn a_killed_or_stopped_agent_is_eio_within_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "0");
+    assert_eq!(a.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
     // SIGSTOP: the deadline ends it. The file is opened before the agent stops (a lookup
     // that times out is retried by the kernel with a fresh agent, so an open hides it).
     let reader = a.spawn(&[
@@ -385,14 +372,14 @@ fn a_killed_or_stopped_agent_is_eio_within_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(run(&a, "cat /proc/sys/net/ipv4/ip_forward"), "0");
+    assert_eq!(a.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
 }
 
 #[test]
 fn agents_go_with_their_container() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
     assert!(!agents(&daemon).is_empty());
     drop(a);
     let started = Instant::now();
@@ -450,7 +437,7 @@ fn parent_of(pid: u32) -> u32 {
 fn agents_hold_nothing_of_the_mount_and_show_no_host_mount() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
     let all = agents(&daemon);
     assert!(!all.is_empty());
     let mountpoint = daemon.mountpoint().display().to_string();
@@ -483,10 +470,8 @@ fn agents_hold_nothing_of_the_mount_and_show_no_host_mount() {
         .collect();
     assert_eq!(kinds, ["tmpfs", "proc"], "{mounts}");
     // From inside, the agent is a process of the container that nobody may inspect.
-    let inside = run(
-        &a,
-        "for p in /proc/[0-9]*; do grep -l nsview-nsenter $p/comm 2>/dev/null; done; true",
-    );
+    let inside =
+        a.run("for p in /proc/[0-9]*; do grep -l nsview-nsenter $p/comm 2>/dev/null; done; true");
     assert!(
         !inside.is_empty(),
         "the agent is a process of the container's pid namespace"
@@ -536,7 +521,7 @@ fn readers_only_ever_see_their_own_containers_values() {
 fn agents_die_with_the_daemon() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    run(&a, "cat /proc/sys/net/ipv4/ip_forward");
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
     let all = agents(&daemon);
     assert!(!all.is_empty());
     // SIGKILL: no cleanup of its own; the agents' parent-death signal ends them.

@@ -211,6 +211,14 @@ impl Container {
         out.into()
     }
 
+    /// The trimmed stdout of `script` run by `/bin/sh` inside, which must succeed (the panic
+    /// shows the script and its stderr).
+    pub fn run(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "{script}: {}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
     /// `exec(["/bin/sh", "-c", script])`.
     pub fn sh(&self, script: &str) -> Output {
         self.exec(&["/bin/sh", "-c", script])
