@@ -150,3 +150,40 @@ fn nf_conntrack_max_is_max_wins() {
         (host_value + 100).to_string()
     );
 }
+
+#[test]
+fn sys_kernel_is_the_hosts_read_only_with_private_parts_empty() {
+    let daemon = Daemon::start();
+    let a = ContainerBuilder::new()
+        .bind_from(&daemon, &["sys/kernel"])
+        .start();
+    for hidden in ["security", "debug", "tracing"] {
+        assert_eq!(
+            a.run(&format!("ls -A /sys/kernel/{hidden}")),
+            "",
+            "{hidden}"
+        );
+    }
+    let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+    if std::path::Path::new(thp).exists() {
+        assert_eq!(
+            a.run(&format!("cat {thp}")),
+            std::fs::read_to_string(thp).unwrap().trim()
+        );
+        let out = a.exec(&["bash", "-c", &format!("echo never > {thp}")]);
+        assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    }
+    assert!(a.run("ls /sys/kernel").lines().any(|l| l == "mm"));
+}
+
+#[test]
+fn product_uuid_is_stable_per_container_and_unique() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let path = daemon.path("sys/devices/virtual/dmi/id/product_uuid");
+    let read = |c: &Container| c.run(&format!("cat {}", path.display()));
+    let (a1, a2, b1) = (read(&a), read(&a), read(&b));
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b1);
+    assert_eq!(a1.len(), 36, "{a1}");
+}

@@ -105,6 +105,11 @@ pub const TABLE: &[Spec] = &[
     dir("sys"),
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
     subtree("proc/sys", SubtreeId::ProcSys),
+    subtree("sys/kernel", SubtreeId::SysKernel),
+    view(
+        "sys/devices/virtual/dmi/id/product_uuid",
+        ViewId::ProductUuid,
+    ),
 ];
 
 /// Nodes added by `serve --test-nodes`, for tests of the FUSE layer itself.

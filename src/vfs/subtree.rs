@@ -22,6 +22,8 @@ pub enum SubtreeId {
     SysCpu,
     /// `proc/sys`: the caller's own, through an agent in its namespaces.
     ProcSys,
+    /// `sys/kernel`: the host's, read-only, some directories shown empty.
+    SysKernel,
 }
 
 /// What an entry of a subtree is.

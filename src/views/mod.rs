@@ -40,6 +40,8 @@ pub enum ViewId {
     Slabinfo,
     /// `proc/pressure/{cpu,memory,io}`.
     Pressure(PressureKind),
+    /// `sys/devices/virtual/dmi/id/product_uuid`.
+    ProductUuid,
     /// Test-only (`serve --test-nodes`): panics while rendering.
     TestPanic,
     /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
@@ -167,6 +169,10 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
         ViewId::Pressure(kind) => fallback(&format!("pressure/{}", kind.name()), &|c| {
             r::pressure(env, c, kind)
         }),
+        ViewId::ProductUuid => match subject {
+            Subject::Container(c) => sys::dmi::read(env, c).map(String::into_bytes),
+            Subject::Host => sys::dmi::host(env).map(String::into_bytes),
+        },
         ViewId::TestPanic => panic!("test-only view asked to panic"),
         ViewId::TestPattern => Ok(test_pattern().into_bytes()),
         ViewId::TestAgentFault(fault) => sysctl::fault(env, reader, fault).map(|()| Vec::new()),

@@ -1,6 +1,8 @@
 //! Subtrees under `sys/`: what a caller sees below a [`SubtreeId`]'s directory.
 
 pub mod cpu;
+pub mod dmi;
+pub mod kernel;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ fn cpu_root(env: &Env) -> PathBuf {
     env.sys.join("devices/system/cpu")
 }
 
+fn kernel_root(env: &Env) -> PathBuf {
+    env.sys.join("kernel")
+}
+
 fn target(env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
     cpu::map(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel)
 }
@@ -47,6 +53,7 @@ pub fn lookup(
 ) -> Result<Entry> {
     match id {
         SubtreeId::SysCpu => cpu::lookup(&target(env, subject, rel)?),
+        SubtreeId::SysKernel => kernel::lookup(&kernel_root(env), rel),
         SubtreeId::ProcSys => sysctl::lookup(env, who, rel),
     }
 }
@@ -61,6 +68,7 @@ pub fn list(
 ) -> Result<Vec<DirEntry>> {
     match id {
         SubtreeId::SysCpu => cpu::list(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel),
+        SubtreeId::SysKernel => kernel::list(&kernel_root(env), rel),
         SubtreeId::ProcSys => sysctl::list(env, who, rel),
     }
 }
@@ -75,6 +83,7 @@ pub fn read(
 ) -> Result<Vec<u8>> {
     match id {
         SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
+        SubtreeId::SysKernel => kernel::read(&kernel_root(env), rel),
         SubtreeId::ProcSys => sysctl::read(env, who, rel),
     }
 }
@@ -89,6 +98,7 @@ pub fn readlink(
 ) -> Result<Vec<u8>> {
     match id {
         SubtreeId::SysCpu => cpu::readlink(&target(env, subject, rel)?),
+        SubtreeId::SysKernel => kernel::readlink(&kernel_root(env), rel),
         SubtreeId::ProcSys => sysctl::readlink(env, who, rel),
     }
 }
@@ -97,7 +107,7 @@ pub fn readlink(
 /// can be written, as the kernel allows the caller.
 pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Result<()> {
     match id {
-        SubtreeId::SysCpu => Err(crate::error::Error::Access),
+        SubtreeId::SysCpu | SubtreeId::SysKernel => Err(crate::error::Error::Access),
         SubtreeId::ProcSys => sysctl::access(env, who, rel, true),
     }
 }
@@ -105,7 +115,7 @@ pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Res
 /// Writes `data` to file `rel` of subtree `id` for `who`.
 pub fn write(id: SubtreeId, env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
     match id {
-        SubtreeId::SysCpu => Err(crate::error::Error::Access),
+        SubtreeId::SysCpu | SubtreeId::SysKernel => Err(crate::error::Error::Access),
         SubtreeId::ProcSys => sysctl::write(env, who, rel, data),
     }
 }
