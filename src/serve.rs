@@ -21,6 +21,7 @@ use crate::mounts::mounts_at;
 use crate::procfs::ProcRoot;
 use crate::service::Service;
 use crate::vfs::{Spec, TABLE, TEST_TABLE};
+use crate::views::sysctl::emulation::Stores;
 
 /// The mount source nsview mounts with (its `fsname`), which recognises its own mounts: the
 /// kernel shows a FUSE mount made directly with mount(2) as type `fuse`, whatever its subtype.
@@ -125,6 +126,12 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     service.env.agents = Some(agents.clone());
     let registered = Registrations::load(&args.runtime_dir, ProcRoot::default())?;
     service.env.registered = Some(Arc::new(registered));
+    let stores_dir = args.runtime_dir.join("stores");
+    service.env.sysctl_stores =
+        Stores::load(&stores_dir).map_err(|source| ServeError::RuntimeDir {
+            path: stores_dir.clone(),
+            source,
+        })?;
     let service = Arc::new(service);
     let session = Session::new(
         Fs::new(service.clone()),

@@ -187,3 +187,75 @@ fn product_uuid_is_stable_per_container_and_unique() {
     assert_ne!(a1, b1);
     assert_eq!(a1.len(), 36, "{a1}");
 }
+
+#[test]
+fn stored_values_survive_a_daemon_restart() {
+    let (mount, runtime) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let daemon = Daemon::start_on(mount.path(), runtime.path(), &[]);
+    let a = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/sys"])
+        .start();
+    let host_value = host("vm/overcommit_memory");
+    let new = if host_value == "1" { "2" } else { "1" };
+    a.run(&format!("echo {new} > /proc/sys/vm/overcommit_memory"));
+    let (status, _, _) = daemon.terminate();
+    assert!(status.success());
+    let daemon = Daemon::start_on(mount.path(), runtime.path(), &[]);
+    // The container's own bind mount went stale with the old daemon (re-injecting it is
+    // `nsview reattach`'s job); ask from a fresh pid namespace in its network namespace,
+    // which reaches the new mount in the host's mount namespace.
+    let path = daemon.path("proc/sys/vm/overcommit_memory");
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &a.init_pid().to_string(),
+            "--net",
+            "--",
+            "unshare",
+            "--pid",
+            "--fork",
+            "cat",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), new);
+}
+
+#[test]
+fn ping_group_range_is_clamped_to_the_gid_map_and_read_back_as_written() {
+    let daemon = Daemon::start();
+    // A user namespace mapping only its root (gid 0): the kernel would refuse the full range.
+    let c = ContainerBuilder::new()
+        .userns(true)
+        .bind_from(&daemon, &["proc/sys"])
+        .start();
+    let key = "/proc/sys/net/ipv4/ping_group_range";
+    let host_before = host("net/ipv4/ping_group_range");
+    c.run(&format!("echo '0 2147483647' > {key}"));
+    assert_eq!(c.run(&format!("cat {key}")), "0\t2147483647");
+    let kernel = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &c.init_pid().to_string(),
+            "--net",
+            "--",
+            "cat",
+            key,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&kernel.stdout).trim(), "0\t0");
+    assert_eq!(
+        host("net/ipv4/ping_group_range"),
+        host_before,
+        "the host's is untouched"
+    );
+    let out = c.exec(&["bash", "-c", &format!("echo '5 x' > {key}")]);
+    assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
+}

@@ -33,6 +33,10 @@ pub enum Policy {
     RandomUuid,
     /// A random UUID fixed per store; not writable.
     BootId,
+    /// Per network namespace natively, but the kernel refuses ids outside the writer's map:
+    /// it gets the written range clamped to the caller's gid map, the caller reads back what
+    /// it wrote.
+    ClampToIdmap,
 }
 
 /// How a written value is checked (anything else is EINVAL and leaves the value as it was).
@@ -173,6 +177,13 @@ pub const TABLE: &[Emulated] = &[
         "0",
         "global",
     ),
+    e(
+        "net/ipv4/ping_group_range",
+        ClampToIdmap,
+        Ints(2, 0, I32),
+        "1 0",
+        "ids checked against the writer's map",
+    ),
     e("vm/overcommit_memory", Store, Int(0, 2), "0", "global"),
     e(
         "vm/mmap_min_addr",
@@ -248,13 +259,57 @@ pub fn random_uuid() -> String {
         .unwrap_or_default()
 }
 
-/// The stored values, by network-namespace inode, then by path.
+/// The stored values, by network-namespace inode, then by path; with a directory, each
+/// store is also kept in `<dir>/<netns>.json` (written to a temporary file and renamed) and
+/// loaded at start, so a restarted daemon keeps the containers' values.
 #[derive(Debug, Default)]
 pub struct Stores {
     map: Mutex<HashMap<u64, HashMap<&'static str, String>>>,
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Stores {
+    /// The stores persisted in `dir` (created if missing); unreadable files and paths no
+    /// longer in the table are skipped.
+    pub fn load(dir: &std::path::Path) -> std::io::Result<Stores> {
+        std::fs::create_dir_all(dir)?;
+        let mut map = HashMap::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            let Some(netns) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json")?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(values) = serde_json::from_str::<HashMap<String, String>>(&text) else {
+                continue;
+            };
+            let store: HashMap<&'static str, String> = values
+                .into_iter()
+                .filter_map(|(path, value)| Some((find(&path)?.path, value)))
+                .collect();
+            map.insert(netns, store);
+        }
+        Ok(Stores {
+            map: Mutex::new(map),
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    fn persist(&self, store: u64, values: &HashMap<&'static str, String>) {
+        let Some(dir) = &self.dir else { return };
+        let path = dir.join(format!("{store}.json"));
+        let tmp = dir.join(format!(".{store}.json.tmp"));
+        let text = serde_json::to_string(values).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            log::warn!("cannot persist emulated values to {}: {e}", path.display());
+        }
+    }
+
     /// The value `store` holds for `path`, if it was set.
     pub fn get(&self, store: u64, path: &'static str) -> Option<String> {
         self.map.lock().get(&store)?.get(path).cloned()
@@ -262,11 +317,10 @@ impl Stores {
 
     /// Sets `path` in `store`.
     pub fn set(&self, store: u64, path: &'static str, value: String) {
-        self.map
-            .lock()
-            .entry(store)
-            .or_default()
-            .insert(path, value);
+        let mut map = self.map.lock();
+        let values = map.entry(store).or_default();
+        values.insert(path, value);
+        self.persist(store, values);
     }
 
     /// The value of `path` in `store`, set to `make()` if it has none yet.
@@ -276,13 +330,15 @@ impl Stores {
         path: &'static str,
         make: impl FnOnce() -> String,
     ) -> String {
-        self.map
-            .lock()
-            .entry(store)
-            .or_default()
-            .entry(path)
-            .or_insert_with(make)
-            .clone()
+        if let Some(value) = self.get(store, path) {
+            return value;
+        }
+        let value = make();
+        let mut map = self.map.lock();
+        let values = map.entry(store).or_default();
+        let kept = values.entry(path).or_insert(value).clone();
+        self.persist(store, values);
+        kept
     }
 }
 
@@ -312,7 +368,7 @@ mod tests {
         let kernel = names_under("kernel");
         assert!(kernel.contains(&("panic", false)) && kernel.contains(&("yama", true)));
         assert_eq!(names_under("kernel/yama"), [("ptrace_scope", false)]);
-        assert!(is_emulated_dir("net/netfilter") && !is_emulated_dir("net/ipv4"));
+        assert!(is_emulated_dir("net/netfilter") && !is_emulated_dir("net/core"));
         assert!(find("vm/overcommit_memory").is_some() && find("kernel/pid_max").is_none());
     }
 
@@ -332,6 +388,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn stores_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::load(dir.path()).unwrap();
+        stores.set(7, "vm/overcommit_memory", "2".into());
+        std::fs::write(dir.path().join("8.json"), r#"{"no/such/path":"1"}"#).unwrap();
+        std::fs::write(dir.path().join("junk.json"), "{").unwrap();
+        let again = Stores::load(dir.path()).unwrap();
+        assert_eq!(again.get(7, "vm/overcommit_memory").as_deref(), Some("2"));
+        assert_eq!(again.get(8, "vm/overcommit_memory"), None);
     }
 
     #[test]

@@ -29,6 +29,17 @@ impl IdMap {
         Ok(IdMap::parse(&proc.read_host(&format!("{pid}/{file}"))?))
     }
 
+    /// The lowest and highest id the namespace maps (inside numbers).
+    pub fn inside_bounds(&self) -> Option<(u32, u32)> {
+        let first = self.0.iter().map(|(inside, _, _)| *inside).min()?;
+        let last = self
+            .0
+            .iter()
+            .map(|(inside, _, count)| inside.saturating_add(count.saturating_sub(1)))
+            .max()?;
+        Some((first, last))
+    }
+
     /// `outside` as the namespace numbers it; [`OVERFLOW_ID`] when unmapped.
     pub fn inside(&self, outside: u32) -> u32 {
         self.0

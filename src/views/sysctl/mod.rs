@@ -107,9 +107,22 @@ impl<'a> Caller<'a> {
     }
 
     /// The value the caller reads for emulated `e`.
-    fn emulated_value(&self, e: &'static Emulated) -> String {
+    fn emulated_value(&self, e: &'static Emulated) -> Result<String> {
         let host = || host_value(self.env, e);
-        match e.policy {
+        Ok(match e.policy {
+            Policy::ClampToIdmap => match self.env.sysctl_stores.get(self.store(), e.path) {
+                Some(value) => value,
+                None => {
+                    let creds = self.creds()?;
+                    match self.call(Op::Read {
+                        path: e.path.to_owned(),
+                        creds,
+                    })? {
+                        Payload::Data(data) => String::from_utf8_lossy(&data).trim().to_owned(),
+                        other => return Err(unexpected(other)),
+                    }
+                }
+            },
             Policy::Store | Policy::MaxWins | Policy::LiberalWins => self
                 .env
                 .sysctl_stores
@@ -122,6 +135,33 @@ impl<'a> Caller<'a> {
                     .sysctl_stores
                     .get_or_set(self.store(), e.path, emulation::random_uuid)
             }
+        })
+    }
+
+    /// clamp-to-idmap: the kernel refuses ids the writer's user namespace does not map, so
+    /// it gets `value` clamped to the caller's gid map (written in the caller's namespaces
+    /// with its credentials); the caller reads back what it wrote.
+    fn clamp_to_idmap(&self, e: &'static Emulated, value: &str) -> Result<()> {
+        let mut range = value.split('\t').map(|v| v.parse::<u64>().unwrap_or(0));
+        let (lo, hi) = (range.next().unwrap_or(0), range.next().unwrap_or(0));
+        let (lo, hi) = match self.map("gid_map")? {
+            None => (lo, hi),
+            Some(map) => {
+                let (first, last) = map.inside_bounds().ok_or(Error::Os(libc::EINVAL))?;
+                let (lo, hi) = (lo.max(u64::from(first)), hi.min(u64::from(last)));
+                // An empty intersection: the kernel's "nobody may" range.
+                if lo > hi { (1, 0) } else { (lo, hi) }
+            }
+        };
+        let creds = self.creds()?;
+        let data = format!("{lo} {hi}\n").into_bytes();
+        match self.call(Op::Write {
+            path: e.path.to_owned(),
+            data,
+            creds,
+        })? {
+            Payload::Written(_) => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -143,6 +183,10 @@ impl<'a> Caller<'a> {
                 stores.set(self.store(), e.path, value);
             }
             Policy::HostGlobal => write_host(self.env, e, &value)?,
+            Policy::ClampToIdmap => {
+                self.clamp_to_idmap(e, &value)?;
+                stores.set(self.store(), e.path, value);
+            }
             Policy::ReadOnly | Policy::RandomUuid | Policy::BootId => return Err(Error::Access),
         }
         Ok(data.len())
@@ -282,7 +326,7 @@ pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
 pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     let caller = Caller::new(env, who)?;
     if let Some(e) = caller.emulated(rel) {
-        return Ok(format!("{}\n", caller.emulated_value(e)).into_bytes());
+        return Ok(format!("{}\n", caller.emulated_value(e)?).into_bytes());
     }
     let creds = caller.creds()?;
     match caller.call(Op::Read {
