@@ -259,3 +259,31 @@ fn ping_group_range_is_clamped_to_the_gid_map_and_read_back_as_written() {
     let out = c.exec(&["bash", "-c", &format!("echo '5 x' > {key}")]);
     assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
 }
+
+#[test]
+fn sys_devices_virtual_net_lists_the_containers_own_devices() {
+    let daemon = Daemon::start();
+    let a = ContainerBuilder::new()
+        .bind_from(&daemon, &["sys/devices/virtual/net"])
+        .start();
+    a.run("ip link add nsv1 type bridge");
+    let inside = a.run("ls /sys/devices/virtual/net");
+    let names: Vec<&str> = inside.lines().collect();
+    assert_eq!(names, ["lo", "nsv1"], "{inside}");
+    assert_eq!(a.run("cat /sys/devices/virtual/net/lo/mtu"), "65536");
+    let out = a.exec(&[
+        "bash",
+        "-c",
+        "echo 1000 > /sys/devices/virtual/net/nsv1/mtu",
+    ]);
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    // The host sees its own devices through the mount, not the container's.
+    let host: Vec<String> = std::fs::read_dir(daemon.path("sys/devices/virtual/net"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        host.contains(&"lo".to_owned()) && !host.contains(&"nsv1".to_owned()),
+        "{host:?}"
+    );
+}

@@ -457,7 +457,7 @@ fn agents_hold_nothing_of_the_mount_and_show_no_host_mount() {
         }
     }
     // The serving agent (the one in the container's pid namespace) sees only its tmpfs root
-    // and its own procfs.
+    // and its own procfs and sysfs.
     let server = all
         .iter()
         .copied()
@@ -468,7 +468,7 @@ fn agents_hold_nothing_of_the_mount_and_show_no_host_mount() {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2))
         .collect();
-    assert_eq!(kinds, ["tmpfs", "proc"], "{mounts}");
+    assert_eq!(kinds, ["tmpfs", "proc", "sysfs"], "{mounts}");
     // From inside, the agent is a process of the container that nobody may inspect.
     let inside =
         a.run("for p in /proc/[0-9]*; do grep -l nsview-nsenter $p/comm 2>/dev/null; done; true");

@@ -114,7 +114,8 @@ pub fn fork_into_pid_namespace() -> Result<(), String> {
 }
 
 /// A private mount namespace whose root is a tmpfs holding a fresh procfs at `/proc` (the
-/// pid view of the pid namespace joined, the sysctls of the namespaces joined).
+/// pid view of the pid namespace joined, the sysctls of the namespaces joined) and a fresh
+/// sysfs at `/sys` (the network devices of the network namespace joined).
 pub fn private_proc() -> Result<(), String> {
     let err = |what: &str, e: nix::Error| format!("{what}: {e}");
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| err("unshare(CLONE_NEWNS)", e))?;
@@ -154,6 +155,26 @@ pub fn private_proc() -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| err("mount proc", e))?;
+    // sysfs shows the network devices of the namespace that mounts it: ours, joined above
+    // (a sysfs mounted elsewhere would show the host's: sysbox #1041). Best effort: without
+    // it only `sys/devices/virtual/net` is unavailable.
+    let sys = format!("{base}/sys");
+    let sysfs = mkdir(
+        sys.as_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o555),
+    )
+    .and_then(|()| {
+        mount(
+            Some("sysfs"),
+            sys.as_str(),
+            Some("sysfs"),
+            quiet,
+            None::<&str>,
+        )
+    });
+    if let Err(e) = sysfs {
+        eprintln!("nsview-nsenter: no private sysfs ({e}); sys/devices/virtual/net unavailable");
+    }
     chdir(base).map_err(|e| err("chdir", e))?;
     // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the tmpfs.
     pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;

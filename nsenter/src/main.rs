@@ -22,7 +22,8 @@ fn setup(args: &join::Args) -> Result<OwnedFd, String> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::private_proc()?;
     join::close_fds_from(3);
-    let root = std::fs::File::open("/proc/sys").map_err(|e| format!("open /proc/sys: {e}"))?;
+    // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
+    let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
     Ok(root.into())
 }
 

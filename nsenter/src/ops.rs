@@ -1,7 +1,8 @@
 //! Serving requests: one line in, one line out, until the daemon closes the stream.
 //!
-//! Every path is resolved beneath the agent's own `/proc/sys` (`openat2` with
-//! `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` after [`check_path`]). Reads, access checks and
+//! Every path is resolved beneath the agent's own root (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` after [`check_path`], which allows only its
+//! `proc/sys` and `sys/devices/virtual/net`). Reads, access checks and
 //! writes run with the caller's fsuid, fsgid and effective capabilities (set for the one
 //! operation, then restored), so the kernel's own permission checks decide exactly as they
 //! would for the caller. Supplementary groups are not carried over (sysctl files are
@@ -41,7 +42,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent resolving paths beneath `root` (its `/proc/sys`).
+    /// An agent resolving paths beneath `root` (its private root directory).
     pub fn new(root: OwnedFd, allow_faults: bool) -> Agent {
         Agent { root, allow_faults }
     }
@@ -393,8 +394,8 @@ mod tests {
     #[test]
     fn lookup_readdir_read_and_write_beneath_the_root() {
         let dir = tempfile_dir();
-        std::fs::create_dir(dir.join("net")).unwrap();
-        std::fs::write(dir.join("net/ip_forward"), "0\n").unwrap();
+        std::fs::create_dir_all(dir.join("proc/sys/net")).unwrap();
+        std::fs::write(dir.join("proc/sys/net/ip_forward"), "0\n").unwrap();
         let a = agent(&dir);
         let replies = converse(
             &a,
@@ -402,12 +403,14 @@ mod tests {
                 hello(),
                 Request {
                     id: 2,
-                    op: Op::Readdir { path: "net".into() },
+                    op: Op::Readdir {
+                        path: "proc/sys/net".into(),
+                    },
                 },
                 Request {
                     id: 3,
                     op: Op::Write {
-                        path: "net/ip_forward".into(),
+                        path: "proc/sys/net/ip_forward".into(),
                         data: b"1\n".to_vec(),
                         creds: root_creds(),
                     },
@@ -415,20 +418,20 @@ mod tests {
                 Request {
                     id: 4,
                     op: Op::Read {
-                        path: "net/ip_forward".into(),
+                        path: "proc/sys/net/ip_forward".into(),
                         creds: root_creds(),
                     },
                 },
                 Request {
                     id: 5,
                     op: Op::Lookup {
-                        path: "net/../../etc".into(),
+                        path: "proc/sys/../../etc".into(),
                     },
                 },
                 Request {
                     id: 6,
                     op: Op::Lookup {
-                        path: "nope".into(),
+                        path: "proc/sys/nope".into(),
                     },
                 },
             ],

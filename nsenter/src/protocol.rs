@@ -3,7 +3,8 @@
 //!
 //! Closed and typed: unknown fields and unknown operations are rejected, every request
 //! carries an id that its response repeats, and the first exchange checks [`VERSION`].
-//! Paths are relative to the agent's private `/proc/sys` and checked by [`check_path`].
+//! Paths are relative to the agent's private root (a tmpfs holding its own procfs and
+//! sysfs), limited to [`ROOTS`] and checked by [`check_path`].
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,9 @@ pub const MAX_WRITE: usize = 4096;
 pub const MAX_READ: usize = 64 * 1024;
 /// Longest path accepted.
 pub const MAX_PATH: usize = 4096;
+/// The only trees an agent serves, relative to its root: its `/proc/sys` and its
+/// `/sys/devices/virtual/net` (the network devices of the namespace it joined).
+pub const ROOTS: [&str; 2] = ["proc/sys", "sys/devices/virtual/net"];
 
 /// Credentials a read, access check or write is performed with, as the caller's user
 /// namespace (the agent's) numbers them.
@@ -230,14 +234,11 @@ pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtoError
     serde_json::from_slice(line).map_err(|e| ProtoError::Malformed(e.to_string()))
 }
 
-/// Whether `path` may be used: relative, below the root (no `.` or `..` components, no empty
-/// ones), no NUL, at most [`MAX_PATH`] bytes. "" is the root itself.
+/// Whether `path` may be used: one of [`ROOTS`] or below one, with no `.`, `..` or empty
+/// components and no NUL, at most [`MAX_PATH`] bytes.
 pub fn check_path(path: &str) -> Result<(), String> {
     if path.len() > MAX_PATH {
         return Err("path too long".into());
-    }
-    if path.is_empty() {
-        return Ok(());
     }
     if path.contains('\0') {
         return Err("NUL in path".into());
@@ -246,6 +247,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!("bad path component {part:?} in {path:?}"));
         }
+    }
+    let served = ROOTS
+        .iter()
+        .any(|root| path == *root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/')));
+    if !served {
+        return Err(format!("{path:?} is outside what an agent serves"));
     }
     Ok(())
 }
@@ -359,17 +366,23 @@ mod tests {
     }
 
     #[test]
-    fn paths_stay_below_the_root() {
-        assert!(check_path("").is_ok());
-        assert!(check_path("net/ipv4/ip_forward").is_ok());
+    fn paths_stay_below_the_served_roots() {
+        assert!(check_path("proc/sys").is_ok());
+        assert!(check_path("proc/sys/net/ipv4/ip_forward").is_ok());
+        assert!(check_path("sys/devices/virtual/net/lo/mtu").is_ok());
         for bad in [
+            "",
             "/etc/passwd",
             "..",
-            "net/../../x",
-            "net//x",
+            "proc/sys/../../x",
+            "proc/sys//x",
             "./x",
-            "x/",
+            "proc/sys/",
             "a\0b",
+            "proc/1/environ",
+            "proc/sysx",
+            "sys/devices/virtual",
+            "etc/shadow",
         ] {
             assert!(check_path(bad).is_err(), "{bad:?}");
         }

@@ -70,9 +70,10 @@ fn kind_of(kind: FileType) -> EntryKind {
 /// Whether requests about `target` need to know whose container the caller is in (views by
 /// container do; `proc/sys` goes by the caller's own namespaces, not its container).
 pub fn needs_subject(target: &Target<'_>) -> bool {
+    let by_caller = |id: SubtreeId| matches!(id, SubtreeId::ProcSys | SubtreeId::SysNet);
     match target {
-        Target::Table(node) => node.kind != NodeKind::Subtree(SubtreeId::ProcSys),
-        Target::Dynamic(d) => d.subtree != SubtreeId::ProcSys,
+        Target::Table(node) => !matches!(node.kind, NodeKind::Subtree(id) if by_caller(id)),
+        Target::Dynamic(d) => !by_caller(d.subtree),
     }
 }
 

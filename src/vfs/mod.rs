@@ -106,6 +106,7 @@ pub const TABLE: &[Spec] = &[
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
     subtree("proc/sys", SubtreeId::ProcSys),
     subtree("sys/kernel", SubtreeId::SysKernel),
+    subtree("sys/devices/virtual/net", SubtreeId::SysNet),
     view(
         "sys/devices/virtual/dmi/id/product_uuid",
         ViewId::ProductUuid,

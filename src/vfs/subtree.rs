@@ -24,6 +24,8 @@ pub enum SubtreeId {
     ProcSys,
     /// `sys/kernel`: the host's, read-only, some directories shown empty.
     SysKernel,
+    /// `sys/devices/virtual/net`: the caller's own network devices, through its agent.
+    SysNet,
 }
 
 /// What an entry of a subtree is.

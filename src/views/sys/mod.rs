@@ -54,6 +54,7 @@ pub fn lookup(
     match id {
         SubtreeId::SysCpu => cpu::lookup(&target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::lookup(&kernel_root(env), rel),
+        SubtreeId::SysNet => sysctl::net::lookup(env, who, rel),
         SubtreeId::ProcSys => sysctl::lookup(env, who, rel),
     }
 }
@@ -69,6 +70,7 @@ pub fn list(
     match id {
         SubtreeId::SysCpu => cpu::list(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel),
         SubtreeId::SysKernel => kernel::list(&kernel_root(env), rel),
+        SubtreeId::SysNet => sysctl::net::list(env, who, rel),
         SubtreeId::ProcSys => sysctl::list(env, who, rel),
     }
 }
@@ -84,6 +86,7 @@ pub fn read(
     match id {
         SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::read(&kernel_root(env), rel),
+        SubtreeId::SysNet => sysctl::net::read(env, who, rel),
         SubtreeId::ProcSys => sysctl::read(env, who, rel),
     }
 }
@@ -99,6 +102,7 @@ pub fn readlink(
     match id {
         SubtreeId::SysCpu => cpu::readlink(&target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::readlink(&kernel_root(env), rel),
+        SubtreeId::SysNet => sysctl::net::readlink(env, who, rel),
         SubtreeId::ProcSys => sysctl::readlink(env, who, rel),
     }
 }
@@ -107,7 +111,9 @@ pub fn readlink(
 /// can be written, as the kernel allows the caller.
 pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Result<()> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysKernel => Err(crate::error::Error::Access),
+        SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
+            Err(crate::error::Error::Access)
+        }
         SubtreeId::ProcSys => sysctl::access(env, who, rel, true),
     }
 }
@@ -115,7 +121,9 @@ pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Res
 /// Writes `data` to file `rel` of subtree `id` for `who`.
 pub fn write(id: SubtreeId, env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysKernel => Err(crate::error::Error::Access),
+        SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
+            Err(crate::error::Error::Access)
+        }
         SubtreeId::ProcSys => sysctl::write(env, who, rel, data),
     }
 }

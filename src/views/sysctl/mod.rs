@@ -10,6 +10,7 @@
 
 pub mod emulation;
 mod ids;
+pub mod net;
 
 use nsview_nsenter::protocol::{Creds, DirItem, Kind, Op, Payload, Stat};
 
@@ -115,7 +116,7 @@ impl<'a> Caller<'a> {
                 None => {
                     let creds = self.creds()?;
                     match self.call(Op::Read {
-                        path: e.path.to_owned(),
+                        path: agent_path(e.path),
                         creds,
                     })? {
                         Payload::Data(data) => String::from_utf8_lossy(&data).trim().to_owned(),
@@ -156,7 +157,7 @@ impl<'a> Caller<'a> {
         let creds = self.creds()?;
         let data = format!("{lo} {hi}\n").into_bytes();
         match self.call(Op::Write {
-            path: e.path.to_owned(),
+            path: agent_path(e.path),
             data,
             creds,
         })? {
@@ -246,6 +247,15 @@ fn raise_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// `rel` below `proc/sys` as the agent names it.
+fn agent_path(rel: &str) -> String {
+    if rel.is_empty() {
+        "proc/sys".to_owned()
+    } else {
+        format!("proc/sys/{rel}")
+    }
+}
+
 fn kind(kind: Kind) -> EntryKind {
     match kind {
         Kind::Dir => EntryKind::Dir,
@@ -270,7 +280,7 @@ pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
         return caller.made_entry(EntryKind::File, writable);
     }
     match caller.call(Op::Lookup {
-        path: rel.to_owned(),
+        path: agent_path(rel),
     }) {
         Ok(Payload::Entry(stat)) => caller.entry(&stat),
         Ok(other) => Err(unexpected(other)),
@@ -286,7 +296,7 @@ pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
 pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
     let caller = Caller::new(env, who)?;
     let native = caller.call(Op::Readdir {
-        path: rel.to_owned(),
+        path: agent_path(rel),
     });
     let mut entries: Vec<DirEntry> = match native {
         Ok(Payload::Entries(items)) => items
@@ -330,7 +340,7 @@ pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     }
     let creds = caller.creds()?;
     match caller.call(Op::Read {
-        path: rel.to_owned(),
+        path: agent_path(rel),
         creds,
     })? {
         Payload::Data(data) => Ok(data),
@@ -346,7 +356,7 @@ pub fn access(env: &Env, who: &Requester, rel: &str, write: bool) -> Result<()> 
     }
     let creds = caller.creds()?;
     match caller.call(Op::Access {
-        path: rel.to_owned(),
+        path: agent_path(rel),
         write,
         creds,
     })? {
@@ -366,7 +376,7 @@ pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize
     }
     let creds = caller.creds()?;
     let op = Op::Write {
-        path: rel.to_owned(),
+        path: agent_path(rel),
         data: data.to_vec(),
         creds,
     };
@@ -379,7 +389,7 @@ pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize
 /// The target of symlink `rel`.
 pub fn readlink(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     match Caller::new(env, who)?.call(Op::Readlink {
-        path: rel.to_owned(),
+        path: agent_path(rel),
     })? {
         Payload::Link(target) => Ok(target.into_bytes()),
         other => Err(unexpected(other)),
