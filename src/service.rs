@@ -129,6 +129,16 @@ impl Service {
         views::sys::readlink(id, &self.env, subject, who, rel)
     }
 
+    /// Whether `who` may open host-global `view` for writing.
+    pub fn view_access_write(&self, view: ViewId, who: &Requester) -> Result<()> {
+        views::access_write(view, &self.env, who)
+    }
+
+    /// Writes `data` to host-global `view` for `who`.
+    pub fn view_write(&self, view: ViewId, who: &Requester, data: &[u8]) -> Result<usize> {
+        views::write(view, &self.env, who, data)
+    }
+
     /// Whether `who` may open `rel` in subtree `id` for writing.
     pub fn subtree_access_write(&self, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
         views::sys::access_write(id, &self.env, who, rel)

@@ -287,3 +287,66 @@ fn sys_devices_virtual_net_lists_the_containers_own_devices() {
         "{host:?}"
     );
 }
+
+/// Puts the host's conntrack hash size back on drop.
+struct RestoreHashsize(String);
+
+impl Drop for RestoreHashsize {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/module/nf_conntrack/parameters/hashsize", &self.0);
+    }
+}
+
+#[test]
+fn conntrack_hashsize_is_host_global_for_container_root_only() {
+    let host_path = "/sys/module/nf_conntrack/parameters/hashsize";
+    let Ok(before) = std::fs::read_to_string(host_path) else {
+        return; // no conntrack on this kernel
+    };
+    let _restore = RestoreHashsize(before.clone());
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let path = daemon.path("sys/module/nf_conntrack/parameters/hashsize");
+    let path = path.display();
+    assert_eq!(a.run(&format!("cat {path}")), before.trim());
+    let wanted = before.trim().parse::<u64>().unwrap() + 1024;
+    a.run(&format!("echo {wanted} > {path}"));
+    assert_eq!(
+        std::fs::read_to_string(host_path).unwrap().trim(),
+        wanted.to_string()
+    );
+    let out = a.exec(&["bash", "-c", &format!("echo lots > {path}")]);
+    assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
+    let user =
+        format!("setpriv --reuid 1000 --regid 1000 --clear-groups bash -c 'echo 1 > {path}'");
+    let out = a.sh(&user);
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+}
+
+#[test]
+fn unregistering_a_container_drops_its_values() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let key = "/proc/sys/vm/overcommit_memory";
+    let host_value = host("vm/overcommit_memory");
+    let new = if host_value == "1" { "2" } else { "1" };
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsview"))
+            .arg("ctl")
+            .arg("--runtime-dir")
+            .arg(daemon.runtime_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["register", "--id", "a", "--pid", &a.init_pid().to_string()]);
+    a.run(&format!("echo {new} > {key}"));
+    assert_eq!(a.run(&format!("cat {key}")), new);
+    ctl(&["unregister", "--id", "a"]);
+    assert_eq!(a.run(&format!("cat {key}")), host_value);
+}

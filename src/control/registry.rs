@@ -26,6 +26,9 @@ pub struct Registered {
     pub start_ticks: u64,
     /// Inode of its pid namespace.
     pub pidns: u64,
+    /// Inode of its network namespace (whose store of emulated values is the container's).
+    #[serde(default)]
+    pub netns: u64,
     /// CPU view for this container (`quota` or `cpuset`); the daemon's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_view: Option<String>,
@@ -97,6 +100,7 @@ impl Registrations {
             pid,
             start_ticks: self.proc.start_ticks(pid)?,
             pidns: self.proc.ns_inode(pid, "pid")?,
+            netns: self.proc.ns_inode(pid, "net")?,
             cpu_view: cpu_view.map(|v| v.name().to_owned()),
         };
         self.persist(&r)?;
@@ -125,10 +129,10 @@ impl Registrations {
         Ok(r)
     }
 
-    /// Unregisters `id`; `false` when it was not registered.
-    pub fn unregister(&self, id: &str) -> bool {
-        let removed = self.map.lock().remove(id).is_some();
-        if removed {
+    /// Unregisters `id`, returning what was registered.
+    pub fn unregister(&self, id: &str) -> Option<Registered> {
+        let removed = self.map.lock().remove(id);
+        if removed.is_some() {
             let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
             info!("container {id} unregistered");
         }
@@ -180,6 +184,7 @@ mod tests {
             pid: me,
             start_ticks: 1,
             pidns: 1,
+            netns: 1,
             cpu_view: None,
         };
         std::fs::write(
@@ -194,8 +199,8 @@ mod tests {
         assert!(!dir.path().join("containers/dead.json").exists());
         let pidns = ProcRoot::default().ns_inode(me, "pid").unwrap();
         assert_eq!(again.cpu_view_for(pidns), Some(CpuView::Cpuset));
-        assert!(again.unregister("alive"));
-        assert!(!again.unregister("alive"));
+        assert!(again.unregister("alive").is_some());
+        assert!(again.unregister("alive").is_none());
         assert!(again.list().is_empty());
         assert!(regs.register("../x", me, None).is_err());
     }

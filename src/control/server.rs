@@ -123,8 +123,15 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             }
         }
         CtlRequest::Unregister { id } => match registry.unregister(&id) {
-            true => CtlResponse::ok(json!({ "id": id })),
-            false => CtlResponse::err(format!("{id} is not registered")),
+            Some(r) => {
+                // Its emulated values go with it, unless another registered container
+                // shares its network namespace.
+                if !registry.list().iter().any(|other| other.netns == r.netns) {
+                    service.env.sysctl_stores.remove(r.netns);
+                }
+                CtlResponse::ok(json!({ "id": id }))
+            }
+            None => CtlResponse::err(format!("{id} is not registered")),
         },
         CtlRequest::List => CtlResponse::ok(json!(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {

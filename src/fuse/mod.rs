@@ -126,9 +126,13 @@ impl Fs {
                 crate::vfs::EntryKind::Symlink => return Err(Error::Os(libc::ELOOP)),
             },
         };
-        let table = matches!(target, Target::Table(_));
-        if table && (write || flags.0 & libc::O_TRUNC != 0) {
-            return Err(Error::Access);
+        match &source {
+            // A host-global view takes writes from the caller's root, checked now.
+            Source::View(view) if write && view.is_host_global() => {
+                self.service.view_access_write(*view, &ctx.who)?;
+            }
+            Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
+            _ => {}
         }
         let handle = Handle {
             source,
@@ -161,16 +165,16 @@ impl Fs {
     /// value at offset 0, as the kernel's sysctl files do.
     fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<usize> {
         let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
-        let Source::Subtree(id, rel) = &handle.source else {
-            return Err(Error::Access);
-        };
         if !handle.writable {
             return Err(Error::Os(libc::EBADF));
         }
         if offset != 0 {
             return Err(Error::Os(libc::EINVAL));
         }
-        self.service.subtree_write(*id, &handle.who, rel, data)
+        match &handle.source {
+            Source::Subtree(id, rel) => self.service.subtree_write(*id, &handle.who, rel, data),
+            Source::View(view) => self.service.view_write(*view, &handle.who, data),
+        }
     }
 
     /// Renders a handle's view; a panic inside the view becomes an error for this request
@@ -192,6 +196,11 @@ impl Fs {
             Err(Error::ViewPanicked(msg))
         })
     }
+}
+
+/// Whether a table node is a view that takes writes through to the host.
+fn node_is_host_global(node: &crate::vfs::Node) -> bool {
+    matches!(node.kind, NodeKind::File(view) if view.is_host_global())
 }
 
 /// The requesting task and its ids, as the kernel gave them.
@@ -319,6 +328,9 @@ impl Filesystem for Fs {
         let result = match target {
             Ok(Target::Dynamic(d)) if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys => {
                 self.attrs(&Target::Dynamic(d), &self.ctx_for(req, ino.0))
+            }
+            Ok(Target::Table(node)) if truncating && node_is_host_global(node) => {
+                self.attrs(&Target::Table(node), &self.ctx_for(req, ino.0))
             }
             Ok(_) => Err(Error::Access),
             Err(e) => Err(e),

@@ -111,6 +111,14 @@ pub const TABLE: &[Spec] = &[
         "sys/devices/virtual/dmi/id/product_uuid",
         ViewId::ProductUuid,
     ),
+    // Root-only like the host's; writes go through to the host (host-global).
+    Spec {
+        mode: 0o600,
+        ..view(
+            "sys/module/nf_conntrack/parameters/hashsize",
+            ViewId::ConntrackHashsize,
+        )
+    },
 ];
 
 /// Nodes added by `serve --test-nodes`, for tests of the FUSE layer itself.

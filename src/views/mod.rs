@@ -42,6 +42,9 @@ pub enum ViewId {
     Pressure(PressureKind),
     /// `sys/devices/virtual/dmi/id/product_uuid`.
     ProductUuid,
+    /// `sys/module/nf_conntrack/parameters/hashsize`: the host's, written through by a
+    /// container's root (host-global).
+    ConntrackHashsize,
     /// Test-only (`serve --test-nodes`): panics while rendering.
     TestPanic,
     /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
@@ -60,6 +63,13 @@ pub struct Requester {
     pub uid: u32,
     /// Its fsgid.
     pub gid: u32,
+}
+
+impl ViewId {
+    /// Whether writes to the view go through to the host (from the caller's root only).
+    pub fn is_host_global(self) -> bool {
+        self == ViewId::ConntrackHashsize
+    }
 }
 
 /// Whose view is rendered.
@@ -151,6 +161,25 @@ impl Env {
     }
 }
 
+/// The host file behind [`ViewId::ConntrackHashsize`], below the sysfs root.
+pub const HASHSIZE: &str = "module/nf_conntrack/parameters/hashsize";
+
+/// Whether `who` may write host-global `view`.
+pub fn access_write(view: ViewId, env: &Env, who: &Requester) -> Result<()> {
+    match view {
+        ViewId::ConntrackHashsize => sysctl::host_global_access(env, who),
+        _ => Err(crate::error::Error::Access),
+    }
+}
+
+/// Writes `data` to host-global `view` for `who`.
+pub fn write(view: ViewId, env: &Env, who: &Requester, data: &[u8]) -> Result<usize> {
+    match view {
+        ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, data),
+        _ => Err(crate::error::Error::Access),
+    }
+}
+
 /// Renders `view` for `subject`, read by task `reader`: the whole file.
 pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result<Vec<u8>> {
     use proc::resources as r;
@@ -173,6 +202,7 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
             Subject::Container(c) => sys::dmi::read(env, c).map(String::into_bytes),
             Subject::Host => sys::dmi::host(env).map(String::into_bytes),
         },
+        ViewId::ConntrackHashsize => sysctl::host_global_read(env, HASHSIZE),
         ViewId::TestPanic => panic!("test-only view asked to panic"),
         ViewId::TestPattern => Ok(test_pattern().into_bytes()),
         ViewId::TestAgentFault(fault) => sysctl::fault(env, reader, fault).map(|()| Vec::new()),

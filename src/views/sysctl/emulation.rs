@@ -315,6 +315,14 @@ impl Stores {
         self.map.lock().get(&store)?.get(path).cloned()
     }
 
+    /// Drops `store` and its file.
+    pub fn remove(&self, store: u64) {
+        self.map.lock().remove(&store);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(format!("{store}.json")));
+        }
+    }
+
     /// Sets `path` in `store`.
     pub fn set(&self, store: u64, path: &'static str, value: String) {
         let mut map = self.map.lock();

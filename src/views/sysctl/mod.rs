@@ -406,3 +406,30 @@ pub fn fault(env: &Env, tid: u32, fault: nsview_nsenter::protocol::Fault) -> Res
     };
     Caller::new(env, &who)?.call(Op::Fault { fault }).map(drop)
 }
+
+/// A host-global file below the host's sysfs: its content.
+pub fn host_global_read(env: &Env, rel: &str) -> Result<Vec<u8>> {
+    let path = env.sys.join(rel);
+    std::fs::read(&path).map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// Whether `who` may write a host-global file: its user namespace's root only.
+pub fn host_global_access(env: &Env, who: &Requester) -> Result<()> {
+    if Caller::new(env, who)?.creds()?.uid != 0 {
+        return Err(Error::Access);
+    }
+    Ok(())
+}
+
+/// Writes a host-global file below the host's sysfs for `who` (its root only): a positive
+/// integer, else EINVAL.
+pub fn host_global_write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
+    host_global_access(env, who)?;
+    let value = emulation::validate(emulation::Check::Int(1, i64::from(i32::MAX)), data)
+        .ok_or(Error::Os(libc::EINVAL))?;
+    let path = env.sys.join(rel);
+    std::fs::write(&path, format!("{value}\n"))
+        .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    log::info!("{} set to {value} for caller {}", path.display(), who.pid);
+    Ok(data.len())
+}
