@@ -120,12 +120,18 @@ fn emulated_entries_are_listed_even_where_the_kernel_hides_them() {
     assert_eq!(names.len(), before);
 }
 
-/// Puts the host's `nf_conntrack_max` back on drop, also when the test fails.
-struct RestoreHost(String);
+/// Puts a host file's content back on drop, also when the test fails.
+struct RestoreHost(&'static str, String);
+
+impl RestoreHost {
+    fn save(path: &'static str) -> Option<RestoreHost> {
+        Some(RestoreHost(path, std::fs::read_to_string(path).ok()?))
+    }
+}
 
 impl Drop for RestoreHost {
     fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
+        let _ = std::fs::write(self.0, &self.1);
     }
 }
 
@@ -135,7 +141,7 @@ fn nf_conntrack_max_is_max_wins() {
     let (a, b) = (container(&daemon), container(&daemon));
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
     let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
-    let _restore = RestoreHost(host_value.to_string());
+    let _restore = RestoreHost::save("/proc/sys/net/netfilter/nf_conntrack_max");
     a.run(&format!("echo {} > {key}", host_value - 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value - 100).to_string());
     assert_eq!(
@@ -288,22 +294,13 @@ fn sys_devices_virtual_net_lists_the_containers_own_devices() {
     );
 }
 
-/// Puts the host's conntrack hash size back on drop.
-struct RestoreHashsize(String);
-
-impl Drop for RestoreHashsize {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/sys/module/nf_conntrack/parameters/hashsize", &self.0);
-    }
-}
-
 #[test]
 fn conntrack_hashsize_is_host_global_for_container_root_only() {
     let host_path = "/sys/module/nf_conntrack/parameters/hashsize";
-    let Ok(before) = std::fs::read_to_string(host_path) else {
+    let Some(restore) = RestoreHost::save(host_path) else {
         return; // no conntrack on this kernel
     };
-    let _restore = RestoreHashsize(before.clone());
+    let before = restore.1.clone();
     let daemon = Daemon::start();
     let a = container(&daemon);
     let path = daemon.path("sys/module/nf_conntrack/parameters/hashsize");
