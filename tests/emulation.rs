@@ -347,3 +347,29 @@ fn unregistering_a_container_drops_its_values() {
     ctl(&["unregister", "--id", "a"]);
     assert_eq!(a.run(&format!("cat {key}")), host_value);
 }
+
+#[test]
+fn containers_sharing_a_network_namespace_share_a_store() {
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let host_value = host("vm/overcommit_memory");
+    let new = if host_value == "1" { "2" } else { "1" };
+    a.run(&format!("echo {new} > /proc/sys/vm/overcommit_memory"));
+    // A second container in A's network namespace (its own pid namespace, as a pod's
+    // containers are), reading through the mount.
+    let path = daemon.path("proc/sys/vm/overcommit_memory");
+    let out = std::process::Command::new("nsenter")
+        .args(["--target", &a.init_pid().to_string(), "--net", "--"])
+        .args(["unshare", "--pid", "--fork", "--mount-proc", "cat"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), new);
+    // One in a network namespace of its own keeps the host's value.
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "--pid", "--fork", "--mount-proc", "cat"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host_value);
+}
