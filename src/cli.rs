@@ -20,6 +20,31 @@ pub enum Command {
     Serve(ServeArgs),
     /// Talk to a running daemon: list, status, register, unregister.
     Ctl(CtlArgs),
+    /// Add nsview's hooks to an OCI runtime config.json (idempotently).
+    OciPatch(OciPatchArgs),
+}
+
+/// Options of `nsview oci-patch`.
+#[derive(Debug, Args)]
+pub struct OciPatchArgs {
+    /// The bundle's config.json, patched in place.
+    pub config: PathBuf,
+
+    /// The daemon's mountpoint.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nsview")]
+    pub mountpoint: PathBuf,
+
+    /// The daemon's runtime directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/nsview")]
+    pub runtime_dir: PathBuf,
+
+    /// The hook binary (default: this nsview).
+    #[arg(long, value_name = "PATH")]
+    pub hook: Option<PathBuf>,
+
+    /// Keep /proc/sys in linux.readonlyPaths.
+    #[arg(long)]
+    pub keep_readonly: bool,
 }
 
 /// Options of `nsview ctl`.

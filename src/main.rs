@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Command::Serve(args) => nsview::serve::run(args).map_err(Into::into),
         Command::Ctl(args) => nsview::control::ctl(args).map_err(Into::into),
+        Command::OciPatch(args) => nsview::oci::patch::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

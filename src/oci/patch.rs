@@ -1,0 +1,236 @@
+//! `nsview oci-patch CONFIG.json`: adds nsview's `createRuntime` and `poststop` hooks to an
+//! OCI runtime config, idempotently (earlier nsview hooks are replaced, every other field is
+//! kept), and removes `/proc/sys` from `linux.readonlyPaths` (nsview makes its writes safe)
+//! unless asked to keep it. The file is rewritten only when everything succeeded (a temporary
+//! file renamed over it), so a bad config is left untouched.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::cli::OciPatchArgs;
+
+/// Why patching failed; each one line.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The file cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The config.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not JSON.
+    #[error("{path} is not valid JSON: {reason}")]
+    Json {
+        /// The config.
+        path: PathBuf,
+        /// Where and why.
+        reason: String,
+    },
+    /// JSON, but not an OCI config's shape.
+    #[error("{path}: {reason}")]
+    Shape {
+        /// The config.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What to put in the config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The hook binary (this `nsview`).
+    pub hook: PathBuf,
+    /// The daemon's mountpoint.
+    pub mountpoint: PathBuf,
+    /// The daemon's runtime directory.
+    pub runtime_dir: PathBuf,
+    /// Keep `/proc/sys` in `linux.readonlyPaths`.
+    pub keep_readonly: bool,
+}
+
+/// The hook entry for `stage` (`create-runtime` or `poststop`).
+pub fn hook_entry(opts: &Options, stage: &str) -> Value {
+    json!({
+        "path": opts.hook,
+        "args": [
+            "nsview", "oci-hook", "--stage", stage,
+            "--mountpoint", opts.mountpoint, "--runtime-dir", opts.runtime_dir,
+        ],
+    })
+}
+
+/// Whether a hook entry is one of nsview's (any earlier version, any path).
+fn is_ours(hook: &Value) -> bool {
+    hook["args"]
+        .as_array()
+        .is_some_and(|args| args.get(1).and_then(Value::as_str) == Some("oci-hook"))
+}
+
+/// Patches `config` in place; returns what it did, one line each.
+pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> {
+    let root = config
+        .as_object_mut()
+        .ok_or("the config is not a JSON object")?;
+    let hooks = root.entry("hooks").or_insert_with(|| json!({}));
+    let hooks = hooks.as_object_mut().ok_or("\"hooks\" is not an object")?;
+    let mut said = Vec::new();
+    for (stage_key, stage) in [
+        ("createRuntime", "create-runtime"),
+        ("poststop", "poststop"),
+    ] {
+        let list = hooks.entry(stage_key).or_insert_with(|| json!([]));
+        let list = list
+            .as_array_mut()
+            .ok_or(format!("\"hooks.{stage_key}\" is not an array"))?;
+        let before = list.len();
+        list.retain(|h| !is_ours(h));
+        list.push(hook_entry(opts, stage));
+        said.push(if list.len() == before {
+            format!("hooks.{stage_key}: nsview hook replaced")
+        } else {
+            format!("hooks.{stage_key}: nsview hook added")
+        });
+    }
+    if !opts.keep_readonly
+        && let Some(paths) = root
+            .get_mut("linux")
+            .and_then(|l| l.get_mut("readonlyPaths"))
+            .and_then(Value::as_array_mut)
+    {
+        let before = paths.len();
+        paths.retain(|p| p.as_str() != Some("/proc/sys"));
+        if paths.len() != before {
+            said.push(
+                "linux.readonlyPaths: /proc/sys removed (nsview makes writes there safe; \
+                 --keep-readonly keeps it)"
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(said)
+}
+
+/// Runs `nsview oci-patch`.
+pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
+    let path = &args.config;
+    let io = |source| PatchError::Io {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let mut config: Value = serde_json::from_str(&text).map_err(|e| PatchError::Json {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let hook = match &args.hook {
+        Some(hook) => hook.clone(),
+        None => std::env::current_exe().map_err(io)?,
+    };
+    let opts = Options {
+        hook,
+        mountpoint: args.mountpoint.clone(),
+        runtime_dir: args.runtime_dir.clone(),
+        keep_readonly: args.keep_readonly,
+    };
+    let said = patch(&mut config, &opts).map_err(|reason| PatchError::Shape {
+        path: path.clone(),
+        reason,
+    })?;
+    write_atomically(path, &config).map_err(io)?;
+    for line in said {
+        println!("{}: {line}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes `config` beside `path` and renames it over `path`, keeping its permissions.
+fn write_atomically(path: &Path, config: &Value) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(config).unwrap_or_default();
+    text.push('\n');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.nsview-tmp"));
+    std::fs::write(&tmp, text)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            hook: "/usr/bin/nsview".into(),
+            mountpoint: "/var/lib/nsview".into(),
+            runtime_dir: "/run/nsview".into(),
+            keep_readonly: false,
+        }
+    }
+
+    fn config() -> Value {
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh"]},
+            "hooks": {"poststop": [{"path": "/bin/true"}]},
+            "linux": {"readonlyPaths": ["/proc/bus", "/proc/sys"], "namespaces": [{"type": "pid"}]},
+        })
+    }
+
+    #[test]
+    fn hooks_are_added_once_and_other_fields_kept() {
+        let mut c = config();
+        patch(&mut c, &opts()).unwrap();
+        let once = c.clone();
+        let said = patch(&mut c, &opts()).unwrap();
+        assert_eq!(c, once, "idempotent");
+        assert!(said[0].contains("replaced"));
+        assert_eq!(c["hooks"]["createRuntime"].as_array().unwrap().len(), 1);
+        let poststop = c["hooks"]["poststop"].as_array().unwrap();
+        assert_eq!(poststop.len(), 2, "the runtime's own hook stays");
+        assert_eq!(poststop[0]["path"], "/bin/true");
+        assert_eq!(c["hooks"]["createRuntime"][0]["args"][3], "create-runtime");
+        assert_eq!(c["process"]["args"][0], "sh");
+        assert_eq!(c["linux"]["namespaces"][0]["type"], "pid");
+    }
+
+    #[test]
+    fn proc_sys_leaves_readonly_paths_unless_kept() {
+        let mut c = config();
+        let said = patch(&mut c, &opts()).unwrap();
+        assert_eq!(c["linux"]["readonlyPaths"], json!(["/proc/bus"]));
+        assert!(said.iter().any(|l| l.contains("/proc/sys removed")));
+        let mut kept = config();
+        patch(
+            &mut kept,
+            &Options {
+                keep_readonly: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            kept["linux"]["readonlyPaths"],
+            json!(["/proc/bus", "/proc/sys"])
+        );
+    }
+
+    #[test]
+    fn odd_shapes_are_errors() {
+        assert!(patch(&mut json!([1, 2]), &opts()).is_err());
+        assert!(patch(&mut json!({"hooks": 3}), &opts()).is_err());
+        assert!(patch(&mut json!({"hooks": {"poststop": {}}}), &opts()).is_err());
+        let mut bare = json!({});
+        patch(&mut bare, &opts()).unwrap();
+        assert_eq!(bare["hooks"]["poststop"].as_array().unwrap().len(), 1);
+    }
+}
