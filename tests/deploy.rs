@@ -1,0 +1,145 @@
+//! The deployment files in `deploy/` parse, and their paths and flags match the daemon's
+//! defaults (taken from the command line definition itself).
+
+use clap::CommandFactory;
+use nsview::cli::Cli;
+use serde_json::Value;
+
+/// The default of `serve`'s argument `id`.
+fn serve_default(id: &str) -> String {
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+    arg.get_default_values()[0].to_string_lossy().into_owned()
+}
+
+fn deploy(rel: &str) -> String {
+    std::fs::read_to_string(format!("{}/deploy/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn json(rel: &str) -> Value {
+    serde_json::from_str(&deploy(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn the_systemd_unit_runs_serve_with_the_defaults_and_survives_restarts() {
+    let unit = deploy("nsview.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}"))
+            .to_owned()
+    };
+    let exec = value("ExecStart");
+    assert!(
+        exec.contains(&format!("serve {}", serve_default("mountpoint"))),
+        "{exec}"
+    );
+    assert!(
+        exec.contains(&format!("--runtime-dir {}", serve_default("runtime_dir"))),
+        "{exec}"
+    );
+    assert!(
+        exec.contains(&format!("--cgroup-root {}", serve_default("cgroup_root"))),
+        "{exec}"
+    );
+    assert_eq!(value("Restart"), "on-failure");
+    assert_eq!(value("KillMode"), "process");
+    assert_eq!(value("OOMScoreAdjust"), "-1000");
+}
+
+#[test]
+fn the_hooks_call_oci_hook_with_the_defaults() {
+    for (file, stage, gated) in [
+        ("hooks.d/nsview-annotated.json", "createRuntime", true),
+        ("hooks.d/nsview-annotated-poststop.json", "poststop", true),
+        ("hooks.d/nsview-always.json", "createRuntime", false),
+        ("hooks.d/nsview-always-poststop.json", "poststop", false),
+    ] {
+        let hook = json(file);
+        assert_eq!(hook["version"], "1.0.0", "{file}");
+        assert_eq!(hook["stages"], serde_json::json!([stage]), "{file}");
+        let args: Vec<&str> = hook["hook"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[1], "oci-hook", "{file}");
+        let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+        assert_eq!(
+            after("--mountpoint"),
+            Some(serve_default("mountpoint").as_str()),
+            "{file}"
+        );
+        assert_eq!(
+            after("--runtime-dir"),
+            Some(serve_default("runtime_dir").as_str()),
+            "{file}"
+        );
+        let stage_arg = if stage == "poststop" {
+            "poststop"
+        } else {
+            "create-runtime"
+        };
+        assert_eq!(after("--stage"), Some(stage_arg), "{file}");
+        if gated {
+            assert_eq!(
+                hook["when"]["annotations"]["^io\\.nsview\\.enabled$"], "^true$",
+                "{file}"
+            );
+        } else {
+            assert_eq!(hook["when"]["always"], true, "{file}");
+            assert!(
+                args.contains(&"--optional"),
+                "{file}: containers must start without nsview"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_daemonset_is_privileged_with_host_pid_and_the_shared_mount() {
+    let ds = json("kubernetes/daemonset.json");
+    assert_eq!(ds["kind"], "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["privileged"], true);
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command[1..3],
+        ["serve", serve_default("mountpoint").as_str()]
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let mount = |path: &str| {
+        mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("no {path}"))
+    };
+    assert_eq!(
+        mount(&serve_default("mountpoint"))["mountPropagation"],
+        "Bidirectional"
+    );
+    mount(&serve_default("runtime_dir"));
+    mount(&serve_default("cgroup_root"));
+    for m in mounts {
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap();
+        assert_eq!(
+            volume["hostPath"]["path"], m["mountPath"],
+            "host path of {}",
+            m["name"]
+        );
+    }
+}
