@@ -22,6 +22,37 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Add nsview's hooks to an OCI runtime config.json (idempotently).
     OciPatch(OciPatchArgs),
+    /// The OCI runtime hook (createRuntime/prestart and poststop); reads the state on stdin.
+    OciHook(OciHookArgs),
+}
+
+/// When the hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookStage {
+    /// createRuntime (or prestart): register and bind the files into the container.
+    CreateRuntime,
+    /// poststop: unregister.
+    Poststop,
+}
+
+/// Options of `nsview oci-hook`.
+#[derive(Debug, Args)]
+pub struct OciHookArgs {
+    /// Which hook this is.
+    #[arg(long, value_enum)]
+    pub stage: HookStage,
+
+    /// The daemon's mountpoint.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nsview")]
+    pub mountpoint: PathBuf,
+
+    /// The daemon's runtime directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/nsview")]
+    pub runtime_dir: PathBuf,
+
+    /// When the daemon is not running, log and let the container start without nsview.
+    #[arg(long)]
+    pub optional: bool,
 }
 
 /// Options of `nsview oci-patch`.

@@ -135,3 +135,33 @@ fn a_panicking_view_is_eio_for_that_request_and_the_daemon_serves_on() {
     }
     assert!(daemon.log().contains("view panicked"), "{}", daemon.log());
 }
+
+/// busybox `cat` copies with sendfile(2), which goes through the page cache and stops at the
+/// file's size: views report an upper bound, reset on every lookup, so it sees everything.
+#[test]
+fn sendfile_readers_get_the_whole_file_whoever_read_before() {
+    let daemon = rig::Daemon::start();
+    let uptime = daemon.path("proc/uptime");
+    let out = std::process::Command::new("busybox")
+        .arg("cat")
+        .arg(&uptime)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.split_whitespace().count(), 2, "{text:?}");
+    // A longer file after a shorter one (the kernel shrinks its idea of the size to the
+    // content a page-cache read found).
+    let meminfo = daemon.path("proc/meminfo");
+    let plain = std::fs::read_to_string(&meminfo).unwrap();
+    let _ = std::process::Command::new("busybox")
+        .arg("cat")
+        .arg(&uptime)
+        .output();
+    let out = std::process::Command::new("busybox")
+        .arg("cat")
+        .arg(&meminfo)
+        .output()
+        .unwrap();
+    let copied = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(copied.lines().count(), plain.lines().count());
+}

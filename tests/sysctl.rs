@@ -407,9 +407,16 @@ fn the_pool_never_holds_more_than_max_agents() {
         std::thread::spawn(move || {
             let mut most = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // The daemon's only children are agents (their own children are the agents'
-                // halves inside the pid namespaces).
-                let tops = children(pid).len();
+                // Live agents among the daemon's children (a child forked for an agent shows
+                // the daemon's name until it execs; one being ended is a zombie until reaped).
+                let tops = children(pid)
+                    .into_iter()
+                    .filter(|c| {
+                        let stat =
+                            std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+                        stat.contains("(nsview-nsenter)") && !stat.contains(") Z ")
+                    })
+                    .count();
                 most = most.max(tops);
                 std::thread::sleep(Duration::from_millis(5));
             }

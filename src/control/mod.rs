@@ -12,7 +12,7 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::run as ctl;
+pub use client::{run as ctl, send as ctl_send};
 pub use registry::{Registered, Registrations, valid_id};
 pub use server::start;
 

@@ -77,6 +77,13 @@ pub fn needs_subject(target: &Target<'_>) -> bool {
     }
 }
 
+/// The size a view file reports. Reads never depend on it (direct I/O), but `sendfile` and
+/// `splice` go through the page cache, which stops at the inode's size: procfs's 0 makes
+/// busybox `cat` (which uses sendfile) print nothing. So views report an upper bound on
+/// their content, and with TTL 0 every open's lookup resets it (a short page-cache read
+/// shrinks the kernel's idea of the size to that one caller's content).
+pub const VIEW_SIZE: u64 = 1 << 20;
+
 fn table_attrs(node: &Node) -> Attrs {
     let kind = if node.kind.is_dir() {
         FileType::Directory
@@ -84,8 +91,9 @@ fn table_attrs(node: &Node) -> Attrs {
         FileType::RegularFile
     };
     // Zero TTL when existence or attributes depend on the caller: one mount is shared by many
-    // containers and the kernel's dentry and attribute caches are not per caller.
-    let ttl = if node.per_caller {
+    // containers and the kernel's dentry and attribute caches are not per caller. Files are
+    // such nodes too, for their size (below).
+    let ttl = if node.per_caller || !node.kind.is_dir() {
         Duration::ZERO
     } else {
         STATIC_TTL
@@ -93,9 +101,8 @@ fn table_attrs(node: &Node) -> Attrs {
     Attrs {
         ino: node.ino,
         kind,
-        // Like procfs: size 0, content only through read (handles use direct I/O).
         mode: node.mode,
-        size: 0,
+        size: if node.kind.is_dir() { 0 } else { VIEW_SIZE },
         uid: 0,
         gid: 0,
         ttl,

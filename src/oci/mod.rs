@@ -1,3 +1,4 @@
-//! OCI runtime integration: patching a bundle's `config.json` to use nsview's hook.
+//! OCI runtime integration: the hook, and patching a bundle's `config.json` to use it.
 
+pub mod hook;
 pub mod patch;
