@@ -140,7 +140,12 @@ impl Fs {
             ino,
             kind: file_type(entry.kind),
             mode: entry.mode,
-            size: entry.size,
+            // procfs reports 0 for its files; sendfile readers need a bound (see VIEW_SIZE).
+            size: if entry.kind == EntryKind::File && entry.size == 0 {
+                VIEW_SIZE
+            } else {
+                entry.size
+            },
             uid: entry.uid,
             gid: entry.gid,
             ttl: Duration::ZERO,

@@ -187,22 +187,15 @@ fn join_mount_namespace(pid: u32) -> Result<(), String> {
         .map_err(|e| format!("joining the container's mount namespace: {e}"))
 }
 
-/// Moves `tree` onto `rel` beneath `root`, refusing a symlinked target and skipping a
-/// missing one; read-only unless `writable`.
-fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result<(), String> {
+/// The target `rel` beneath `root`, opened O_PATH without following any symlink on the way
+/// (`RESOLVE_IN_ROOT`: `..` and absolute links cannot leave the rootfs either). `Ok(None)`
+/// when it does not exist; an error when it, or a directory on the way, is a symlink.
+pub fn resolve_target(root: &OwnedFd, rel: &str) -> Result<Option<OwnedFd>, String> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let target = match openat2(
-        root,
-        rel,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    ) {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let target = match openat2(root, rel, flags, Mode::empty(), resolve) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => {
-            eprintln!("nsview oci-hook: /{rel} does not exist in the container; skipped");
-            return Ok(());
-        }
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(rustix::io::Errno::LOOP) => {
             return Err(format!(
                 "/{rel} in the container's rootfs is a symbolic link: refused"
@@ -210,6 +203,7 @@ fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result<(),
         }
         Err(e) => return Err(format!("/{rel} in the container's rootfs: {e}")),
     };
+    // O_PATH|O_NOFOLLOW opens a final symlink itself rather than failing: refuse it here.
     let is_link = rustix::fs::fstat(&target).is_ok_and(|st| {
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
     });
@@ -218,6 +212,16 @@ fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result<(),
             "/{rel} in the container's rootfs is a symbolic link: refused"
         ));
     }
+    Ok(Some(target))
+}
+
+/// Moves `tree` onto `rel` beneath `root`, refusing a symlinked target and skipping a
+/// missing one; read-only unless `writable`.
+fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result<(), String> {
+    let Some(target) = resolve_target(root, rel)? else {
+        eprintln!("nsview oci-hook: /{rel} does not exist in the container; skipped");
+        return Ok(());
+    };
     if !writable {
         make_read_only(tree).map_err(|e| format!("read-only bind of /{rel}: {e}"))?;
     }
@@ -285,6 +289,32 @@ mod tests {
         );
         annotations.insert(FILES_ANNOTATION.into(), "etc/shadow".into());
         assert!(selected_files(&annotations).is_err());
+    }
+
+    #[test]
+    fn targets_never_follow_symlinks_out_of_the_rootfs() {
+        let host = tempfile::tempdir().unwrap();
+        let victim = host.path().join("victim");
+        std::fs::write(&victim, "host\n").unwrap();
+        let rootfs = host.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("proc")).unwrap();
+        std::fs::write(rootfs.join("proc/uptime"), "").unwrap();
+        std::os::unix::fs::symlink(&victim, rootfs.join("proc/meminfo")).unwrap();
+        std::os::unix::fs::symlink("/etc", rootfs.join("sys")).unwrap();
+        let root: OwnedFd = std::fs::File::open(&rootfs).unwrap().into();
+        assert!(resolve_target(&root, "proc/uptime").unwrap().is_some());
+        assert!(
+            resolve_target(&root, "proc/meminfo")
+                .unwrap_err()
+                .contains("symbolic link")
+        );
+        assert!(
+            resolve_target(&root, "sys/kernel")
+                .unwrap_err()
+                .contains("symbolic link")
+        );
+        assert!(resolve_target(&root, "proc/stat").unwrap().is_none());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host\n");
     }
 
     #[test]
