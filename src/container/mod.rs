@@ -75,8 +75,8 @@ pub struct Container {
     /// backwards, even when the CPU count or the accounting changes under it.
     last_idle_cs: AtomicU64,
     visible_cpus: Mutex<Option<(Instant, Arc<[u32]>)>>,
-    /// The `proc/stat` CPU lines last served: counters never go back.
-    pub last_stat: Mutex<Vec<CpuLine>>,
+    /// The `proc/stat` per-CPU lines and `cpu` line last served: counters never go back.
+    pub last_stat: Mutex<(Vec<CpuLine>, CpuLine)>,
 }
 
 impl Container {
@@ -92,7 +92,7 @@ impl Container {
             ns: NsIds::default(),
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
-            last_stat: Mutex::new(Vec::new()),
+            last_stat: Mutex::new((Vec::new(), CpuLine::default())),
         }
     }
 
@@ -265,7 +265,7 @@ impl Registry {
             ns,
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
-            last_stat: Mutex::new(Vec::new()),
+            last_stat: Mutex::new((Vec::new(), CpuLine::default())),
         };
         if !container.is_alive() {
             debug!("init {init_pid} of pidns {pidns} exited during discovery");

@@ -9,7 +9,7 @@ use crate::procfs::boottime_secs;
 use crate::views::Env;
 use crate::views::cpus::container_cpus;
 use crate::views::proc::meminfo::{MemView, render_meminfo};
-use crate::views::proc::stat::{StatView, container_cpu_lines, monotonic, render_stat};
+use crate::views::proc::stat::{StatView, container_cpu_lines, monotonic, render_stat, sum};
 use crate::views::proc::uptime::age_secs;
 use crate::views::proc::{cpuinfo, disks};
 
@@ -42,13 +42,17 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
     let usage = c.cgroups.cpu_usage()?.unwrap_or_default();
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
     let mut lines = container_cpu_lines(&usage, &cpus, age, env.ticks_per_sec);
+    let mut total = [sum(&lines)];
     {
         let mut last = c.last_stat.lock();
-        monotonic(&last, &mut lines);
-        last.clone_from(&lines);
+        monotonic(&last.0, &mut lines);
+        monotonic(&[last.1], &mut total);
+        last.0.clone_from(&lines);
+        last.1 = total[0];
     }
     let load = env.sampler.read(c.key(), c, reader)?;
     let view = StatView {
+        total: total[0],
         cpus: lines,
         processes: u64::from(load.counts.max_ns_pid),
         procs_running: u64::from(load.counts.running),

@@ -82,6 +82,9 @@ impl CpuLine {
 pub struct StatView {
     /// One line per visible CPU.
     pub cpus: Vec<CpuLine>,
+    /// The `cpu` line: the sum of `cpus`, never below the one served before (a CPU that
+    /// leaves the container takes its counters out of the sum).
+    pub total: CpuLine,
     /// Pids handed out in the container.
     pub processes: u64,
     /// Its runnable tasks.
@@ -169,6 +172,17 @@ pub fn monotonic(prev: &[CpuLine], next: &mut [CpuLine]) {
     }
 }
 
+/// The sum of `lines`, field by field.
+pub fn sum(lines: &[CpuLine]) -> CpuLine {
+    let mut total = CpuLine::default();
+    for line in lines {
+        for (t, v) in total.fields_mut().into_iter().zip(line.fields()) {
+            *t = t.saturating_add(v);
+        }
+    }
+    total
+}
+
 /// Idle seconds over all `lines`: what `proc/uptime`'s second column shows.
 pub fn idle_secs(lines: &[CpuLine], ticks_per_sec: u64) -> f64 {
     let ticks: u64 = lines.iter().map(|l| l.idle).fold(0, u64::saturating_add);
@@ -187,12 +201,7 @@ fn push_cpu(out: &mut String, name: &str, line: &CpuLine) {
 /// `proc/stat` for a container, from the host's text `host`.
 pub fn render_stat(host: &str, view: &StatView) -> String {
     let mut out = String::with_capacity(host.len());
-    let mut total = CpuLine::default();
-    for line in &view.cpus {
-        for (t, v) in total.fields_mut().into_iter().zip(line.fields()) {
-            *t = t.saturating_add(v);
-        }
-    }
+    let total = view.total;
     for line in host.lines() {
         let key = line.split_whitespace().next().unwrap_or("");
         match key {
@@ -308,14 +317,34 @@ softirq 853260 0 127118\n";
     }
 
     #[test]
+    fn the_total_does_not_step_down_when_a_cpu_leaves() {
+        let two = [CpuLine {
+            idle: 100,
+            ..CpuLine::default()
+        }; 2];
+        let mut total = [sum(&two)];
+        let one = [CpuLine {
+            idle: 110,
+            ..CpuLine::default()
+        }];
+        let mut next = [sum(&one)];
+        monotonic(&total, &mut next);
+        assert_eq!(next[0].idle, 200);
+        total = next;
+        assert_eq!(total[0].idle, 200);
+    }
+
+    #[test]
     fn the_file_shows_the_containers_cpus_and_tasks() {
+        let cpus = vec![CpuLine {
+            user: 1,
+            system: 2,
+            idle: 3,
+            ..CpuLine::default()
+        }];
         let view = StatView {
-            cpus: vec![CpuLine {
-                user: 1,
-                system: 2,
-                idle: 3,
-                ..CpuLine::default()
-            }],
+            total: sum(&cpus),
+            cpus,
             processes: 7,
             procs_running: 1,
             procs_blocked: 0,
