@@ -184,7 +184,7 @@ impl CgroupReader {
             .find(|m| m.is_dir())?;
         Some(CgroupDir {
             mount,
-            rel: relative(path),
+            rel: relative(path)?,
             v2: false,
         })
     }
@@ -203,14 +203,20 @@ impl CgroupReader {
         }
         Some(CgroupDir {
             mount: mount.to_path_buf(),
-            rel: relative(path),
+            rel: relative(path)?,
             v2: true,
         })
     }
 }
 
-fn relative(path: &str) -> PathBuf {
-    PathBuf::from(path.trim_start_matches('/'))
+/// A cgroup path relative to its hierarchy's mount; `None` for a path that climbs out of it
+/// (`/../..`, which `/proc/<pid>/cgroup` shows for cgroups outside the reader's cgroup
+/// namespace: a daemon in a private cgroup namespace cannot place them).
+fn relative(path: &str) -> Option<PathBuf> {
+    if path.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(PathBuf::from(path.trim_start_matches('/')))
 }
 
 impl CgroupSet {

@@ -9,6 +9,9 @@ use crate::error::Result;
 pub const MAX_TASKS: usize = 65_536;
 /// Deepest descendant cgroup visited below the container's own.
 const MAX_DEPTH: usize = 16;
+/// Most cgroup directories visited: a container that makes many empty cgroups must not make
+/// every walk (the load sampler's, stat's) expensive.
+const MAX_DIRS: usize = 4096;
 
 impl CgroupSet {
     /// Host TIDs of every thread in the cgroup and its descendants (v1 `tasks`, v2
@@ -30,7 +33,12 @@ impl CgroupSet {
         let file = if dir.v2 { "cgroup.threads" } else { "tasks" };
         let mut tids: Vec<u32> = Vec::new();
         let mut stack: Vec<(PathBuf, usize)> = vec![(dir.path(), 0)];
+        let mut visited = 0;
         while let Some((cg, depth)) = stack.pop() {
+            visited += 1;
+            if visited > MAX_DIRS {
+                break;
+            }
             // The container's own file is kept open; descendants come and go, so they are
             // read plainly.
             let text = if depth == 0 {

@@ -279,3 +279,12 @@ fn v1_cpu_totals_are_the_precise_per_cpu_ones_split_by_the_sampled_ratio() {
     assert_eq!((per_cpu[1].user_ns, per_cpu[1].system_ns), (333, 667));
     assert_eq!(usage.user_ns + usage.system_ns, 4000);
 }
+
+#[test]
+fn paths_outside_the_readers_cgroup_namespace_are_no_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "memory/memory.limit_in_bytes", "1048576\n");
+    let set = CgroupReader::new(dir.path()).resolve(&parse_proc_cgroup("4:memory:/../../x\n"));
+    assert_eq!(set.memory_limit().unwrap(), None);
+    assert_eq!(set.memory_usage().unwrap(), None);
+}
