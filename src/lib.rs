@@ -20,5 +20,6 @@ pub mod procfs;
 pub mod serve;
 pub mod service;
 pub mod stats;
+pub mod tasks;
 pub mod vfs;
 pub mod views;
