@@ -8,9 +8,9 @@ use crate::cgroup::CgroupReader;
 use crate::container::Registry;
 use crate::error::Result;
 use crate::procfs::ProcRoot;
-use crate::vfs::{DirEntry, Entry, Spec, SubtreeId, Vfs};
+use crate::vfs::{Spec, Vfs};
 use crate::views::cpus::CpuView;
-use crate::views::{self, Env, Requester, Subject, ViewId};
+use crate::views::{self, Env, Subject, ViewId};
 
 /// Everything a request needs, shared by all FUSE worker threads.
 #[derive(Debug)]
@@ -81,77 +81,5 @@ impl Service {
     /// Renders `view` for `subject`, read by task `reader`.
     pub fn render(&self, view: ViewId, subject: &Subject, reader: u32) -> Result<Vec<u8>> {
         views::render(view, &self.env, subject, reader)
-    }
-}
-
-impl Service {
-    /// The attributes of `rel` in subtree `id`, for `who`, whose view is `subject`.
-    pub fn subtree_lookup(
-        &self,
-        id: SubtreeId,
-        subject: &Subject,
-        who: &Requester,
-        rel: &str,
-    ) -> Result<Entry> {
-        views::sys::lookup(id, &self.env, subject, who, rel)
-    }
-
-    /// The listing of directory `rel` in subtree `id`, sorted by name.
-    pub fn subtree_list(
-        &self,
-        id: SubtreeId,
-        subject: &Subject,
-        who: &Requester,
-        rel: &str,
-    ) -> Result<Vec<DirEntry>> {
-        views::sys::list(id, &self.env, subject, who, rel)
-    }
-
-    /// The content of file `rel` in subtree `id`.
-    pub fn subtree_read(
-        &self,
-        id: SubtreeId,
-        subject: &Subject,
-        who: &Requester,
-        rel: &str,
-    ) -> Result<Vec<u8>> {
-        views::sys::read(id, &self.env, subject, who, rel)
-    }
-
-    /// The target of symlink `rel` in subtree `id`.
-    pub fn subtree_readlink(
-        &self,
-        id: SubtreeId,
-        subject: &Subject,
-        who: &Requester,
-        rel: &str,
-    ) -> Result<Vec<u8>> {
-        views::sys::readlink(id, &self.env, subject, who, rel)
-    }
-
-    /// Whether `who` may open host-global `view` for writing.
-    pub fn view_access_write(&self, view: ViewId, who: &Requester) -> Result<()> {
-        views::access_write(view, &self.env, who)
-    }
-
-    /// Writes `data` to host-global `view` for `who`.
-    pub fn view_write(&self, view: ViewId, who: &Requester, data: &[u8]) -> Result<usize> {
-        views::write(view, &self.env, who, data)
-    }
-
-    /// Whether `who` may open `rel` in subtree `id` for writing.
-    pub fn subtree_access_write(&self, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
-        views::sys::access_write(id, &self.env, who, rel)
-    }
-
-    /// Writes `data` to `rel` in subtree `id` for `who`.
-    pub fn subtree_write(
-        &self,
-        id: SubtreeId,
-        who: &Requester,
-        rel: &str,
-        data: &[u8],
-    ) -> Result<usize> {
-        views::sys::write(id, &self.env, who, rel, data)
     }
 }

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::vfs::NodeKind;
+use crate::views;
 use crate::views::{Requester, Subject};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
@@ -117,8 +118,7 @@ impl Fs {
                     // The kernel's own check, with the caller's credentials, in its namespaces
                     // (EACCES, EPERM or EROFS exactly as natively). O_TRUNC is ignored there,
                     // as procfs ignores it.
-                    self.service
-                        .subtree_access_write(d.subtree, &ctx.who, &d.rel)?;
+                    views::sys::access_write(&self.service.env, d.subtree, &ctx.who, &d.rel)?;
                     Source::Subtree(d.subtree, d.rel.clone())
                 }
                 crate::vfs::EntryKind::File => Source::Subtree(d.subtree, d.rel.clone()),
@@ -129,7 +129,7 @@ impl Fs {
         match &source {
             // A host-global view takes writes from the caller's root, checked now.
             Source::View(view) if write && view.is_host_global() => {
-                self.service.view_access_write(*view, &ctx.who)?;
+                views::access_write_view(&self.service.env, *view, &ctx.who)?;
             }
             Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
             _ => {}
@@ -172,8 +172,10 @@ impl Fs {
             return Err(Error::Os(libc::EINVAL));
         }
         match &handle.source {
-            Source::Subtree(id, rel) => self.service.subtree_write(*id, &handle.who, rel, data),
-            Source::View(view) => self.service.view_write(*view, &handle.who, data),
+            Source::Subtree(id, rel) => {
+                views::sys::write(&self.service.env, *id, &handle.who, rel, data)
+            }
+            Source::View(view) => views::write_view(&self.service.env, *view, &handle.who, data),
         }
     }
 
@@ -183,8 +185,7 @@ impl Fs {
         catch_unwind(AssertUnwindSafe(|| match &handle.source {
             Source::View(view) => self.service.render(*view, &handle.subject, handle.who.pid),
             Source::Subtree(id, rel) => {
-                self.service
-                    .subtree_read(*id, &handle.subject, &handle.who, rel)
+                views::sys::read(&self.service.env, *id, &handle.subject, &handle.who, rel)
             }
         }))
         .unwrap_or_else(|payload| {
@@ -290,8 +291,7 @@ impl Filesystem for Fs {
         let target = match self.target(ino.0) {
             Ok(Target::Dynamic(d)) => {
                 let ctx = self.ctx_for(req, ino.0);
-                self.service
-                    .subtree_readlink(d.subtree, &ctx.subject, &ctx.who, &d.rel)
+                views::sys::readlink(&self.service.env, d.subtree, &ctx.subject, &ctx.who, &d.rel)
             }
             Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
             Err(e) => Err(e),

@@ -9,6 +9,7 @@ use fuser::FileType;
 use super::{Fs, STATIC_TTL};
 use crate::error::{Error, Result};
 use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
+use crate::views;
 use crate::views::{Requester, Subject};
 
 /// What an inode names.
@@ -133,9 +134,7 @@ impl Fs {
     }
 
     fn subtree_attrs(&self, id: SubtreeId, rel: &str, ino: u64, ctx: &Ctx) -> Result<Attrs> {
-        let entry = self
-            .service
-            .subtree_lookup(id, &ctx.subject, &ctx.who, rel)?;
+        let entry = views::sys::lookup(&self.service.env, id, &ctx.subject, &ctx.who, rel)?;
         Ok(Attrs {
             ino,
             kind: file_type(entry.kind),
@@ -220,10 +219,7 @@ impl Fs {
         }
         let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
-        for entry in self
-            .service
-            .subtree_list(id, &ctx.subject, &ctx.who, &dir_rel)?
-        {
+        for entry in views::sys::list(&self.service.env, id, &ctx.subject, &ctx.who, &dir_rel)? {
             let path = format!("{}/{}", root.path, child_rel(&dir_rel, &entry.name));
             out.push((
                 crate::vfs::inode_of(&path),

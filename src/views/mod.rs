@@ -165,7 +165,7 @@ impl Env {
 pub const HASHSIZE: &str = "module/nf_conntrack/parameters/hashsize";
 
 /// Whether `who` may write host-global `view`.
-pub fn access_write(view: ViewId, env: &Env, who: &Requester) -> Result<()> {
+pub fn access_write_view(env: &Env, view: ViewId, who: &Requester) -> Result<()> {
     match view {
         ViewId::ConntrackHashsize => sysctl::host_global_access(env, who),
         _ => Err(crate::error::Error::Access),
@@ -173,7 +173,7 @@ pub fn access_write(view: ViewId, env: &Env, who: &Requester) -> Result<()> {
 }
 
 /// Writes `data` to host-global `view` for `who`.
-pub fn write(view: ViewId, env: &Env, who: &Requester, data: &[u8]) -> Result<usize> {
+pub fn write_view(env: &Env, view: ViewId, who: &Requester, data: &[u8]) -> Result<usize> {
     match view {
         ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, data),
         _ => Err(crate::error::Error::Access),

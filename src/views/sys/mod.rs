@@ -45,8 +45,8 @@ fn target(env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
 
 /// The attributes of `rel` in subtree `id`, for `who` (whose view is `subject`).
 pub fn lookup(
-    id: SubtreeId,
     env: &Env,
+    id: SubtreeId,
     subject: &Subject,
     who: &Requester,
     rel: &str,
@@ -61,8 +61,8 @@ pub fn lookup(
 
 /// The listing of directory `rel` in subtree `id`, sorted by name.
 pub fn list(
-    id: SubtreeId,
     env: &Env,
+    id: SubtreeId,
     subject: &Subject,
     who: &Requester,
     rel: &str,
@@ -77,8 +77,8 @@ pub fn list(
 
 /// The content of file `rel` in subtree `id`.
 pub fn read(
-    id: SubtreeId,
     env: &Env,
+    id: SubtreeId,
     subject: &Subject,
     who: &Requester,
     rel: &str,
@@ -93,8 +93,8 @@ pub fn read(
 
 /// The target of symlink `rel` in subtree `id`.
 pub fn readlink(
-    id: SubtreeId,
     env: &Env,
+    id: SubtreeId,
     subject: &Subject,
     who: &Requester,
     rel: &str,
@@ -109,7 +109,7 @@ pub fn readlink(
 
 /// Whether `who` may open file `rel` of subtree `id` for writing: only `proc/sys` files
 /// can be written, as the kernel allows the caller.
-pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Result<()> {
+pub fn access_write(env: &Env, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
     match id {
         SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
@@ -119,7 +119,7 @@ pub fn access_write(id: SubtreeId, env: &Env, who: &Requester, rel: &str) -> Res
 }
 
 /// Writes `data` to file `rel` of subtree `id` for `who`.
-pub fn write(id: SubtreeId, env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
+pub fn write(env: &Env, id: SubtreeId, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
     match id {
         SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
