@@ -24,6 +24,21 @@ pub enum Command {
     OciPatch(OciPatchArgs),
     /// The OCI runtime hook (createRuntime/prestart and poststop); reads the state on stdin.
     OciHook(OciHookArgs),
+    /// Replace the binds a dead daemon left in registered containers with live ones (the
+    /// daemon does this itself at start).
+    Reattach(ReattachArgs),
+}
+
+/// Options of `nsview reattach`.
+#[derive(Debug, Args)]
+pub struct ReattachArgs {
+    /// The daemon's mountpoint.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nsview")]
+    pub mountpoint: PathBuf,
+
+    /// The daemon's runtime directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/nsview")]
+    pub runtime_dir: PathBuf,
 }
 
 /// When the hook runs.

@@ -13,6 +13,9 @@ pub struct MountEntry {
     pub parent_id: u32,
     /// Field 3: `major:minor` of the mounted filesystem (`st_dev` of its files).
     pub dev: (u32, u32),
+    /// Field 4: the directory of the filesystem that is mounted (`/proc/meminfo` for a bind
+    /// of that file, `/` for a whole filesystem).
+    pub root: PathBuf,
     /// Where it is mounted.
     pub mount_point: PathBuf,
     /// Filesystem type (`fuse.nsview`, `proc`, ...).
@@ -35,6 +38,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
         mount_id: left.first()?.parse().ok()?,
         parent_id: left.get(1)?.parse().ok()?,
         dev: (major.parse().ok()?, minor.parse().ok()?),
+        root: PathBuf::from(OsString::from_vec(unescape(left.get(3)?))),
         mount_point: PathBuf::from(OsString::from_vec(unescape(left.get(4)?))),
         fstype: right.next()?.to_owned(),
         source: String::from_utf8_lossy(&unescape(right.next()?)).into_owned(),
@@ -64,6 +68,14 @@ fn unescape(field: &str) -> Vec<u8> {
     out
 }
 
+/// The mounts of process `pid` (`/proc/<pid>/mountinfo`: mount points as that process sees
+/// them, relative to its root).
+pub fn mounts_of(pid: u32) -> std::io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(format!(
+        "/proc/{pid}/mountinfo"
+    ))?))
+}
+
 /// The mounts at `path` in this process's mount namespace, bottom first (the last one is
 /// what a lookup of `path` reaches).
 pub fn mounts_at(path: &Path) -> std::io::Result<Vec<MountEntry>> {
@@ -81,14 +93,17 @@ mod tests {
     #[test]
     fn parses_fields_after_optional_tags_and_unescapes() {
         let text = "36 35 98:0 / /mnt/my\\040dir rw,noatime master:1 shared:2 - fuse.nsview nsview rw,user_id=0\n\
-                    25 1 0:22 / /proc rw,nosuid - proc proc rw\n";
+                    25 1 0:22 / /proc rw,nosuid - proc proc rw\n\
+                    40 25 98:0 /proc/meminfo /proc/meminfo ro - fuse.nsview nsview ro\n";
         let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 3);
         assert_eq!(m[0].mount_point, PathBuf::from("/mnt/my dir"));
         assert_eq!(m[0].fstype, "fuse.nsview");
         assert_eq!(m[0].source, "nsview");
         assert_eq!((m[0].mount_id, m[0].parent_id, m[0].dev), (36, 35, (98, 0)));
         assert_eq!(m[1].fstype, "proc");
+        assert_eq!(m[0].root, PathBuf::from("/"));
+        assert_eq!(m[2].root, PathBuf::from("/proc/meminfo"));
     }
 
     #[test]

@@ -168,6 +168,15 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         error!("cannot start the agent reaper: {e}; idle agents live until the daemon stops");
     }
 
+    let live = service
+        .env
+        .registered
+        .as_ref()
+        .map_or(0, |r| r.list().len());
+    if live > 0 {
+        spawn_reattach(args, &mountpoint, live);
+    }
+
     let stop = wait_for_stop(session, stop_signals);
     sampler.stop();
     agents.stop();
@@ -197,6 +206,46 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let _ = fs::remove_file(control::socket_path(&args.runtime_dir));
     info!("stopped; {fallbacks} renders fell back to host files");
     Ok(())
+}
+
+/// Runs `nsview reattach` for the `count` containers registered before this daemon started,
+/// in a child process (joining mount namespaces needs a single-threaded process), and logs
+/// its line per container. The child's requests to the mount wait until the session runs.
+fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            error!("cannot reattach {count} registered containers: {e}");
+            return;
+        }
+    };
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("reattach")
+        .arg("--mountpoint")
+        .arg(mountpoint)
+        .arg("--runtime-dir")
+        .arg(&args.runtime_dir)
+        .stdin(std::process::Stdio::null());
+    let spawned = std::thread::Builder::new()
+        .name("reattach".into())
+        .spawn(move || {
+            info!("reattaching {count} registered containers");
+            match command.output() {
+                Ok(out) => {
+                    for line in String::from_utf8_lossy(&out.stdout).lines() {
+                        info!("reattach: {line}");
+                    }
+                    for line in String::from_utf8_lossy(&out.stderr).lines() {
+                        warn!("reattach: {line}");
+                    }
+                }
+                Err(e) => error!("cannot run nsview reattach: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        error!("cannot reattach {count} registered containers: {e}");
+    }
 }
 
 /// The agent pool's settings from the command line; the agent binary must exist.

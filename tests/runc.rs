@@ -6,8 +6,10 @@
 
 mod rig;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use rig::Daemon;
 
@@ -23,6 +25,15 @@ struct Bundle {
 impl Bundle {
     /// A busybox bundle whose init runs `script`, patched for `daemon`.
     fn new(daemon: &Daemon, script: &str) -> Bundle {
+        Bundle::with(daemon, script, |_, _| {})
+    }
+
+    /// Like [`Bundle::new`]; `adjust` changes the config and the rootfs before the patch.
+    fn with(
+        daemon: &Daemon,
+        script: &str,
+        adjust: impl FnOnce(&mut serde_json::Value, &Path),
+    ) -> Bundle {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let state = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -32,7 +43,9 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "head", "grep", "nproc", "ls", "hostname"] {
+        for applet in [
+            "sh", "cat", "head", "grep", "nproc", "ls", "hostname", "sleep", "echo",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let status = Command::new("runc")
@@ -58,6 +71,7 @@ impl Bundle {
             "memory": {"limit": 128 << 20},
             "cpu": {"cpus": "0"},
         });
+        adjust(&mut config, &rootfs);
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let patched = Command::new(env!("CARGO_BIN_EXE_nsview"))
             .arg("oci-patch")
@@ -86,12 +100,25 @@ impl Bundle {
 
     /// `runc run` to completion: (success, stdout, stderr).
     fn run(&self) -> (bool, String, String) {
-        let out = self.runc().args(["run", &self.id]).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(self.runc().args(["run", &self.id]))
+    }
+
+    /// `runc run -d`: the container keeps running (its stdio is /dev/null).
+    fn start_detached(&self) {
+        let status = self
+            .runc()
+            .args(["run", "-d", &self.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "runc run -d");
+    }
+
+    /// `runc exec <id> <args>`: (success, stdout, stderr).
+    fn exec(&self, args: &[&str]) -> (bool, String, String) {
+        outcome(self.runc().args(["exec", &self.id]).args(args))
     }
 }
 
@@ -99,6 +126,44 @@ impl Drop for Bundle {
     fn drop(&mut self) {
         let _ = self.runc().args(["delete", "--force", &self.id]).output();
     }
+}
+
+/// Runs `cmd` to completion: (success, stdout, stderr).
+fn outcome(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Binds the host's /usr read-only into the bundle (for procps), with usrmerge's links.
+fn with_host_usr(config: &mut serde_json::Value, rootfs: &Path) {
+    std::fs::create_dir_all(rootfs.join("usr")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+    config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"],
+        }));
+}
+
+/// `nsview ctl --json list` of `daemon`: the registered ids.
+fn registered(daemon: &Daemon) -> Vec<String> {
+    let list = Command::new(env!("CARGO_BIN_EXE_nsview"))
+        .args(["ctl", "--json", "list", "--runtime-dir"])
+        .arg(daemon.runtime_dir())
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The value after `key` on the line starting with it.
@@ -119,8 +184,9 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
                   echo 1 > /proc/sys/net/ipv4/ip_forward && echo \"fwd $(cat /proc/sys/net/ipv4/ip_forward)\"; \
                   echo \"host $(cat /proc/sys/kernel/hostname) $(hostname)\"; \
                   echo 1 > /proc/sys/vm/overcommit_memory; echo \"oc $(cat /proc/sys/vm/overcommit_memory)\"; \
-                  echo \"psi $(head -c 4 /proc/pressure/memory)\"";
-    let bundle = Bundle::new(&daemon, script);
+                  echo \"psi $(head -c 4 /proc/pressure/memory)\"; \
+                  echo \"free $(/usr/bin/free -m | grep Mem:)\"";
+    let bundle = Bundle::with(&daemon, script, with_host_usr);
     let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let host_overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap();
     let (ok, out, err) = bundle.run();
@@ -144,6 +210,8 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
         "some",
         "runc's allow-list excludes pressure; the hook binds it"
     );
+    let free: Vec<&str> = field(&out, "free ").split_whitespace().collect();
+    assert_eq!(free[..2], ["Mem:", "128"], "procps free -m");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
         host_forward
@@ -152,11 +220,94 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
         std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap(),
         host_overcommit
     );
-    // poststop unregistered it.
-    let list = Command::new(env!("CARGO_BIN_EXE_nsview"))
-        .args(["ctl", "--json", "list", "--runtime-dir"])
+    // runc run deleted it, and poststop unregistered it.
+    assert_eq!(registered(&daemon), Vec::<String>::new());
+}
+
+#[test]
+fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_on(mountpoint.path(), runtime.path(), &[]);
+    let bundle = Bundle::new(&daemon, "exec sleep 1000");
+    bundle.start_detached();
+    let (ok, before, err) = bundle.exec(&["cat", "/proc/meminfo"]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&before, "MemTotal:"), "131072 kB");
+    assert_eq!(registered(&daemon), std::slice::from_ref(&bundle.id));
+    // A descriptor opened before the restart, as procps keeps /proc/meminfo open.
+    let state = outcome(bundle.runc().args(["state", &bundle.id])).1;
+    let init: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let held_path = format!("/proc/{}/root/proc/meminfo", init["pid"]);
+    let held = std::fs::File::open(&held_path).unwrap();
+
+    let stale = daemon.kill_leaving_stale_mount();
+    let (ok, _, err) = bundle.exec(&["cat", "/proc/meminfo"]);
+    assert!(
+        !ok && err.contains("not connected"),
+        "a dead daemon's bind: {err}"
+    );
+    let restarted = Instant::now();
+    let daemon = Daemon::start_on(stale.path(), runtime.path(), &[]);
+    let (meminfo, took) = loop {
+        let (ok, out, err) = bundle.exec(&["cat", "/proc/meminfo"]);
+        if ok && out.starts_with("MemTotal:") {
+            break (out, restarted.elapsed());
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "no meminfo within 2 s of the restart: {err}\nlog:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("meminfo back {took:?} after the restart");
+    assert_eq!(field(&meminfo, "MemTotal:"), "131072 kB");
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("reattach: {}: reattached (", bundle.id)),
+        "{log}"
+    );
+    // Every bind came back, writable where it was: proc/sys takes writes again.
+    let (ok, out, err) = bundle.exec(&[
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/vm/overcommit_memory && cat /proc/sys/vm/overcommit_memory \
+         /sys/devices/system/cpu/online && grep -c ' - fuse nsview ' /proc/self/mountinfo",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1", "0"], "{out}");
+    let binds: usize = lines[2].parse().unwrap();
+    assert_eq!(binds, nsview::oci::DEFAULT_FILES.len(), "{out}");
+    assert!(
+        !out.contains("not connected"),
+        "no stale bind is left stacked: {out}"
+    );
+
+    // The old descriptor still names the dead connection; a new open reaches the new daemon.
+    let err = std::os::unix::fs::FileExt::read_at(&held, &mut [0; 64], 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // (The test reads from the host's pid namespace: nsview shows it the host's values.)
+    let text = std::fs::read_to_string(&held_path).unwrap();
+    assert!(text.starts_with("MemTotal:"), "{text}");
+
+    // On demand, with every bind live: nothing to do.
+    let again = Command::new(env!("CARGO_BIN_EXE_nsview"))
+        .args(["reattach", "--mountpoint"])
+        .arg(daemon.mountpoint())
+        .arg("--runtime-dir")
         .arg(daemon.runtime_dir())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{said}");
+    assert_eq!(
+        said.trim(),
+        format!("{}: reattached (0 replaced, {binds} live)", bundle.id)
+    );
+    let (_, mountinfo, _) = bundle.exec(&["grep", "-c", " - fuse nsview ", "/proc/self/mountinfo"]);
+    assert_eq!(mountinfo.trim(), binds.to_string(), "nothing stacked");
+    drop(bundle);
+    drop(daemon);
 }

@@ -1,4 +1,9 @@
-//! OCI runtime integration: the hook, and patching a bundle's `config.json` to use it.
+//! OCI runtime integration: the hook, patching a bundle's `config.json` to use it, and
+//! reattaching containers' binds after a daemon restart.
 
 pub mod hook;
+mod inject;
 pub mod patch;
+pub mod reattach;
+
+pub use inject::{DEFAULT_FILES, resolve_target};
