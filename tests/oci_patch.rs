@@ -70,6 +70,21 @@ fn invalid_json_and_missing_files_are_clear_errors_and_change_nothing() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"ociVersion\": ");
     let (ok, _, err) = patch(&[dir.path().join("nope.json").to_str().unwrap()]);
     assert!(!ok && err.contains("No such file"), "{err}");
+    // Unreadable (root reads any mode, so: a directory in its place).
+    let unreadable = dir.path().join("config.d");
+    std::fs::create_dir(&unreadable).unwrap();
+    let (ok, _, err) = patch(&[unreadable.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Is a directory") && err.lines().count() == 1,
+        "{err}"
+    );
+    std::fs::remove_dir(&unreadable).unwrap();
+    for not_a_config in ["[]", "42", "{\"hooks\": 7}"] {
+        std::fs::write(&path, not_a_config).unwrap();
+        let (ok, _, err) = patch(&[path.to_str().unwrap()]);
+        assert!(!ok && err.lines().count() == 1, "{not_a_config}: {err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), not_a_config);
+    }
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "no temporary file left behind");
 }

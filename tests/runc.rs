@@ -311,3 +311,74 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     drop(bundle);
     drop(daemon);
 }
+
+/// Whether anything is mounted at `path` in this (the host's) mount namespace.
+fn mounted_at(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = path.to_str().unwrap();
+    text.lines().any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+#[test]
+fn a_symlinked_target_fails_the_start_and_the_host_file_stays_untouched() {
+    let daemon = Daemon::start();
+    let host = tempfile::tempdir().unwrap();
+    let victim = host.path().join("victim");
+    std::fs::write(&victim, "host file\n").unwrap();
+    let bundle = Bundle::with(&daemon, "cat /proc/meminfo", |config, rootfs| {
+        // No /proc mount: the hook meets the rootfs's own proc directory.
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/proc");
+        std::os::unix::fs::symlink(&victim, rootfs.join("proc/meminfo")).unwrap();
+    });
+    let (ok, out, err) = bundle.run();
+    assert!(!ok, "the container started: {out}");
+    assert!(
+        err.contains("/proc/meminfo in the container's rootfs is a symbolic link: refused"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file\n");
+    assert!(!mounted_at(&victim));
+    assert_eq!(registered(&daemon), Vec::<String>::new());
+}
+
+#[test]
+fn missing_targets_are_skipped_and_the_annotation_narrows_the_binds() {
+    let daemon = Daemon::start();
+    let script = "grep ' - fuse nsview ' /proc/self/mountinfo | cut -d' ' -f5; \
+                  head -1 /proc/meminfo";
+    let bundle = Bundle::with(&daemon, script, |config, rootfs| {
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/sys");
+        // No /sys mount: the rootfs's own sys directory is empty.
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/cut")).unwrap();
+        config["annotations"] = serde_json::json!({
+            "io.nsview.files": "proc/meminfo,proc/uptime,sys/devices/system/cpu",
+        });
+    });
+    let (ok, out, err) = bundle.run();
+    assert!(ok, "{err}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "/proc/meminfo",
+            "/proc/uptime",
+            "MemTotal:         131072 kB"
+        ]
+    );
+    // runc drops a successful hook's stderr: the daemon logs what was skipped.
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "container {}: bound /proc/meminfo /proc/uptime; skipped (no such target in the \
+             container) /sys/devices/system/cpu",
+            bundle.id
+        )),
+        "{log}"
+    );
+}

@@ -56,29 +56,58 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
 
 /// Sends one request and reads its answer.
 pub fn send(runtime_dir: &std::path::Path, request: &CtlRequest) -> Result<CtlResponse, CtlError> {
-    let path = socket_path(runtime_dir);
-    let shown = path.display().to_string();
-    let socket_err = |source| CtlError::Socket {
-        path: shown.clone(),
-        source,
-    };
-    let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            CtlError::NotRunning(shown.clone())
+    Connection::open(runtime_dir)?.request(request)
+}
+
+/// A connection to the control socket, for several requests.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    shown: String,
+}
+
+impl Connection {
+    /// Connects to the daemon whose runtime directory is `runtime_dir`.
+    pub fn open(runtime_dir: &std::path::Path) -> Result<Connection, CtlError> {
+        let path = socket_path(runtime_dir);
+        let shown = path.display().to_string();
+        let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                CtlError::NotRunning(shown.clone())
+            }
+            _ => CtlError::Socket {
+                path: shown.clone(),
+                source: e,
+            },
+        })?;
+        let connection = Connection { stream, shown };
+        connection
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| connection.error(e))?;
+        Ok(connection)
+    }
+
+    /// Sends `request` and reads its answer.
+    pub fn request(&mut self, request: &CtlRequest) -> Result<CtlResponse, CtlError> {
+        let mut line = serde_json::to_vec(request).unwrap_or_default();
+        line.push(b'\n');
+        self.stream.write_all(&line).map_err(|e| self.error(e))?;
+        // One answer per request: nothing beyond its line is buffered away.
+        let mut answer = String::new();
+        BufReader::new(&self.stream)
+            .read_line(&mut answer)
+            .map_err(|e| self.error(e))?;
+        serde_json::from_str(&answer)
+            .map_err(|e| CtlError::Refused(format!("unreadable answer: {e}")))
+    }
+
+    fn error(&self, source: std::io::Error) -> CtlError {
+        CtlError::Socket {
+            path: self.shown.clone(),
+            source,
         }
-        _ => socket_err(e),
-    })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(socket_err)?;
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
-    stream.write_all(&line).map_err(socket_err)?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(socket_err)?;
-    serde_json::from_str(&answer).map_err(|e| CtlError::Refused(format!("unreadable answer: {e}")))
+    }
 }
 
 /// The answer as a readable table.
@@ -108,6 +137,7 @@ fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
             .collect(),
         CtlRequest::Register { id, .. } => format!("registered {id}\n"),
         CtlRequest::Unregister { id } => format!("unregistered {id}\n"),
+        CtlRequest::Bound { id, .. } => format!("reported the binds of {id}\n"),
         CtlRequest::Set { id, key, value } => format!("{id}: {key} = {value}\n"),
     }
 }

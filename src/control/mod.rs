@@ -12,7 +12,7 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{run as ctl, send as ctl_send};
+pub use client::{Connection, CtlError, run as ctl, send as ctl_send};
 pub use registry::{Registered, Registrations, valid_id};
 pub use server::start;
 
@@ -39,6 +39,16 @@ pub enum CtlRequest {
     Unregister {
         /// The runtime's id.
         id: String,
+    },
+    /// The hook reports what it bound into registered container `id` (the daemon logs it:
+    /// runtimes drop a successful hook's stderr).
+    Bound {
+        /// The runtime's id.
+        id: String,
+        /// Paths bound (below the rootfs).
+        bound: Vec<String>,
+        /// Paths skipped because the container has no such target.
+        skipped: Vec<String>,
     },
     /// The registered containers.
     List,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use serde_json::json;
 
 use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
@@ -133,6 +133,21 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             }
             None => CtlResponse::err(format!("{id} is not registered")),
         },
+        CtlRequest::Bound { id, bound, skipped } => {
+            if !registry.list().iter().any(|r| r.id == id) {
+                return CtlResponse::err(format!("{id} is not registered"));
+            }
+            if skipped.is_empty() {
+                info!("container {id}: bound {}", bound.join(" "));
+            } else {
+                warn!(
+                    "container {id}: bound {}; skipped (no such target in the container) {}",
+                    bound.join(" "),
+                    skipped.join(" ")
+                );
+            }
+            CtlResponse::ok(json!({ "id": id }))
+        }
         CtlRequest::List => CtlResponse::ok(json!(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {
             Ok(r) => CtlResponse::ok(json!(r)),

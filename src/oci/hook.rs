@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::inject::{self, Bound, DEFAULT_FILES};
 
 use crate::cli::{HookStage, OciHookArgs};
-use crate::control::{CtlRequest, ctl_send};
+use crate::control::{Connection, CtlRequest, ctl_send};
 
 /// The annotation narrowing the list: comma-separated paths from [`DEFAULT_FILES`].
 pub const FILES_ANNOTATION: &str = "io.nsview.files";
@@ -84,25 +84,57 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
         .ok_or("the container state has no bundle")?;
     let rootfs = rootfs_of(bundle)?;
     let files = selected_files(&state.annotations)?;
-    let request = CtlRequest::Register {
-        id: state.id.clone(),
-        pid,
-        cpu_view: None,
-    };
-    match ctl_send(&args.runtime_dir, &request) {
-        Ok(response) if response.ok => {}
-        Ok(response) => {
-            return Err(response
-                .error
-                .unwrap_or_else(|| "registration refused".into()));
-        }
+    // Connected in the host's mount namespace, where the socket's path is nsview's.
+    let mut daemon = match Connection::open(&args.runtime_dir) {
+        Ok(connection) => connection,
         Err(e) if args.optional => {
             eprintln!("nsview oci-hook: {e}; the container starts without nsview");
             return Ok(());
         }
         Err(e) => return Err(e.to_string()),
+    };
+    let register = CtlRequest::Register {
+        id: state.id.clone(),
+        pid,
+        cpu_view: None,
+    };
+    let response = daemon.request(&register).map_err(|e| e.to_string())?;
+    if !response.ok {
+        return Err(response
+            .error
+            .unwrap_or_else(|| "registration refused".into()));
     }
-    // Clone every source while still in the host's mount namespace.
+    match bind_files(args, pid, &pidfd, &rootfs, files) {
+        Ok((bound, skipped)) => {
+            let report = CtlRequest::Bound {
+                id: state.id.clone(),
+                bound,
+                skipped,
+            };
+            if let Err(e) = daemon.request(&report) {
+                eprintln!("nsview oci-hook: reporting the binds: {e}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The start fails: leave no registration behind.
+            let _ = daemon.request(&CtlRequest::Unregister {
+                id: state.id.clone(),
+            });
+            Err(e)
+        }
+    }
+}
+
+/// Clones every source (in the host's mount namespace), joins the container's and binds
+/// them under `rootfs`: the paths bound, and those skipped for want of a target.
+fn bind_files(
+    args: &OciHookArgs,
+    pid: u32,
+    pidfd: &std::os::fd::OwnedFd,
+    rootfs: &Path,
+    files: Vec<(&'static str, bool)>,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let mut clones = Vec::new();
     for (rel, writable) in files {
         let source = args.mountpoint.join(rel);
@@ -111,19 +143,24 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
             Err(e) => eprintln!("nsview oci-hook: {}: {e}; skipped", source.display()),
         }
     }
-    inject::join_mount_namespace(&pidfd)?;
+    inject::join_mount_namespace(pidfd)?;
     let root = rustix::fs::open(
-        &rootfs,
+        rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
+    .map_err(|e| format!("rootfs {} of pid {pid}: {e}", rootfs.display()))?;
+    let (mut bound, mut skipped) = (Vec::new(), Vec::new());
     for (rel, writable, tree) in clones {
-        if inject::bind(&root, rel, writable, &tree)? == Bound::Missing {
-            eprintln!("nsview oci-hook: /{rel} does not exist in the container; skipped");
+        match inject::bind(&root, rel, writable, &tree)? {
+            Bound::Mounted => bound.push(format!("/{rel}")),
+            Bound::Missing => {
+                eprintln!("nsview oci-hook: /{rel} does not exist in the container; skipped");
+                skipped.push(format!("/{rel}"));
+            }
         }
     }
-    Ok(())
+    Ok((bound, skipped))
 }
 
 /// The bundle's rootfs (`root.path` of its config.json, relative to the bundle).

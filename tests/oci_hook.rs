@@ -1,0 +1,162 @@
+//! `nsview oci-hook` given bad input, and without a daemon: one clear line on stderr, a
+//! non-zero exit (which fails the container's start), nothing registered; `--optional` lets a
+//! container start when the daemon is not running.
+
+mod rig;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use rig::Daemon;
+
+/// Runs `nsview oci-hook --stage <stage> <args>` with `stdin`: (success, stderr).
+fn hook(stage: &str, runtime_dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nsview"))
+        .args(["oci-hook", "--stage", stage, "--runtime-dir"])
+        .arg(runtime_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nsview ctl --json list`, as text.
+fn list(daemon: &Daemon) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nsview"))
+        .args(["ctl", "--json", "list", "--runtime-dir"])
+        .arg(daemon.runtime_dir())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A process to name as the container's init; killed on drop.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("100").spawn().unwrap())
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bundle directory whose config.json holds `config` (none when `None`).
+fn bundle(config: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+    if let Some(text) = config {
+        std::fs::write(dir.path().join("config.json"), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn bad_container_states_fail_with_one_line_and_register_nothing() {
+    let daemon = Daemon::start();
+    let init = Sleeper::new();
+    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
+    let no_config = bundle(None);
+    let bad_config = bundle(Some("{\"root\": "));
+    let dir_config = bundle(None);
+    std::fs::create_dir(dir_config.path().join("config.json")).unwrap();
+    let dead = {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let state = |pid: u32, bundle: &Path| {
+        format!(
+            r#"{{"ociVersion":"1.0.2","id":"bad-{pid}","status":"creating","pid":{pid},"bundle":"{}"}}"#,
+            bundle.display()
+        )
+    };
+    let cases = [
+        ("", "no container state on stdin"),
+        ("   \n", "no container state on stdin"),
+        ("{\"id\": ", "container state: "),
+        ("[1, 2]", "container state: "),
+        (r#"{"pid": 1}"#, "container state: missing field `id`"),
+        (
+            &format!(r#"{{"id":"x","bundle":"{}"}}"#, good.path().display()),
+            "the container state has no pid",
+        ),
+        (
+            &state(dead, good.path()),
+            &format!("the container's init (pid {dead}) does not exist"),
+        ),
+        (&state(0, good.path()), "pid 0 is not a process id"),
+        (&state(init.0.id(), no_config.path()), "No such file"),
+        (&state(init.0.id(), bad_config.path()), "config.json: "),
+        (&state(init.0.id(), dir_config.path()), "config.json: "),
+        (
+            &format!(r#"{{"id":"x","pid":{}}}"#, init.0.id()),
+            "the container state has no bundle",
+        ),
+    ];
+    for (input, expected) in cases {
+        for optional in [&[][..], &["--optional"][..]] {
+            let (ok, err) = hook("create-runtime", daemon.runtime_dir(), optional, input);
+            assert!(!ok, "{input:?} {optional:?} was accepted");
+            assert!(
+                err.starts_with("nsview: ") && err.contains(expected) && err.lines().count() == 1,
+                "{input:?}: {err:?}, expected {expected:?}"
+            );
+        }
+    }
+    let (ok, err) = hook("poststop", daemon.runtime_dir(), &[], "");
+    assert!(!ok && err.contains("no container state on stdin"), "{err}");
+    assert_eq!(list(&daemon), "[]", "nothing was registered");
+}
+
+#[test]
+fn without_a_daemon_the_hook_fails_unless_optional() {
+    let runtime = tempfile::tempdir().unwrap();
+    let mountpoint = tempfile::tempdir().unwrap();
+    let init = Sleeper::new();
+    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
+    let state = format!(
+        r#"{{"id":"c1","pid":{},"bundle":"{}"}}"#,
+        init.0.id(),
+        good.path().display()
+    );
+    let mountpoint_arg = ["--mountpoint", mountpoint.path().to_str().unwrap()];
+    for stage in ["create-runtime", "poststop"] {
+        let (ok, err) = hook(stage, runtime.path(), &mountpoint_arg, &state);
+        assert!(!ok, "{stage}");
+        assert!(
+            err.contains("nsview is not running") && err.lines().count() == 1,
+            "{stage}: {err}"
+        );
+        let args = [&mountpoint_arg[..], &["--optional"]].concat();
+        let (ok, err) = hook(stage, runtime.path(), &args, &state);
+        assert!(ok, "{stage} --optional: {err}");
+        assert!(err.contains("nsview is not running"), "{stage}: {err}");
+    }
+    // Nothing was bound anywhere: the rootfs is as it was.
+    assert_eq!(
+        std::fs::read_dir(good.path().join("rootfs"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
