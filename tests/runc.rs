@@ -308,6 +308,11 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     );
     let (_, mountinfo, _) = bundle.exec(&["grep", "-c", " - fuse nsview ", "/proc/self/mountinfo"]);
     assert_eq!(mountinfo.trim(), binds.to_string(), "nothing stacked");
+
+    // runc delete runs the poststop hook against the new daemon.
+    let (ok, _, err) = outcome(bundle.runc().args(["delete", "--force", &bundle.id]));
+    assert!(ok, "{err}");
+    assert_eq!(registered(&daemon), Vec::<String>::new());
     drop(bundle);
     drop(daemon);
 }
