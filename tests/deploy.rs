@@ -1,7 +1,7 @@
 //! The deployment files in `deploy/` parse, and their paths and flags match the daemon's
 //! defaults (taken from the command line definition itself).
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use nsview::cli::Cli;
 use serde_json::Value;
 
@@ -31,6 +31,9 @@ fn the_systemd_unit_runs_serve_with_the_defaults_and_survives_restarts() {
             .to_owned()
     };
     let exec = value("ExecStart");
+    if let Err(e) = Cli::try_parse_from(exec.split_whitespace()) {
+        panic!("ExecStart does not parse: {e}");
+    }
     assert!(
         exec.contains(&format!("serve {}", serve_default("mountpoint"))),
         "{exec}"
@@ -66,6 +69,9 @@ fn the_hooks_call_oci_hook_with_the_defaults() {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert_eq!(args[1], "oci-hook", "{file}");
+        if let Err(e) = Cli::try_parse_from(&args) {
+            panic!("{file}: the hook's arguments do not parse: {e}");
+        }
         let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
         assert_eq!(
             after("--mountpoint"),
@@ -116,6 +122,9 @@ fn the_daemonset_is_privileged_with_host_pid_and_the_shared_mount() {
         command[1..3],
         ["serve", serve_default("mountpoint").as_str()]
     );
+    if let Err(e) = Cli::try_parse_from(&command) {
+        panic!("the DaemonSet's command does not parse: {e}");
+    }
     let mounts = container["volumeMounts"].as_array().unwrap();
     let mount = |path: &str| {
         mounts
