@@ -12,6 +12,12 @@
 //! - **Bounds**: at most `max_agents`; spawning beyond evicts the least recently used idle
 //!   one. A reaper thread ends agents idle for `idle` and reaps agents whose process exited
 //!   (an agent lives in its container's pid namespace, so it dies with the container's init).
+//! - **Attribute cache**: a lookup's answer (an entry's kind, mode and owner, which no
+//!   caller's credentials change) is kept per key for [`STAT_TTL`], as are the attributes a
+//!   listing returns, so a path walk through `proc/sys/net/ipv4/` costs the agent one round
+//!   trip for the file's content rather than one per component. Only entries that exist are
+//!   kept (a new entry is visible at once; a removed one may stat for up to the TTL, and its
+//!   read then fails as natively). Contents are never cached.
 //! - **One-shot mode** (`--agent-mode oneshot`): an agent per request, the sysbox-fs model,
 //!   for the benchmark.
 
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use nsview_nsenter::protocol::{Op, Payload, Response};
+use nsview_nsenter::protocol::{Op, Payload, Response, Stat};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -72,10 +78,57 @@ pub struct PoolConfig {
     pub allow_faults: bool,
 }
 
+/// How long a lookup's answer is reused for the same namespace key.
+pub const STAT_TTL: Duration = Duration::from_secs(1);
+/// Most attributes cached per key; beyond, expired ones go, then all.
+const STAT_CACHE_MAX: usize = 4096;
+
 #[derive(Debug)]
 struct Slot {
     agent: Mutex<Option<Agent>>,
     last_used: Mutex<Instant>,
+    /// Attributes by agent path, with when they were learnt.
+    stats: Mutex<HashMap<String, (Stat, Instant)>>,
+}
+
+impl Slot {
+    fn cached(&self, path: &str) -> Option<Stat> {
+        let stats = self.stats.lock();
+        let (stat, at) = stats.get(path)?;
+        (at.elapsed() < STAT_TTL).then_some(*stat)
+    }
+
+    fn remember(&self, entries: impl IntoIterator<Item = (String, Stat)>) {
+        let now = Instant::now();
+        let mut stats = self.stats.lock();
+        for (path, stat) in entries {
+            if stats.len() >= STAT_CACHE_MAX {
+                stats.retain(|_, (_, at)| at.elapsed() < STAT_TTL);
+                if stats.len() >= STAT_CACHE_MAX {
+                    stats.clear();
+                }
+            }
+            stats.insert(path, (stat, now));
+        }
+    }
+
+    /// Keeps the attributes `result` of `op` tells.
+    fn learn(&self, op: &Op, result: &Result<Payload>) {
+        match (op, result) {
+            (Op::Lookup { path }, Ok(Payload::Entry(stat))) => {
+                self.remember([(path.clone(), *stat)]);
+            }
+            (Op::Readdir { path }, Ok(Payload::Entries(items))) => {
+                let dir = path.trim_end_matches('/');
+                self.remember(
+                    items
+                        .iter()
+                        .map(|item| (format!("{dir}/{}", item.name), item.stat)),
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The pool.
@@ -126,6 +179,12 @@ impl Pool {
             return result;
         }
         let slot = self.slot(key);
+        if let Op::Lookup { path } = &op
+            && let Some(stat) = slot.cached(path)
+        {
+            *slot.last_used.lock() = Instant::now();
+            return Ok(Payload::Entry(stat));
+        }
         let mut guard = slot.agent.lock();
         if guard.as_mut().is_none_or(|a| !a.is_running()) {
             if let Some(old) = guard.take() {
@@ -134,7 +193,12 @@ impl Pool {
             *guard = Some(self.spawn(tid, key)?);
         }
         let agent = guard.as_mut().ok_or(Error::Os(libc::EIO))?;
+        let learns = matches!(op, Op::Lookup { .. } | Op::Readdir { .. });
+        let asked = if learns { Some(op.clone()) } else { None };
         let result = agent.call(self.next_id(), op, self.cfg.timeout);
+        if let Some(op) = &asked {
+            slot.learn(op, &result);
+        }
         if matches!(result, Err(Error::Os(libc::EIO))) && !agent.is_healthy() {
             warn!("agent for {key} failed; killed");
             if let Some(a) = guard.take() {
@@ -179,6 +243,7 @@ impl Pool {
         let slot = Arc::new(Slot {
             agent: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
+            stats: Mutex::new(HashMap::new()),
         });
         slots.insert(key, slot.clone());
         slot
@@ -279,5 +344,64 @@ pub fn into_result(response: Response, id: u64) -> Result<Payload> {
             warn!("agent answered request {id} with {other:?}");
             Err(Error::Os(libc::EIO))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nsview_nsenter::protocol::{DirItem, Kind};
+
+    fn slot() -> Slot {
+        Slot {
+            agent: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+            stats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    const DIR: Stat = Stat {
+        kind: Kind::Dir,
+        mode: 0o555,
+        uid: 0,
+        gid: 0,
+    };
+    const FILE: Stat = Stat {
+        kind: Kind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+
+    #[test]
+    fn lookups_and_listings_teach_attributes_and_failures_teach_nothing() {
+        let s = slot();
+        let lookup = |path: &str| Op::Lookup { path: path.into() };
+        s.learn(&lookup("proc/sys/net"), &Ok(Payload::Entry(DIR)));
+        s.learn(&lookup("proc/sys/nope"), &Err(Error::Os(libc::ENOENT)));
+        s.learn(
+            &Op::Readdir {
+                path: "proc/sys/net/ipv4".into(),
+            },
+            &Ok(Payload::Entries(vec![DirItem {
+                name: "ip_forward".into(),
+                stat: FILE,
+            }])),
+        );
+        assert_eq!(s.cached("proc/sys/net"), Some(DIR));
+        assert_eq!(s.cached("proc/sys/net/ipv4/ip_forward"), Some(FILE));
+        assert_eq!(s.cached("proc/sys/nope"), None);
+        assert_eq!(s.cached("proc/sys/net/ipv4"), None);
+    }
+
+    #[test]
+    fn attributes_expire_and_the_cache_stays_bounded() {
+        let s = slot();
+        let old = Instant::now().checked_sub(STAT_TTL).unwrap();
+        s.stats.lock().insert("proc/sys/kernel".into(), (DIR, old));
+        assert_eq!(s.cached("proc/sys/kernel"), None, "expired");
+        s.remember((0..STAT_CACHE_MAX + 10).map(|i| (format!("p/{i}"), FILE)));
+        assert!(s.stats.lock().len() <= STAT_CACHE_MAX);
+        assert_eq!(s.cached(&format!("p/{}", STAT_CACHE_MAX + 9)), Some(FILE));
     }
 }

@@ -1,12 +1,14 @@
 //! `proc/sys`: the caller's own, through an agent that joined its namespaces.
 //!
-//! Nothing is cached between requests: every lookup, listing, read and write goes to the
-//! agent, so values that change by themselves (`fs/file-nr`, `nf_conntrack_count`) are never
-//! stale and a listing shows exactly what the caller would see natively (its own interfaces
-//! under `net/ipv4/conf/`). Reads, access checks and writes run in the agent with the
-//! caller's ids and capabilities (see the agent's `ops` module), so permissions are the
-//! kernel's own. Owners are mapped back from the caller's user namespace, so container root
-//! sees its files as its own.
+//! Contents are never cached: every read, listing and write goes to the agent, so values
+//! that change by themselves (`fs/file-nr`, `nf_conntrack_count`) are never stale and a
+//! listing shows exactly what the caller would see natively (its own interfaces under
+//! `net/ipv4/conf/`). Only an existing entry's attributes are reused, per namespace set, for
+//! a second (see the agent pool), so a path walk costs one agent round trip, not one per
+//! component. Reads, access checks and writes run in the agent with the caller's ids and
+//! capabilities (see the agent's `ops` module), so permissions are the kernel's own. Owners
+//! are mapped back from the caller's user namespace, so container root sees its files as its
+//! own.
 
 pub mod emulation;
 mod ids;
