@@ -44,7 +44,9 @@ pub struct ReattachArgs {
 /// When the hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum HookStage {
-    /// createRuntime (or prestart): register and bind the files into the container.
+    /// createRuntime (or prestart, for older runtimes: the same step): register and bind
+    /// the files into the container.
+    #[value(alias = "prestart")]
     CreateRuntime,
     /// poststop: unregister.
     Poststop,

@@ -140,7 +140,7 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
         good.path().display()
     );
     let mountpoint_arg = ["--mountpoint", mountpoint.path().to_str().unwrap()];
-    for stage in ["create-runtime", "poststop"] {
+    for stage in ["create-runtime", "prestart", "poststop"] {
         let (ok, err) = hook(stage, runtime.path(), &mountpoint_arg, &state);
         assert!(!ok, "{stage}");
         assert!(

@@ -67,6 +67,7 @@ impl Bundle {
             caps.push("CAP_SYS_ADMIN".into());
         }
         config["linux"]["cgroupsPath"] = format!("/{id}").into();
+        config["hostname"] = format!("h{n}").into();
         config["linux"]["resources"] = serde_json::json!({
             "memory": {"limit": 128 << 20},
             "cpu": {"cpus": "0"},
@@ -96,6 +97,13 @@ impl Bundle {
             .arg(self.state.path())
             .current_dir(self.dir.path());
         cmd
+    }
+
+    /// The hostname its config gives it.
+    fn hostname(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        config["hostname"].as_str().unwrap().to_owned()
     }
 
     /// `runc run` to completion: (success, stdout, stderr).
@@ -200,10 +208,15 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(up < 10.0, "uptime {up}");
+    assert!(up < 5.0, "uptime {up}");
     assert_eq!(field(&out, "fwd "), "1");
     let names: Vec<&str> = field(&out, "host ").split_whitespace().collect();
-    assert_eq!(names[0], names[1], "kernel/hostname is the container's");
+    let own = bundle.hostname();
+    assert_eq!(
+        names,
+        [own.as_str(), own.as_str()],
+        "kernel/hostname is the container's"
+    );
     assert_eq!(field(&out, "oc "), "1");
     assert_eq!(
         field(&out, "psi "),
@@ -235,6 +248,18 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     assert!(ok, "{err}");
     assert_eq!(field(&before, "MemTotal:"), "131072 kB");
     assert_eq!(registered(&daemon), std::slice::from_ref(&bundle.id));
+    let count_binds = || {
+        let (ok, out, err) =
+            bundle.exec(&["grep", "-c", " - fuse nsview ", "/proc/self/mountinfo"]);
+        assert!(ok, "{err}");
+        out.trim().parse::<usize>().unwrap()
+    };
+    let bound = count_binds();
+    // All but the DMI file, which this kind of VM may lack.
+    assert!(
+        bound >= nsview::oci::DEFAULT_FILES.len() - 1,
+        "{bound} binds"
+    );
     // A descriptor opened before the restart, as procps keeps /proc/meminfo open.
     let state = outcome(bundle.runc().args(["state", &bundle.id])).1;
     let init: serde_json::Value = serde_json::from_str(&state).unwrap();
@@ -265,7 +290,10 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     assert_eq!(field(&meminfo, "MemTotal:"), "131072 kB");
     let log = daemon.log();
     assert!(
-        log.contains(&format!("reattach: {}: reattached (", bundle.id)),
+        log.contains(&format!(
+            "reattach: {}: reattached ({bound} replaced, 0 live)",
+            bundle.id
+        )),
         "{log}"
     );
     // Every bind came back, writable where it was: proc/sys takes writes again.
@@ -273,17 +301,11 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
         "sh",
         "-c",
         "echo 1 > /proc/sys/vm/overcommit_memory && cat /proc/sys/vm/overcommit_memory \
-         /sys/devices/system/cpu/online && grep -c ' - fuse nsview ' /proc/self/mountinfo",
+         /sys/devices/system/cpu/online",
     ]);
     assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[..2], ["1", "0"], "{out}");
-    let binds: usize = lines[2].parse().unwrap();
-    assert_eq!(binds, nsview::oci::DEFAULT_FILES.len(), "{out}");
-    assert!(
-        !out.contains("not connected"),
-        "no stale bind is left stacked: {out}"
-    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["1", "0"], "{out}");
+    assert_eq!(count_binds(), bound, "no stale bind is left stacked");
 
     // The old descriptor still names the dead connection; a new open reaches the new daemon.
     let err = std::os::unix::fs::FileExt::read_at(&held, &mut [0; 64], 0).unwrap_err();
@@ -304,10 +326,9 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     assert!(again.status.success(), "{said}");
     assert_eq!(
         said.trim(),
-        format!("{}: reattached (0 replaced, {binds} live)", bundle.id)
+        format!("{}: reattached (0 replaced, {bound} live)", bundle.id)
     );
-    let (_, mountinfo, _) = bundle.exec(&["grep", "-c", " - fuse nsview ", "/proc/self/mountinfo"]);
-    assert_eq!(mountinfo.trim(), binds.to_string(), "nothing stacked");
+    assert_eq!(count_binds(), bound, "nothing stacked");
 
     // runc delete runs the poststop hook against the new daemon.
     let (ok, _, err) = outcome(bundle.runc().args(["delete", "--force", &bundle.id]));

@@ -32,6 +32,7 @@ pub const DEFAULT_FILES: &[(&str, bool)] = &[
     ("sys/devices/system/cpu", false),
     ("sys/kernel", false),
     ("sys/devices/virtual/net", false),
+    ("sys/devices/virtual/dmi/id/product_uuid", false),
     ("sys/module/nf_conntrack/parameters/hashsize", true),
 ];
 
