@@ -231,6 +231,7 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
         .name("reattach".into())
         .spawn(move || {
             info!("reattaching {count} registered containers");
+            let started = std::time::Instant::now();
             match command.output() {
                 Ok(out) => {
                     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -239,6 +240,15 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
                     for line in String::from_utf8_lossy(&out.stderr).lines() {
                         warn!("reattach: {line}");
                     }
+                    info!(
+                        "reattach done in {} ms ({})",
+                        started.elapsed().as_millis(),
+                        if out.status.success() {
+                            "all reattached"
+                        } else {
+                            "some failed"
+                        }
+                    );
                 }
                 Err(e) => error!("cannot run nsview reattach: {e}"),
             }
