@@ -18,10 +18,19 @@ pub struct MountEntry {
     pub root: PathBuf,
     /// Where it is mounted.
     pub mount_point: PathBuf,
+    /// Field 6: the mount's own options (`ro,nosuid,nodev,relatime`).
+    pub options: String,
     /// Filesystem type (`fuse.nsview`, `proc`, ...).
     pub fstype: String,
     /// Mount source (`nsview`, `/dev/vda1`, ...).
     pub source: String,
+}
+
+impl MountEntry {
+    /// Whether the mount itself is read-only (its own `ro` flag).
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
 }
 
 /// Parses mountinfo text (see proc(5)): `id parent maj:min root mountpoint opts [tags] - type source superopts`.
@@ -40,6 +49,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
         dev: (major.parse().ok()?, minor.parse().ok()?),
         root: PathBuf::from(OsString::from_vec(unescape(left.get(3)?))),
         mount_point: PathBuf::from(OsString::from_vec(unescape(left.get(4)?))),
+        options: (*left.get(5)?).to_owned(),
         fstype: right.next()?.to_owned(),
         source: String::from_utf8_lossy(&unescape(right.next()?)).into_owned(),
     })
@@ -104,6 +114,7 @@ mod tests {
         assert_eq!(m[1].fstype, "proc");
         assert_eq!(m[0].root, PathBuf::from("/"));
         assert_eq!(m[2].root, PathBuf::from("/proc/meminfo"));
+        assert!(m[2].read_only() && !m[1].read_only());
     }
 
     #[test]

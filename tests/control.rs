@@ -224,3 +224,30 @@ fn ctl_without_a_daemon_says_so() {
     assert!(err.contains("nsview is not running"), "{err}");
     assert_eq!(err.lines().count(), 1);
 }
+
+#[test]
+fn clients_beyond_the_limit_wait_for_a_slot_instead_of_failing() {
+    let daemon = Daemon::start();
+    // Every slot held by a silent client.
+    let mut held: Vec<UnixStream> = (0..nsview::control::MAX_CLIENTS)
+        .map(|_| UnixStream::connect(socket(&daemon)).unwrap())
+        .collect();
+    // Wait until the daemon has taken them all (one round trip each proves it).
+    for stream in &mut held {
+        stream.write_all(b"{\"op\":\"list\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&*stream).read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":true"), "{line}");
+    }
+    let runtime = daemon.runtime_dir().to_path_buf();
+    let late = std::thread::spawn(move || ctl(&runtime, &["list", "--json"]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !late.is_finished(),
+        "the late client waits while all slots are taken"
+    );
+    held.pop();
+    let (ok, out, err) = late.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]");
+}

@@ -103,8 +103,10 @@ impl Slot {
         let mut stats = self.stats.lock();
         for (path, stat) in entries {
             if stats.len() >= STAT_CACHE_MAX {
+                // Less than half left after dropping the expired ones, or nothing: either
+                // way the next STAT_CACHE_MAX / 2 inserts need no scan.
                 stats.retain(|_, (_, at)| at.elapsed() < STAT_TTL);
-                if stats.len() >= STAT_CACHE_MAX {
+                if stats.len() >= STAT_CACHE_MAX / 2 {
                     stats.clear();
                 }
             }

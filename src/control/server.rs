@@ -5,10 +5,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
 use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
@@ -26,23 +27,32 @@ pub fn start(runtime_dir: &Path, service: Arc<Service>) -> std::io::Result<()> {
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let started = Instant::now();
-    let clients = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new((Mutex::new(0usize), Condvar::new()));
     std::thread::Builder::new()
         .name("nsview-control".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                    clients.fetch_sub(1, Ordering::SeqCst);
-                    let _ = reply(&stream, &CtlResponse::err("too many clients"));
-                    continue;
+            loop {
+                // Beyond MAX_CLIENTS, connections wait in the listen backlog (their requests
+                // are answered once a client leaves) rather than being turned away: a burst
+                // of container starts must not fail hooks.
+                {
+                    let (count, freed) = &*slots;
+                    let mut count = count.lock();
+                    while *count >= MAX_CLIENTS {
+                        freed.wait(&mut count);
+                    }
+                    *count += 1;
                 }
-                let (service, clients) = (service.clone(), clients.clone());
+                let slot = ClientSlot(slots.clone());
+                let Ok((stream, _)) = listener.accept() else {
+                    continue;
+                };
+                let service = service.clone();
                 let spawned = std::thread::Builder::new()
                     .name("nsview-ctl-client".into())
                     .spawn(move || {
                         serve_client(stream, &service, started);
-                        clients.fetch_sub(1, Ordering::SeqCst);
+                        drop(slot);
                     });
                 if spawned.is_err() {
                     warn!("control: cannot start a client thread");
@@ -50,6 +60,17 @@ pub fn start(runtime_dir: &Path, service: Arc<Service>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// One taken client slot; given back on drop (also when its thread never started).
+struct ClientSlot(Arc<(Mutex<usize>, Condvar)>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let (count, freed) = &*self.0;
+        *count.lock() -= 1;
+        freed.notify_one();
+    }
 }
 
 fn reply(mut stream: &UnixStream, response: &CtlResponse) -> std::io::Result<()> {

@@ -111,17 +111,25 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
                 bound,
                 skipped,
             };
-            if let Err(e) = daemon.request(&report) {
-                eprintln!("nsview oci-hook: reporting the binds: {e}");
+            match daemon.request(&report) {
+                Ok(response) if response.ok => {}
+                Ok(response) => eprintln!(
+                    "nsview oci-hook: reporting the binds: {}",
+                    response.error.unwrap_or_default()
+                ),
+                Err(e) => eprintln!("nsview oci-hook: reporting the binds: {e}"),
             }
             Ok(())
         }
         Err(e) => {
             // The start fails: leave no registration behind.
-            let _ = daemon.request(&CtlRequest::Unregister {
+            let rollback = daemon.request(&CtlRequest::Unregister {
                 id: state.id.clone(),
             });
-            Err(e)
+            match rollback {
+                Ok(response) if response.ok => Err(e),
+                _ => Err(format!("{e} (and {} stays registered)", state.id)),
+            }
         }
     }
 }
