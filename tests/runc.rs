@@ -34,6 +34,16 @@ impl Bundle {
         script: &str,
         adjust: impl FnOnce(&mut serde_json::Value, &Path),
     ) -> Bundle {
+        Bundle::build(daemon, script, &[], adjust)
+    }
+
+    /// Like [`Bundle::with`], with extra arguments for `nsview oci-patch`.
+    fn build(
+        daemon: &Daemon,
+        script: &str,
+        patch_args: &[&str],
+        adjust: impl FnOnce(&mut serde_json::Value, &Path),
+    ) -> Bundle {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let state = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -81,6 +91,7 @@ impl Bundle {
             .arg(daemon.mountpoint())
             .arg("--runtime-dir")
             .arg(daemon.runtime_dir())
+            .args(patch_args)
             .output()
             .unwrap();
         assert!(
@@ -407,4 +418,62 @@ fn missing_targets_are_skipped_and_the_annotation_narrows_the_binds() {
         )),
         "{log}"
     );
+}
+
+#[test]
+fn a_restart_keeps_a_read_only_proc_sys_read_only_and_leaves_covered_binds_alone() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_on(mountpoint.path(), runtime.path(), &[]);
+    // runc's default readonlyPaths keep /proc/sys (bound read-only onto the hook's bind), and
+    // a mask inside the bound cpu directory.
+    let bundle = Bundle::build(
+        &daemon,
+        "exec sleep 1000",
+        &["--keep-readonly"],
+        |config, _| {
+            config["linux"]["maskedPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push("/sys/devices/system/cpu/cpu0".into());
+        },
+    );
+    bundle.start_detached();
+    let probe = "cat /proc/sys/kernel/hostname; \
+                 echo 1 > /proc/sys/vm/overcommit_memory || echo refused; \
+                 cat /sys/devices/system/cpu/online";
+    let (ok, before, err) = bundle.exec(&["sh", "-c", probe]);
+    assert!(ok, "{err}");
+    let own = bundle.hostname();
+    assert_eq!(
+        before.lines().collect::<Vec<_>>(),
+        [own.as_str(), "refused", "0"]
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+
+    let stale = daemon.kill_leaving_stale_mount();
+    let daemon = Daemon::start_on(stale.path(), runtime.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains("reattach done in") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = daemon.log();
+    assert!(
+        log.contains("/sys/devices/system/cpu: has mounts beneath it; left alone"),
+        "{log}"
+    );
+    let (_, after, err) = bundle.exec(&["sh", "-c", probe]);
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines[..2], [own.as_str(), "refused"], "{after}\n{err}");
+    assert!(
+        err.contains("Read-only file system"),
+        "/proc/sys stays read-only: {err}"
+    );
+    assert!(
+        err.contains("not connected"),
+        "the covered directory was left as it was: {err}"
+    );
+    drop(bundle);
+    drop(daemon);
 }

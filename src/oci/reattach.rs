@@ -2,42 +2,69 @@
 //! registered containers (they answer ENOTCONN) with binds of the live mount.
 //!
 //! The daemon runs it once at start when its runtime dir holds registered containers; an
-//! operator can run it at any time. For each registered container whose init still runs it
-//! reads `/proc/<init>/mountinfo` (mount points relative to the container's root) and takes
-//! every nsview mount there, whatever the hook's annotation had narrowed the list to: the
-//! mount's root field names the file it binds. Sources are cloned in this process's mount
-//! namespace; then it joins the container's, lazily unmounts each bind that no longer
-//! answers and moves the fresh clone onto the same target, resolved beneath the container's
-//! root as the hook does (symlinks refused, nothing outside the root touched). Binds that
-//! answer are left alone, so running it twice changes nothing.
+//! operator can run it at any time. For each registered container whose init still runs, in a
+//! child process with a deadline (so one container cannot stall the others):
 //!
-//! Descriptors a process in the container opened before the restart still point at the dead
-//! connection and keep failing with ENOTCONN: only a new `open` reaches the new daemon.
+//! 1. read `/proc/<init>/mountinfo` (mount points relative to the container's root) and find
+//!    each stack of nsview binds on one mount point, topmost first: the binds the hook made
+//!    and any the runtime stacked on them (runc's `readonlyPaths` bind `/proc/sys` onto
+//!    itself after the hook). Only the files the hook binds are taken, whatever the
+//!    annotation had narrowed the list to; a stack with anything mounted beneath it (a mask
+//!    inside a bound directory) is left alone, since a lazy unmount would take that too;
+//! 2. clone the sources in nsview's mount namespace, then join the container's;
+//! 3. for each stack, open the target beneath the container's root without following
+//!    symlinks, check that it still is the topmost bind mountinfo named (by mount id) and
+//!    that it answers ENOTCONN, and unmount it through that descriptor (never by path), layer
+//!    by layer down to what lies beneath; then bind the fresh clone there, read-only when any
+//!    removed layer was (so a runtime's read-only `/proc/sys` stays read-only).
+//!
+//! Stacks that answer are left alone, so running it twice changes nothing. Descriptors a
+//! process in the container opened before the restart still name the dead connection and
+//! keep failing with ENOTCONN: only a new `open` reaches the new daemon.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use rustix::fs::{Mode, OFlags};
+use nix::errno::Errno;
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, openat2, statx};
+use serde::{Deserialize, Serialize};
 
-use super::inject::{self, Bound};
+use super::inject::{self, Bound, DEFAULT_FILES};
 use crate::cli::ReattachArgs;
 use crate::control::{CtlRequest, Registered, ctl_send};
 use crate::mounts::{MountEntry, mounts_of};
 use crate::serve::is_nsview_mount;
 
-/// How many stale mounts stacked on one target are taken off at most.
-const MAX_STACKED: usize = 8;
+/// How long one container may take.
+const DEADLINE: Duration = Duration::from_secs(5);
 
 /// What was done for one container.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// Stale binds replaced.
     pub replaced: usize,
     /// Binds that still answered, left alone.
     pub live: usize,
-    /// Targets that failed, with why.
+    /// Targets that failed or were left alone, with why.
     pub failed: Vec<String>,
+}
+
+/// A stack of nsview binds on one mount point of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    /// The mount point, as the container sees it.
+    pub target: PathBuf,
+    /// The file of nsview's mount it binds (an entry of [`DEFAULT_FILES`]).
+    pub rel: &'static str,
+    /// Mount ids of the nsview binds stacked there, topmost first.
+    pub layers: Vec<u64>,
+    /// Whether any of them is read-only.
+    pub read_only: bool,
+    /// Whether something is mounted beneath the mount point.
+    pub covers_mounts: bool,
 }
 
 /// Runs `nsview reattach`: one line per registered container on stdout; an error when the
@@ -49,36 +76,29 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     }
     let containers: Vec<Registered> = serde_json::from_value(response.data.unwrap_or_default())
         .map_err(|e| format!("the daemon's container list: {e}"))?;
-    let host_ns = std::fs::File::open("/proc/self/ns/mnt")
-        .map(OwnedFd::from)
-        .map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
     let mut failures = 0;
     for container in &containers {
-        let result = reattach(&args.mountpoint, container);
-        // Back to our own mount namespace for the next container's clones, whatever happened.
-        nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("returning to nsview's mount namespace: {e}"))?;
-        match result {
-            Ok(o) if o.failed.is_empty() => println!(
-                "{}: reattached ({} replaced, {} live)",
-                container.id, o.replaced, o.live
-            ),
+        let result = in_child(DEADLINE, || reattach(&args.mountpoint, container));
+        let line = match result {
+            Ok(o) if o.failed.is_empty() => {
+                format!("reattached ({} replaced, {} live)", o.replaced, o.live)
+            }
             Ok(o) => {
                 failures += 1;
-                println!(
-                    "{}: {} replaced, {} live, {} failed: {}",
-                    container.id,
+                format!(
+                    "{} replaced, {} live, {} not: {}",
                     o.replaced,
                     o.live,
                     o.failed.len(),
                     o.failed.join("; ")
-                );
+                )
             }
             Err(e) => {
                 failures += 1;
-                println!("{}: not reattached: {e}", container.id);
+                format!("not reattached: {e}")
             }
-        }
+        };
+        println!("{}: {line}", container.id);
     }
     if failures == 0 {
         Ok(())
@@ -90,21 +110,99 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     }
 }
 
-/// Reattaches one container; leaves this process in the container's mount namespace when it
-/// got that far (the caller returns).
+/// Runs `work` in a forked child (which may join namespaces and change directory freely)
+/// and returns its result, or an error when it takes longer than `deadline` (it is killed).
+/// The calling process must be single-threaded.
+fn in_child(
+    deadline: Duration,
+    work: impl FnOnce() -> Result<Outcome, String>,
+) -> Result<Outcome, String> {
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: `nsview reattach` is single-threaded (no other thread can hold a lock the
+    // child needs), and the child leaves with `_exit` without returning to the caller.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|_| Err("the worker panicked".into()));
+            let mut line = serde_json::to_vec(&result).unwrap_or_default();
+            line.push(b'\n');
+            let _ = std::fs::File::from(write_end).write_all(&line);
+            // SAFETY: ends the child at once, without running the parent's exit handlers or
+            // flushing buffers it inherited.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            let answer = read_within(read_end, deadline);
+            if answer.is_none() {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            match answer {
+                Some(text) => serde_json::from_slice(&text)
+                    .unwrap_or_else(|_| Err("the worker died without an answer".into())),
+                None => Err(format!("no answer within {} s", deadline.as_secs())),
+            }
+        }
+    }
+}
+
+/// Everything readable from `fd` until EOF, or `None` when that takes longer than `deadline`.
+fn read_within(fd: OwnedFd, deadline: Duration) -> Option<Vec<u8>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let end = Instant::now() + deadline;
+    let mut file = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return None,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+        match file.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reattaches one container: meant for a child process, which it leaves in the container's
+/// mount namespace.
 pub fn reattach(mountpoint: &Path, container: &Registered) -> Result<Outcome, String> {
     let pidfd = inject::pidfd_of(container.pid, Some(container.start_ticks))?;
     let mounts =
         mounts_of(container.pid).map_err(|e| format!("/proc/{}/mountinfo: {e}", container.pid))?;
-    let binds = nsview_binds(&mounts);
     let mut outcome = Outcome::default();
-    let mut clones = Vec::new();
-    for (target, rel) in binds {
-        match inject::clone_tree(&mountpoint.join(&rel)) {
-            Ok(tree) => clones.push((target, rel, tree)),
-            Err(e) => outcome.failed.push(format!("{}: {e}", target.display())),
+    let mut work = Vec::new();
+    for stack in stacks(&mounts) {
+        if stack.covers_mounts {
+            outcome.failed.push(format!(
+                "{}: has mounts beneath it; left alone",
+                stack.target.display()
+            ));
+            continue;
+        }
+        match inject::clone_tree(&mountpoint.join(stack.rel)) {
+            Ok(tree) => work.push((stack, tree)),
+            Err(e) => outcome
+                .failed
+                .push(format!("{}: {e}", stack.target.display())),
         }
     }
+    // Our own descriptors, reachable after the join: umount through /proc/self/fd/N.
+    let own_fds = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("/proc/self/fd: {e}"))?;
     inject::join_mount_namespace(&pidfd)?;
     let root = rustix::fs::open(
         "/",
@@ -112,62 +210,136 @@ pub fn reattach(mountpoint: &Path, container: &Registered) -> Result<Outcome, St
         Mode::empty(),
     )
     .map_err(|e| format!("the container's root: {e}"))?;
-    for (target, rel, tree) in clones {
-        match replace(&root, &target, &rel, &tree) {
+    for (stack, tree) in work {
+        match replace(&root, &own_fds, &stack, &tree) {
             Ok(true) => outcome.replaced += 1,
             Ok(false) => outcome.live += 1,
-            Err(e) => outcome.failed.push(format!("{}: {e}", target.display())),
+            Err(e) => outcome
+                .failed
+                .push(format!("{}: {e}", stack.target.display())),
         }
     }
     Ok(outcome)
 }
 
-/// The nsview binds among `mounts`: (target in the container, path below nsview's mount),
-/// one per target (the topmost, which is what a lookup reaches).
-pub fn nsview_binds(mounts: &[MountEntry]) -> Vec<(PathBuf, String)> {
-    let mut by_target = BTreeMap::new();
-    for m in mounts.iter().filter(|m| is_nsview_mount(m)) {
-        let Ok(rel) = m.root.strip_prefix("/") else {
+/// The stacks of nsview binds among `mounts` whose topmost mount is nsview's and binds a file
+/// the hook binds.
+pub fn stacks(mounts: &[MountEntry]) -> Vec<Stack> {
+    let mut at: BTreeMap<&Path, Vec<&MountEntry>> = BTreeMap::new();
+    for m in mounts {
+        at.entry(m.mount_point.as_path()).or_default().push(m);
+    }
+    let mut out = Vec::new();
+    for (target, here) in &at {
+        if !here.iter().any(|m| is_nsview_mount(m)) {
+            continue;
+        }
+        // The topmost: the one no other mount here sits on.
+        let Some(mut top) = here
+            .iter()
+            .find(|m| !here.iter().any(|o| o.parent_id == m.mount_id))
+        else {
             continue;
         };
-        let rel = rel.to_string_lossy().into_owned();
-        if rel.split('/').any(|c| c == "..") {
-            continue;
+        let mut layers = Vec::new();
+        let mut read_only = false;
+        let mut rel = None;
+        while is_nsview_mount(top) {
+            let file = top
+                .root
+                .strip_prefix("/")
+                .ok()
+                .and_then(|r| DEFAULT_FILES.iter().find(|(f, _)| Path::new(f) == r));
+            let Some((file, _)) = file else { break };
+            if rel.is_some_and(|r| r != *file) {
+                break;
+            }
+            rel = Some(*file);
+            layers.push(u64::from(top.mount_id));
+            read_only |= top.read_only();
+            match here.iter().find(|m| m.mount_id == top.parent_id) {
+                Some(below) => top = below,
+                None => break,
+            }
         }
-        // mountinfo lists a mount after the one it sits on: the last per target is on top.
-        by_target.insert(m.mount_point.clone(), rel);
+        let Some(rel) = rel else { continue };
+        let covers_mounts = mounts
+            .iter()
+            .any(|m| m.mount_point.starts_with(target) && m.mount_point != **target);
+        out.push(Stack {
+            target: target.to_path_buf(),
+            rel,
+            layers,
+            read_only,
+            covers_mounts,
+        });
     }
-    by_target.into_iter().collect()
+    out
 }
 
-/// Replaces a stale bind at `target` with `tree`: `Ok(false)` when the bind there answers.
-fn replace(root: &OwnedFd, target: &Path, rel: &str, tree: &OwnedFd) -> Result<bool, String> {
-    let mut removed = 0;
-    loop {
-        match nix::sys::statfs::statfs(target) {
-            Err(nix::errno::Errno::ENOTCONN) if removed < MAX_STACKED => {
-                nix::mount::umount2(
-                    target,
-                    nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
-                )
-                .map_err(|e| format!("unmounting the stale bind: {e}"))?;
-                removed += 1;
-            }
-            Err(nix::errno::Errno::ENOTCONN) => return Err("too many stale binds stacked".into()),
-            Ok(_) if removed == 0 => return Ok(false),
-            Ok(_) | Err(nix::errno::Errno::ENOENT) => break,
-            Err(e) => return Err(format!("statfs: {e}")),
-        }
-    }
-    let in_root = target
+/// Replaces the stale stack `stack` with `tree`: `Ok(false)` when its topmost bind answers.
+fn replace(
+    root: &OwnedFd,
+    own_fds: &OwnedFd,
+    stack: &Stack,
+    tree: &OwnedFd,
+) -> Result<bool, String> {
+    let in_root = stack
+        .target
         .strip_prefix("/")
         .map_err(|_| "not an absolute path".to_owned())?
         .to_string_lossy()
         .into_owned();
-    match inject::bind(root, &in_root, inject::takes_writes(rel), tree)? {
+    let mut removed = 0;
+    loop {
+        let target = open_target(root, &in_root)?;
+        let id = statx(&target, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+            .map_err(|e| format!("statx: {e}"))?
+            .stx_mnt_id;
+        if !stack.layers.contains(&id) {
+            if removed == 0 {
+                return Err("changed since its mountinfo was read; left alone".into());
+            }
+            break;
+        }
+        match rustix::fs::fstatfs(&target) {
+            Ok(_) if removed == 0 => return Ok(false),
+            // A live bind of ours beneath the stale ones: it serves the file already.
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::NOTCONN) => unmount(own_fds, &target)?,
+            Err(e) => return Err(format!("statfs: {e}")),
+        }
+        removed += 1;
+    }
+    let writable = inject::takes_writes(stack.rel) && !stack.read_only;
+    match inject::bind(root, &in_root, writable, tree)? {
         Bound::Mounted => Ok(true),
         Bound::Missing => Err("the target is gone".into()),
     }
+}
+
+/// The mount point `rel` beneath `root`, opened O_PATH without following any symlink.
+fn open_target(root: &OwnedFd, rel: &str) -> Result<OwnedFd, String> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    )
+    .map_err(|e| format!("opening it beneath the container's root: {e}"))
+}
+
+/// Lazily unmounts the mount whose root `target` is, through `/proc/self/fd/<target>` (the
+/// directory `own_fds`): no path is resolved again, so nothing can swap the mount meanwhile.
+fn unmount(own_fds: &OwnedFd, target: &OwnedFd) -> Result<(), String> {
+    nix::unistd::fchdir(own_fds).map_err(|e| format!("fchdir: {e}"))?;
+    nix::mount::umount2(
+        target.as_raw_fd().to_string().as_str(),
+        nix::mount::MntFlags::MNT_DETACH,
+    )
+    .map_err(|e| format!("unmounting the stale bind: {e}"))
 }
 
 #[cfg(test)]
@@ -176,22 +348,46 @@ mod tests {
     use crate::mounts::parse_mountinfo;
 
     #[test]
-    fn binds_are_the_nsview_mounts_topmost_per_target() {
+    fn stacks_are_the_nsview_binds_of_known_files_topmost_first() {
         let text = "\
             20 1 0:30 / / rw - overlay overlay rw\n\
             21 20 0:22 / /proc rw - proc proc rw\n\
             30 21 0:60 /proc/meminfo /proc/meminfo ro - fuse nsview rw\n\
             31 21 0:60 /proc/sys /proc/sys rw - fuse nsview rw\n\
-            32 30 0:61 /proc/meminfo /proc/meminfo ro - fuse nsview rw\n\
+            32 31 0:60 /proc/sys /proc/sys ro - fuse nsview rw\n\
             33 21 0:62 /x /proc/cpuinfo ro - fuse other rw\n\
-            34 21 0:60 /../etc /proc/stat ro - fuse nsview rw\n";
-        let binds = nsview_binds(&parse_mountinfo(text));
+            34 21 0:60 /../etc /proc/stat ro - fuse nsview rw\n\
+            35 21 0:60 / /proc/uptime ro - fuse nsview rw\n\
+            36 21 0:60 /proc/loadavg /proc/loadavg ro - fuse nsview rw\n\
+            37 36 0:5 / /proc/loadavg rw - tmpfs tmpfs rw\n\
+            40 20 0:23 / /sys rw - sysfs sysfs rw\n\
+            41 40 0:60 /sys/devices/system/cpu /sys/devices/system/cpu ro - fuse nsview rw\n\
+            42 41 0:24 / /sys/devices/system/cpu/cpu0 ro - tmpfs tmpfs rw\n";
+        let found = stacks(&parse_mountinfo(text));
+        let by_target = |t: &str| found.iter().find(|s| s.target == Path::new(t)).cloned();
         assert_eq!(
-            binds,
-            [
-                (PathBuf::from("/proc/meminfo"), "proc/meminfo".to_owned()),
-                (PathBuf::from("/proc/sys"), "proc/sys".to_owned()),
-            ]
+            by_target("/proc/meminfo"),
+            Some(Stack {
+                target: "/proc/meminfo".into(),
+                rel: "proc/meminfo",
+                layers: vec![30],
+                read_only: true,
+                covers_mounts: false,
+            })
         );
+        // runc's read-only bind of /proc/sys onto the hook's: both go, and ro is kept.
+        let sys = by_target("/proc/sys").unwrap();
+        assert_eq!((sys.layers, sys.read_only), (vec![32, 31], true));
+        // Not nsview's, outside its files, the whole mount, or covered by another mount.
+        for t in [
+            "/proc/cpuinfo",
+            "/proc/stat",
+            "/proc/uptime",
+            "/proc/loadavg",
+        ] {
+            assert_eq!(by_target(t), None, "{t}");
+        }
+        assert!(by_target("/sys/devices/system/cpu").unwrap().covers_mounts);
+        assert_eq!(found.len(), 3);
     }
 }
