@@ -210,8 +210,12 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 
 /// Runs `nsview reattach` for the `count` containers registered before this daemon started,
 /// in a child process (joining mount namespaces needs a single-threaded process), and logs
-/// its line per container. The child's requests to the mount wait until the session runs.
+/// its line per container as it comes. The child's requests to the mount wait until the
+/// session runs; it gets SIGKILL if this thread ends first (the daemon stopped).
 fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -219,39 +223,52 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
             return;
         }
     };
-    let mut command = std::process::Command::new(exe);
+    let mut command = Command::new(exe);
     command
         .arg("reattach")
         .arg("--mountpoint")
         .arg(mountpoint)
         .arg("--runtime-dir")
         .arg(&args.runtime_dir)
-        .stdin(std::process::Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+    }
     let spawned = std::thread::Builder::new()
         .name("reattach".into())
         .spawn(move || {
             info!("reattaching {count} registered containers");
             let started = std::time::Instant::now();
-            match command.output() {
-                Ok(out) => {
-                    for line in String::from_utf8_lossy(&out.stdout).lines() {
-                        info!("reattach: {line}");
-                    }
-                    for line in String::from_utf8_lossy(&out.stderr).lines() {
-                        warn!("reattach: {line}");
-                    }
-                    info!(
-                        "reattach done in {} ms ({})",
-                        started.elapsed().as_millis(),
-                        if out.status.success() {
-                            "all reattached"
-                        } else {
-                            "some failed"
-                        }
-                    );
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    error!("cannot run nsview reattach: {e}");
+                    return;
                 }
-                Err(e) => error!("cannot run nsview reattach: {e}"),
+            };
+            if let Some(out) = child.stdout.take() {
+                for line in io::BufReader::new(out).lines().map_while(Result::ok) {
+                    info!("reattach: {line}");
+                }
             }
+            if let Some(err) = child.stderr.take() {
+                for line in io::BufReader::new(err).lines().map_while(Result::ok) {
+                    warn!("reattach: {line}");
+                }
+            }
+            let verdict = match child.wait() {
+                Ok(status) if status.success() => "all reattached".to_owned(),
+                Ok(status) => format!("some not: {status}"),
+                Err(e) => format!("unknown: {e}"),
+            };
+            info!(
+                "reattach done in {} ms ({verdict})",
+                started.elapsed().as_millis()
+            );
         });
     if let Err(e) = spawned {
         error!("cannot reattach {count} registered containers: {e}");
