@@ -140,17 +140,24 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
         good.path().display()
     );
     let mountpoint_arg = ["--mountpoint", mountpoint.path().to_str().unwrap()];
-    for stage in ["create-runtime", "prestart", "poststop"] {
+    for (stage, says) in [
+        ("create-runtime", "is nsview serve running?"),
+        ("prestart", "is nsview serve running?"),
+        ("poststop", "nsview is not running"),
+    ] {
         let (ok, err) = hook(stage, runtime.path(), &mountpoint_arg, &state);
         assert!(!ok, "{stage}");
         assert!(
-            err.contains("nsview is not running") && err.lines().count() == 1,
+            err.contains(says) && err.lines().count() == 1,
             "{stage}: {err}"
         );
         let args = [&mountpoint_arg[..], &["--optional"]].concat();
         let (ok, err) = hook(stage, runtime.path(), &args, &state);
         assert!(ok, "{stage} --optional: {err}");
-        assert!(err.contains("nsview is not running"), "{stage}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{stage}: {err}"
+        );
     }
     // Nothing was bound anywhere: the rootfs is as it was.
     assert_eq!(
@@ -159,4 +166,31 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
             .count(),
         0
     );
+}
+
+#[test]
+fn a_daemon_without_its_mount_fails_the_hook_unless_optional() {
+    let daemon = Daemon::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let init = Sleeper::new();
+    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
+    let state = format!(
+        r#"{{"id":"c2","pid":{},"bundle":"{}"}}"#,
+        init.0.id(),
+        good.path().display()
+    );
+    let wrong = ["--mountpoint", elsewhere.path().to_str().unwrap()];
+    let (ok, err) = hook("create-runtime", daemon.runtime_dir(), &wrong, &state);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "nsview's mount at {} is not there",
+            elsewhere.path().display()
+        )) && err.lines().count() == 1,
+        "{err}"
+    );
+    let optional = [&wrong[..], &["--optional"]].concat();
+    let (ok, err) = hook("create-runtime", daemon.runtime_dir(), &optional, &state);
+    assert!(ok, "{err}");
+    assert_eq!(list(&daemon), "[]", "nothing was registered");
 }

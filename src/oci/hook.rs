@@ -84,14 +84,19 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
         .ok_or("the container state has no bundle")?;
     let rootfs = rootfs_of(bundle)?;
     let files = selected_files(&state.annotations)?;
-    // Connected in the host's mount namespace, where the socket's path is nsview's.
-    let mut daemon = match Connection::open(&args.runtime_dir) {
-        Ok(connection) => connection,
+    // Sources cloned and the daemon connected in the host's mount namespace, where the
+    // mountpoint and the socket's path are nsview's.
+    let connected = clone_sources(&args.mountpoint, files).and_then(|clones| {
+        let daemon = Connection::open(&args.runtime_dir).map_err(|e| e.to_string())?;
+        Ok((clones, daemon))
+    });
+    let (clones, mut daemon) = match connected {
+        Ok(both) => both,
         Err(e) if args.optional => {
             eprintln!("nsview oci-hook: {e}; the container starts without nsview");
             return Ok(());
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e),
     };
     let register = CtlRequest::Register {
         id: state.id.clone(),
@@ -104,7 +109,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
             .error
             .unwrap_or_else(|| "registration refused".into()));
     }
-    match bind_files(args, pid, &pidfd, &rootfs, files) {
+    match bind_files(pid, &pidfd, &rootfs, clones) {
         Ok((bound, skipped)) => {
             let report = CtlRequest::Bound {
                 id: state.id.clone(),
@@ -134,23 +139,43 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
     }
 }
 
-/// Clones every source (in the host's mount namespace), joins the container's and binds
-/// them under `rootfs`: the paths bound, and those skipped for want of a target.
+/// A clone of every source below `mountpoint` (made in the caller's mount namespace); a
+/// source nsview lacks is skipped with a message, none at all is an error (its mount is
+/// not there).
+type Clones = Vec<(&'static str, bool, std::os::fd::OwnedFd)>;
+
+fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<Clones, String> {
+    let mut clones = Vec::new();
+    let mut failed = Vec::new();
+    for (rel, writable) in files {
+        let source = mountpoint.join(rel);
+        match inject::clone_tree(&source) {
+            Ok(tree) => clones.push((rel, writable, tree)),
+            Err(e) => failed.push((source, e)),
+        }
+    }
+    match failed.first() {
+        Some((_, e)) if clones.is_empty() => Err(format!(
+            "nsview's mount at {} is not there ({e}): is nsview serve running?",
+            mountpoint.display()
+        )),
+        _ => {
+            for (source, e) in failed {
+                eprintln!("nsview oci-hook: {}: {e}; skipped", source.display());
+            }
+            Ok(clones)
+        }
+    }
+}
+
+/// Joins the container's mount namespace and binds the clones under `rootfs`: the paths
+/// bound, and those skipped for want of a target.
 fn bind_files(
-    args: &OciHookArgs,
     pid: u32,
     pidfd: &std::os::fd::OwnedFd,
     rootfs: &Path,
-    files: Vec<(&'static str, bool)>,
+    clones: Clones,
 ) -> Result<(Vec<String>, Vec<String>), String> {
-    let mut clones = Vec::new();
-    for (rel, writable) in files {
-        let source = args.mountpoint.join(rel);
-        match inject::clone_tree(&source) {
-            Ok(tree) => clones.push((rel, writable, tree)),
-            Err(e) => eprintln!("nsview oci-hook: {}: {e}; skipped", source.display()),
-        }
-    }
     inject::join_mount_namespace(pidfd)?;
     let root = rustix::fs::open(
         rootfs,
