@@ -168,14 +168,14 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         error!("cannot start the agent reaper: {e}; idle agents live until the daemon stops");
     }
 
-    let live = service
+    // Every start: binds a dead predecessor left (in registered containers and elsewhere)
+    // get this mount's files, and this mount's device is recorded as one of ours.
+    let registered = service
         .env
         .registered
         .as_ref()
         .map_or(0, |r| r.list().len());
-    if live > 0 {
-        spawn_reattach(args, &mountpoint, live);
-    }
+    spawn_reattach(args, &mountpoint, registered);
 
     let stop = wait_for_stop(session, stop_signals);
     sampler.stop();
@@ -208,8 +208,8 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Runs `nsview reattach` for the `count` containers registered before this daemon started,
-/// in a child process (joining mount namespaces needs a single-threaded process), and logs
+/// Runs `nsview reattach` (for the `count` containers registered before this daemon started
+/// and any other mount namespace holding binds of an earlier nsview mount) in a child process (joining mount namespaces needs a single-threaded process), and logs
 /// its line per container as it comes. The child's requests to the mount wait until the
 /// session runs; it gets SIGKILL if this thread ends first (the daemon stopped).
 fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
@@ -241,7 +241,7 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
     let spawned = std::thread::Builder::new()
         .name("reattach".into())
         .spawn(move || {
-            info!("reattaching {count} registered containers");
+            info!("reattaching: {count} registered containers, then other mount namespaces");
             let started = std::time::Instant::now();
             let mut child = match command.spawn() {
                 Ok(child) => child,

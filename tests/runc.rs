@@ -34,14 +34,15 @@ impl Bundle {
         script: &str,
         adjust: impl FnOnce(&mut serde_json::Value, &Path),
     ) -> Bundle {
-        Bundle::build(daemon, script, &[], adjust)
+        Bundle::build(daemon, script, Some(&[]), adjust)
     }
 
-    /// Like [`Bundle::with`], with extra arguments for `nsview oci-patch`.
+    /// Like [`Bundle::with`], with extra arguments for `nsview oci-patch`, or without the
+    /// patch (no hooks) when `None`.
     fn build(
         daemon: &Daemon,
         script: &str,
-        patch_args: &[&str],
+        patch_args: Option<&[&str]>,
         adjust: impl FnOnce(&mut serde_json::Value, &Path),
     ) -> Bundle {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -84,6 +85,10 @@ impl Bundle {
         });
         adjust(&mut config, &rootfs);
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let bundle = Bundle { dir, state, id };
+        let Some(patch_args) = patch_args else {
+            return bundle;
+        };
         let patched = Command::new(env!("CARGO_BIN_EXE_nsview"))
             .arg("oci-patch")
             .arg(&config_path)
@@ -99,7 +104,7 @@ impl Bundle {
             "{}",
             String::from_utf8_lossy(&patched.stderr)
         );
-        Bundle { dir, state, id }
+        bundle
     }
 
     fn runc(&self) -> Command {
@@ -183,6 +188,15 @@ fn registered(daemon: &Daemon) -> Vec<String> {
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Waits (at most 5 s) until `daemon` logs that its start-up reattach is done.
+fn wait_for_reattach(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains("reattach done in") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The value after `key` on the line starting with it.
@@ -430,7 +444,7 @@ fn a_restart_keeps_a_read_only_proc_sys_read_only_and_leaves_covered_binds_alone
     let bundle = Bundle::build(
         &daemon,
         "exec sleep 1000",
-        &["--keep-readonly"],
+        Some(&["--keep-readonly"]),
         |config, _| {
             config["linux"]["maskedPaths"]
                 .as_array_mut()
@@ -453,11 +467,7 @@ fn a_restart_keeps_a_read_only_proc_sys_read_only_and_leaves_covered_binds_alone
 
     let stale = daemon.kill_leaving_stale_mount();
     let daemon = Daemon::start_on(stale.path(), runtime.path(), &[]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !daemon.log().contains("reattach done in") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_reattach(&daemon);
     let log = daemon.log();
     assert!(
         log.contains("/sys/devices/system/cpu: has mounts beneath it; left alone"),
@@ -473,6 +483,63 @@ fn a_restart_keeps_a_read_only_proc_sys_read_only_and_leaves_covered_binds_alone
     assert!(
         err.contains("not connected"),
         "the covered directory was left as it was: {err}"
+    );
+    drop(bundle);
+    drop(daemon);
+}
+
+#[test]
+fn binds_made_without_the_hook_come_back_after_a_restart_too() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_on(mountpoint.path(), runtime.path(), &[]);
+    // LXCFS style: the runtime binds the files itself (runc allows these two under /proc).
+    let sources = ["proc/meminfo", "proc/uptime"].map(|f| (f, daemon.path(f)));
+    let bundle = Bundle::build(&daemon, "exec sleep 1000", None, |config, _| {
+        let mounts = config["mounts"].as_array_mut().unwrap();
+        for (file, source) in &sources {
+            mounts.push(serde_json::json!({
+                "destination": format!("/{file}"),
+                "type": "bind",
+                "source": source,
+                "options": ["bind", "ro"],
+            }));
+        }
+    });
+    bundle.start_detached();
+    let (ok, before, err) = bundle.exec(&["cat", "/proc/meminfo"]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&before, "MemTotal:"), "131072 kB");
+    assert_eq!(registered(&daemon), Vec::<String>::new(), "no hook ran");
+
+    let stale = daemon.kill_leaving_stale_mount();
+    // Another nsview (its own mount and runtime dir) leaves these binds alone.
+    let other = Daemon::start();
+    wait_for_reattach(&other);
+    let (ok, _, err) = bundle.exec(&["cat", "/proc/meminfo"]);
+    assert!(!ok && err.contains("not connected"), "{err}");
+    drop(other);
+
+    let restarted = Instant::now();
+    let daemon = Daemon::start_on(stale.path(), runtime.path(), &[]);
+    loop {
+        let (ok, out, _) = bundle.exec(&["cat", "/proc/meminfo"]);
+        if ok && out.starts_with("MemTotal:") {
+            assert_eq!(field(&out, "MemTotal:"), "131072 kB");
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l.contains("reattach: mount namespace ")
+            && l.ends_with("reattached (2 replaced, 0 live)")),
+        "{log}"
     );
     drop(bundle);
     drop(daemon);

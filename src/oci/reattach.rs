@@ -22,7 +22,7 @@
 //! process in the container opened before the restart still name the dead connection and
 //! keep failing with ENOTCONN: only a new `open` reaches the new daemon.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ use super::inject::{self, Bound, DEFAULT_FILES};
 use crate::cli::ReattachArgs;
 use crate::control::{CtlRequest, Registered, ctl_send};
 use crate::mounts::{MountEntry, mounts_of};
+use crate::procfs::ProcRoot;
 use crate::serve::is_nsview_mount;
 
 /// How long one container may take.
@@ -65,10 +66,21 @@ pub struct Stack {
     pub read_only: bool,
     /// Whether something is mounted beneath the mount point.
     pub covers_mounts: bool,
+    /// The device (`major:minor`) of the topmost bind: which nsview mount it came from.
+    pub dev: Dev,
 }
 
-/// Runs `nsview reattach`: one line per registered container on stdout; an error when the
-/// daemon cannot be asked or any container failed.
+/// A filesystem's device number, `(major, minor)`.
+pub type Dev = (u32, u32);
+
+/// How many of nsview's past mounts [`our_devices`] remembers.
+const DEVICES_KEPT: usize = 8;
+
+/// Runs `nsview reattach`: the registered containers first (a line each), then every other
+/// mount namespace on the host that holds nsview binds of the hook's files (binds a user or
+/// a runtime made without the hook, `-v /var/lib/nsview/proc/meminfo:/proc/meminfo`, and
+/// copies in namespaces nested inside containers; a line each). An error when the daemon
+/// cannot be asked or anything failed.
 pub fn run(args: &ReattachArgs) -> Result<(), String> {
     let response = ctl_send(&args.runtime_dir, &CtlRequest::List).map_err(|e| e.to_string())?;
     if !response.ok {
@@ -76,38 +88,116 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     }
     let containers: Vec<Registered> = serde_json::from_value(response.data.unwrap_or_default())
         .map_err(|e| format!("the daemon's container list: {e}"))?;
-    let mut failures = 0;
+    let ours = our_devices(&args.mountpoint, &args.runtime_dir)?;
+    let proc = ProcRoot::default();
+    // nsview's own namespace: its mount is the daemon's business (`serve` recovers it).
+    let mut visited: HashSet<u64> = proc
+        .ns_inode(std::process::id(), "mnt")
+        .into_iter()
+        .collect();
+    let (mut failures, mut total) = (0, 0);
     for container in &containers {
-        let result = in_child(DEADLINE, || reattach(&args.mountpoint, container));
-        let line = match result {
-            Ok(o) if o.failed.is_empty() => {
-                format!("reattached ({} replaced, {} live)", o.replaced, o.live)
-            }
-            Ok(o) => {
-                failures += 1;
-                format!(
-                    "{} replaced, {} live, {} not: {}",
-                    o.replaced,
-                    o.live,
-                    o.failed.len(),
-                    o.failed.join("; ")
-                )
-            }
-            Err(e) => {
-                failures += 1;
-                format!("not reattached: {e}")
-            }
-        };
-        println!("{}: {line}", container.id);
+        visited.extend(proc.ns_inode(container.pid, "mnt").ok());
+        let result = in_child(DEADLINE, || {
+            reattach(
+                &args.mountpoint,
+                container.pid,
+                Some(container.start_ticks),
+                None,
+            )
+        });
+        failures += usize::from(!say(&container.id, result));
+        total += 1;
+    }
+    for (ns, pid) in other_mount_namespaces(&proc, &mut visited) {
+        // Only binds of this nsview's mounts (another nsview's are its business).
+        let has_binds =
+            mounts_of(pid).is_ok_and(|m| stacks(&m).iter().any(|s| ours.contains(&s.dev)));
+        if !has_binds {
+            continue;
+        }
+        let ticks = proc.start_ticks(pid).ok();
+        let result = in_child(DEADLINE, || {
+            reattach(&args.mountpoint, pid, ticks, Some(&ours))
+        });
+        failures += usize::from(!say(&format!("mount namespace {ns} (pid {pid})"), result));
+        total += 1;
     }
     if failures == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "{failures} of {} containers not fully reattached",
-            containers.len()
-        ))
+        Err(format!("{failures} of {total} not fully reattached"))
     }
+}
+
+/// The devices of this nsview's mounts: the live one at `mountpoint` and the last few before
+/// it, kept in `<runtime_dir>/mounts` (which gains the live one). Stale binds on these
+/// devices are this nsview's to replace.
+fn our_devices(mountpoint: &Path, runtime_dir: &Path) -> Result<HashSet<Dev>, String> {
+    let st = rustix::fs::stat(mountpoint)
+        .map_err(|e| format!("nsview's mount at {}: {e}", mountpoint.display()))?;
+    let current = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+    let path = runtime_dir.join("mounts");
+    let mut devices: Vec<Dev> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (major, minor) = l.trim().split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .filter(|d| *d != current)
+        .collect();
+    devices.push(current);
+    let keep = devices.len().saturating_sub(DEVICES_KEPT);
+    devices.drain(..keep);
+    let text: String = devices.iter().map(|(a, b)| format!("{a}:{b}\n")).collect();
+    let tmp = runtime_dir.join("mounts.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(devices.into_iter().collect())
+}
+
+/// Prints the line for `who`; whether everything was reattached.
+fn say(who: &str, result: Result<Outcome, String>) -> bool {
+    let (ok, line) = match result {
+        Ok(o) if o.failed.is_empty() => (
+            true,
+            format!("reattached ({} replaced, {} live)", o.replaced, o.live),
+        ),
+        Ok(o) => (
+            false,
+            format!(
+                "{} replaced, {} live, {} not: {}",
+                o.replaced,
+                o.live,
+                o.failed.len(),
+                o.failed.join("; ")
+            ),
+        ),
+        Err(e) => (false, format!("not reattached: {e}")),
+    };
+    println!("{who}: {line}");
+    ok
+}
+
+/// One process of each mount namespace not in `visited` (which gains them): (namespace
+/// inode, pid).
+fn other_mount_namespaces(proc: &ProcRoot, visited: &mut HashSet<u64>) -> Vec<(u64, u32)> {
+    let Ok(entries) = std::fs::read_dir(proc.path()) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter()
+        .filter_map(|pid| {
+            let ns = proc.ns_inode(pid, "mnt").ok()?;
+            visited.insert(ns).then_some((ns, pid))
+        })
+        .collect()
 }
 
 /// Runs `work` in a forked child (which may join namespaces and change directory freely)
@@ -173,15 +263,21 @@ fn read_within(fd: OwnedFd, deadline: Duration) -> Option<Vec<u8>> {
     }
 }
 
-/// Reattaches one container: meant for a child process, which it leaves in the container's
-/// mount namespace.
-pub fn reattach(mountpoint: &Path, container: &Registered) -> Result<Outcome, String> {
-    let pidfd = inject::pidfd_of(container.pid, Some(container.start_ticks))?;
-    let mounts =
-        mounts_of(container.pid).map_err(|e| format!("/proc/{}/mountinfo: {e}", container.pid))?;
+/// Reattaches the mount namespace of process `pid` (checked to have started at
+/// `start_ticks`): meant for a child process, which it leaves in that namespace.
+/// With `only`, only stacks whose topmost bind is on one of those devices are touched.
+pub fn reattach(
+    mountpoint: &Path,
+    pid: u32,
+    start_ticks: Option<u64>,
+    only: Option<&HashSet<Dev>>,
+) -> Result<Outcome, String> {
+    let pidfd = inject::pidfd_of(pid, start_ticks)?;
+    let mounts = mounts_of(pid).map_err(|e| format!("/proc/{pid}/mountinfo: {e}"))?;
     let mut outcome = Outcome::default();
     let mut work = Vec::new();
-    for stack in stacks(&mounts) {
+    let mine = |s: &Stack| only.is_none_or(|devs| devs.contains(&s.dev));
+    for stack in stacks(&mounts).into_iter().filter(mine) {
         if stack.covers_mounts {
             outcome.failed.push(format!(
                 "{}: has mounts beneath it; left alone",
@@ -263,6 +359,7 @@ pub fn stacks(mounts: &[MountEntry]) -> Vec<Stack> {
             }
         }
         let Some(rel) = rel else { continue };
+        let layers_top = layers[0];
         let covers_mounts = mounts
             .iter()
             .any(|m| m.mount_point.starts_with(target) && m.mount_point != **target);
@@ -272,6 +369,10 @@ pub fn stacks(mounts: &[MountEntry]) -> Vec<Stack> {
             layers,
             read_only,
             covers_mounts,
+            dev: here
+                .iter()
+                .find(|m| u64::from(m.mount_id) == layers_top)
+                .map_or((0, 0), |m| m.dev),
         });
     }
     out
@@ -373,6 +474,7 @@ mod tests {
                 layers: vec![30],
                 read_only: true,
                 covers_mounts: false,
+                dev: (0, 60),
             })
         );
         // runc's read-only bind of /proc/sys onto the hook's: both go, and ro is kept.
