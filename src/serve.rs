@@ -101,8 +101,12 @@ enum Stop {
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     check_root()?;
     check_dev_fuse()?;
-    let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    let (mountpoint, stale) = prepare_mountpoint(&args.mountpoint)?;
     let _lock = lock_runtime_dir(&args.runtime_dir)?;
+    // The predecessor's device: reattach replaces binds of it.
+    for dev in stale {
+        remember_device(&args.runtime_dir, dev);
+    }
     raise_fd_limit();
     // Block the stop signals before any thread exists, so every thread inherits the mask and
     // only the waiting thread below receives them.
@@ -142,6 +146,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         path: mountpoint.clone(),
         source,
     })?;
+    // From mountinfo: a stat of the mountpoint would wait for the session, not yet running.
+    match mounts_at(&mountpoint).map(|m| m.into_iter().rfind(is_nsview_mount)) {
+        Ok(Some(ours)) => remember_device(&args.runtime_dir, ours.dev),
+        _ => warn!("cannot find this daemon's own mount in mountinfo"),
+    }
     info!(
         "serving {} ({} threads, cgroups at {})",
         mountpoint.display(),
@@ -250,15 +259,21 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
                     return;
                 }
             };
+            // stderr on its own thread: a full pipe on one must not stall the other.
+            let errors = child.stderr.take().map(|err| {
+                std::thread::spawn(move || {
+                    for line in io::BufReader::new(err).lines().map_while(Result::ok) {
+                        warn!("reattach: {line}");
+                    }
+                })
+            });
             if let Some(out) = child.stdout.take() {
                 for line in io::BufReader::new(out).lines().map_while(Result::ok) {
                     info!("reattach: {line}");
                 }
             }
-            if let Some(err) = child.stderr.take() {
-                for line in io::BufReader::new(err).lines().map_while(Result::ok) {
-                    warn!("reattach: {line}");
-                }
+            if let Some(errors) = errors {
+                let _ = errors.join();
             }
             let verdict = match child.wait() {
                 Ok(status) if status.success() => "all reattached".to_owned(),
@@ -386,7 +401,13 @@ fn check_dev_fuse() -> Result<(), ServeError> {
 /// Makes `path` ready to mount on and returns its canonical form: lazily unmounts stale FUSE
 /// mounts left by a crashed daemon (ENOTCONN), refuses a mountpoint a live nsview serves,
 /// creates a missing directory, refuses a non-directory.
-fn prepare_mountpoint(path: &Path) -> Result<PathBuf, ServeError> {
+fn remember_device(runtime_dir: &Path, dev: crate::oci::devices::Dev) {
+    if let Err(e) = crate::oci::devices::record(runtime_dir, dev) {
+        warn!("cannot record mount device {}:{}: {e}", dev.0, dev.1);
+    }
+}
+
+fn prepare_mountpoint(path: &Path) -> Result<(PathBuf, Vec<crate::oci::devices::Dev>), ServeError> {
     let io_err = |source| ServeError::Mountpoint {
         path: path.to_path_buf(),
         source,
@@ -401,6 +422,7 @@ fn prepare_mountpoint(path: &Path) -> Result<PathBuf, ServeError> {
         _ => abs,
     };
     // A crashed run can leave several stacked mounts; recover each, but never loop forever.
+    let mut stale = Vec::new();
     for _ in 0..16 {
         let top = mounts_at(&abs).map_err(io_err)?.pop();
         let Some(top) = top else { break };
@@ -413,18 +435,21 @@ fn prepare_mountpoint(path: &Path) -> Result<PathBuf, ServeError> {
                     abs.display()
                 );
                 umount2(&abs, MntFlags::MNT_DETACH).map_err(|e| io_err(e.into()))?;
+                if is_nsview_mount(&top) {
+                    stale.push(top.dev);
+                }
             }
             Ok(_) if is_nsview_mount(&top) => return Err(ServeError::AlreadyServed(abs)),
             _ => break,
         }
     }
     match fs::metadata(&abs) {
-        Ok(m) if m.is_dir() => Ok(abs),
+        Ok(m) if m.is_dir() => Ok((abs, stale)),
         Ok(_) => Err(ServeError::NotADirectory(abs)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(&abs).map_err(io_err)?;
             info!("created mountpoint {}", abs.display());
-            Ok(abs)
+            Ok((abs, stale))
         }
         Err(e) => Err(io_err(e)),
     }

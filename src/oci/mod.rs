@@ -1,6 +1,7 @@
 //! OCI runtime integration: the hook, patching a bundle's `config.json` to use it, and
 //! reattaching containers' binds after a daemon restart.
 
+pub mod devices;
 pub mod hook;
 mod inject;
 pub mod patch;

@@ -1,28 +1,32 @@
-//! `nsview reattach`: after a daemon restart, replaces the binds a dead daemon left in
-//! registered containers (they answer ENOTCONN) with binds of the live mount.
+//! `nsview reattach`: after a daemon restart, replaces the binds a dead daemon left (they
+//! answer ENOTCONN) with binds of the live mount.
 //!
-//! The daemon runs it once at start when its runtime dir holds registered containers; an
-//! operator can run it at any time. For each registered container whose init still runs, in a
-//! child process with a deadline (so one container cannot stall the others):
+//! The daemon runs it at every start; an operator can run it at any time. It visits the
+//! registered containers, then every other mount namespace owned by the host's user
+//! namespace that holds such binds (containers whose runtime bound the files itself,
+//! namespaces nested in containers; a namespace owned by another user namespace is its
+//! owner's business, and could serve a FUSE mount that never answers). Only binds on a
+//! device of this nsview's mounts count (see [`super::devices`]): never a second nsview's.
+//! Each namespace is handled in a child process with a deadline, and the whole run has one:
 //!
-//! 1. read `/proc/<init>/mountinfo` (mount points relative to the container's root) and find
-//!    each stack of nsview binds on one mount point, topmost first: the binds the hook made
-//!    and any the runtime stacked on them (runc's `readonlyPaths` bind `/proc/sys` onto
-//!    itself after the hook). Only the files the hook binds are taken, whatever the
-//!    annotation had narrowed the list to; a stack with anything mounted beneath it (a mask
-//!    inside a bound directory) is left alone, since a lazy unmount would take that too;
-//! 2. clone the sources in nsview's mount namespace, then join the container's;
-//! 3. for each stack, open the target beneath the container's root without following
-//!    symlinks, check that it still is the topmost bind mountinfo named (by mount id) and
-//!    that it answers ENOTCONN, and unmount it through that descriptor (never by path), layer
-//!    by layer down to what lies beneath; then bind the fresh clone there, read-only when any
-//!    removed layer was (so a runtime's read-only `/proc/sys` stays read-only).
+//! 1. read `/proc/<pid>/mountinfo` (mount points relative to the process's root) and find
+//!    each stack of our binds on one mount point, topmost first: the binds the hook made and
+//!    any the runtime stacked on them (runc's `readonlyPaths` bind `/proc/sys` onto itself
+//!    after the hook). Only the files the hook binds are taken. A stack with anything mounted
+//!    beneath it (a mask inside a bound directory) is left alone, since a lazy unmount would
+//!    take that too, and so is one inside another FUSE mount, whose server might not answer;
+//! 2. clone the sources in nsview's mount namespace, then join the other one;
+//! 3. for each stack, open the target beneath the root without following symlinks, check
+//!    that it still is a layer mountinfo named (by mount id) and that it answers ENOTCONN,
+//!    and unmount it through that descriptor (never by path), layer by layer down to what
+//!    lies beneath; then bind the fresh clone there, read-only when any removed layer was (so
+//!    a runtime's read-only `/proc/sys` stays read-only).
 //!
 //! Stacks that answer are left alone, so running it twice changes nothing. Descriptors a
-//! process in the container opened before the restart still name the dead connection and
-//! keep failing with ENOTCONN: only a new `open` reaches the new daemon.
+//! process opened before the restart still name the dead connection and keep failing with
+//! ENOTCONN: only a new `open` reaches the new daemon.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -32,6 +36,7 @@ use nix::errno::Errno;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, openat2, statx};
 use serde::{Deserialize, Serialize};
 
+use super::devices::{self, Dev};
 use super::inject::{self, Bound, DEFAULT_FILES};
 use crate::cli::ReattachArgs;
 use crate::control::{CtlRequest, Registered, ctl_send};
@@ -66,15 +71,15 @@ pub struct Stack {
     pub read_only: bool,
     /// Whether something is mounted beneath the mount point.
     pub covers_mounts: bool,
+    /// A FUSE mount (not nsview's) the mount point lies in: reaching it would ask that
+    /// filesystem's server, which may never answer.
+    pub beneath_fuse: Option<PathBuf>,
     /// The device (`major:minor`) of the topmost bind: which nsview mount it came from.
     pub dev: Dev,
 }
 
-/// A filesystem's device number, `(major, minor)`.
-pub type Dev = (u32, u32);
-
-/// How many of nsview's past mounts [`our_devices`] remembers.
-const DEVICES_KEPT: usize = 8;
+/// How long a whole run may take; namespaces left then are reported and skipped.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `nsview reattach`: the registered containers first (a line each), then every other
 /// mount namespace on the host that holds nsview binds of the hook's files (binds a user or
@@ -88,40 +93,49 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     }
     let containers: Vec<Registered> = serde_json::from_value(response.data.unwrap_or_default())
         .map_err(|e| format!("the daemon's container list: {e}"))?;
-    let ours = our_devices(&args.mountpoint, &args.runtime_dir)?;
-    let proc = ProcRoot::default();
-    // nsview's own namespace: its mount is the daemon's business (`serve` recovers it).
-    let mut visited: HashSet<u64> = proc
-        .ns_inode(std::process::id(), "mnt")
+    let ours: HashSet<Dev> = devices::load(&args.runtime_dir)
         .into_iter()
+        .filter(|d| devices::made_by_root(*d))
         .collect();
-    let (mut failures, mut total) = (0, 0);
-    for container in &containers {
-        visited.extend(proc.ns_inode(container.pid, "mnt").ok());
-        let result = in_child(DEADLINE, || {
-            reattach(
-                &args.mountpoint,
-                container.pid,
-                Some(container.start_ticks),
-                None,
-            )
-        });
-        failures += usize::from(!say(&container.id, result));
-        total += 1;
+    let proc = ProcRoot::default();
+    let own = std::process::id();
+    // nsview's own namespace: its mount is the daemon's business (`serve` recovers it).
+    let mut visited: HashSet<u64> = proc.ns_inode(own, "mnt").into_iter().collect();
+    let mut jobs: Vec<(String, u32, u64, u64)> = Vec::new();
+    for c in &containers {
+        if let Ok(ns) = proc.ns_inode(c.pid, "mnt")
+            && visited.insert(ns)
+        {
+            jobs.push((c.id.clone(), c.pid, c.start_ticks, ns));
+        }
     }
+    // Then every other namespace made by the host's root (one owned by another user
+    // namespace is its owner's to fix, and could be serving a FUSE mount that never
+    // answers), if it holds binds of ours.
+    let own_userns = namespace_owner(own);
     for (ns, pid) in other_mount_namespaces(&proc, &mut visited) {
-        // Only binds of this nsview's mounts (another nsview's are its business).
-        let has_binds =
-            mounts_of(pid).is_ok_and(|m| stacks(&m).iter().any(|s| ours.contains(&s.dev)));
-        if !has_binds {
+        let Ok(ticks) = proc.start_ticks(pid) else {
+            continue;
+        };
+        if own_userns.is_none() || namespace_owner(pid) != own_userns {
             continue;
         }
-        let ticks = proc.start_ticks(pid).ok();
-        let result = in_child(DEADLINE, || {
-            reattach(&args.mountpoint, pid, ticks, Some(&ours))
-        });
-        failures += usize::from(!say(&format!("mount namespace {ns} (pid {pid})"), result));
-        total += 1;
+        if mounts_of(pid).is_ok_and(|m| !stacks(&m, &ours).is_empty()) {
+            jobs.push((format!("mount namespace {ns} (pid {pid})"), pid, ticks, ns));
+        }
+    }
+    let started = Instant::now();
+    let total = jobs.len();
+    let mut failures = 0;
+    for (who, pid, ticks, ns) in jobs {
+        let result = if started.elapsed() > RUN_DEADLINE {
+            Err("skipped: the run took too long".into())
+        } else {
+            in_child(DEADLINE, || {
+                reattach(&args.mountpoint, pid, ticks, ns, &ours)
+            })
+        };
+        failures += usize::from(!say(&who, result));
     }
     if failures == 0 {
         Ok(())
@@ -130,32 +144,19 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     }
 }
 
-/// The devices of this nsview's mounts: the live one at `mountpoint` and the last few before
-/// it, kept in `<runtime_dir>/mounts` (which gains the live one). Stale binds on these
-/// devices are this nsview's to replace.
-fn our_devices(mountpoint: &Path, runtime_dir: &Path) -> Result<HashSet<Dev>, String> {
-    let st = rustix::fs::stat(mountpoint)
-        .map_err(|e| format!("nsview's mount at {}: {e}", mountpoint.display()))?;
-    let current = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
-    let path = runtime_dir.join("mounts");
-    let mut devices: Vec<Dev> = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (major, minor) = l.trim().split_once(':')?;
-            Some((major.parse().ok()?, minor.parse().ok()?))
-        })
-        .filter(|d| *d != current)
-        .collect();
-    devices.push(current);
-    let keep = devices.len().saturating_sub(DEVICES_KEPT);
-    devices.drain(..keep);
-    let text: String = devices.iter().map(|(a, b)| format!("{a}:{b}\n")).collect();
-    let tmp = runtime_dir.join("mounts.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(devices.into_iter().collect())
+/// The inode of the user namespace owning the mount namespace of `pid` (`NS_GET_USERNS`).
+fn namespace_owner(pid: u32) -> Option<u64> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    // NS_GET_USERNS is _IO(0xb7, 0x1).
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor or -1; `ns` is open.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    let owner = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    rustix::fs::fstat(&owner).ok().map(|st| st.st_ino)
 }
 
 /// Prints the line for `who`; whether everything was reattached.
@@ -228,7 +229,7 @@ fn in_child(
             if answer.is_none() {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = nix::sys::wait::waitpid(child, None);
+            reap_within(child, Duration::from_secs(1));
             match answer {
                 Some(text) => serde_json::from_slice(&text)
                     .unwrap_or_else(|_| Err("the worker died without an answer".into())),
@@ -247,11 +248,14 @@ fn read_within(fd: OwnedFd, deadline: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 4096];
     loop {
         let left = end.saturating_duration_since(Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if left.is_zero() {
+            return None;
+        }
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => return None,
-            Ok(_) | Err(Errno::EINTR) => {}
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
             Err(_) => return None,
         }
         match file.read(&mut buf) {
@@ -263,21 +267,46 @@ fn read_within(fd: OwnedFd, deadline: Duration) -> Option<Vec<u8>> {
     }
 }
 
-/// Reattaches the mount namespace of process `pid` (checked to have started at
-/// `start_ticks`): meant for a child process, which it leaves in that namespace.
-/// With `only`, only stacks whose topmost bind is on one of those devices are touched.
+/// Reaps `child`, waiting at most `grace` (a process stuck in a FUSE request that was
+/// already read by its server ignores SIGKILL): such a child is left to init.
+fn reap_within(child: nix::unistd::Pid, grace: Duration) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let end = Instant::now() + grace;
+    while let Ok(WaitStatus::StillAlive) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reattaches mount namespace `ns` through its process `pid` (checked to have started at
+/// `start_ticks` and to still be in `ns`), replacing only stale binds on the devices `ours`:
+/// meant for a child process, which it leaves in that namespace.
 pub fn reattach(
     mountpoint: &Path,
     pid: u32,
-    start_ticks: Option<u64>,
-    only: Option<&HashSet<Dev>>,
+    start_ticks: u64,
+    ns: u64,
+    ours: &HashSet<Dev>,
 ) -> Result<Outcome, String> {
-    let pidfd = inject::pidfd_of(pid, start_ticks)?;
+    let pidfd = inject::pidfd_of(pid, Some(start_ticks))?;
+    // After the pidfd: the pid cannot have come to name another process meanwhile.
+    if ProcRoot::default().ns_inode(pid, "mnt").ok() != Some(ns) {
+        return Err(format!("pid {pid} left mount namespace {ns}"));
+    }
     let mounts = mounts_of(pid).map_err(|e| format!("/proc/{pid}/mountinfo: {e}"))?;
     let mut outcome = Outcome::default();
     let mut work = Vec::new();
-    let mine = |s: &Stack| only.is_none_or(|devs| devs.contains(&s.dev));
-    for stack in stacks(&mounts).into_iter().filter(mine) {
+    for stack in stacks(&mounts, ours) {
+        if let Some(fuse) = &stack.beneath_fuse {
+            outcome.failed.push(format!(
+                "{}: lies in the FUSE mount at {}; left alone",
+                stack.target.display(),
+                fuse.display()
+            ));
+            continue;
+        }
         if stack.covers_mounts {
             outcome.failed.push(format!(
                 "{}: has mounts beneath it; left alone",
@@ -318,61 +347,80 @@ pub fn reattach(
     Ok(outcome)
 }
 
-/// The stacks of nsview binds among `mounts` whose topmost mount is nsview's and binds a file
-/// the hook binds.
-pub fn stacks(mounts: &[MountEntry]) -> Vec<Stack> {
+/// The stacks of binds on the devices `ours` among `mounts` whose topmost mount is such a
+/// bind of a file the hook binds. O(n log n) in the mounts: a namespace may hold many.
+pub fn stacks(mounts: &[MountEntry], ours: &HashSet<Dev>) -> Vec<Stack> {
+    let file_of = |m: &MountEntry| -> Option<&'static str> {
+        if !is_nsview_mount(m) || !ours.contains(&m.dev) {
+            return None;
+        }
+        let rel = m.root.strip_prefix("/").ok()?;
+        DEFAULT_FILES
+            .iter()
+            .map(|(f, _)| *f)
+            .find(|f| Path::new(f) == rel)
+    };
+    let points: BTreeSet<&Path> = mounts
+        .iter()
+        .filter(|m| file_of(m).is_some())
+        .map(|m| m.mount_point.as_path())
+        .collect();
     let mut at: BTreeMap<&Path, Vec<&MountEntry>> = BTreeMap::new();
-    for m in mounts {
+    for m in mounts
+        .iter()
+        .filter(|m| points.contains(m.mount_point.as_path()))
+    {
         at.entry(m.mount_point.as_path()).or_default().push(m);
     }
+    let all_points: BTreeSet<&Path> = mounts.iter().map(|m| m.mount_point.as_path()).collect();
+    let other_fuse: BTreeSet<&Path> = mounts
+        .iter()
+        .filter(|m| m.fstype.split('.').next() == Some("fuse") && !is_nsview_mount(m))
+        .map(|m| m.mount_point.as_path())
+        .collect();
     let mut out = Vec::new();
-    for (target, here) in &at {
-        if !here.iter().any(|m| is_nsview_mount(m)) {
-            continue;
-        }
+    for (target, here) in at {
         // The topmost: the one no other mount here sits on.
-        let Some(mut top) = here
+        let Some(top) = here
             .iter()
             .find(|m| !here.iter().any(|o| o.parent_id == m.mount_id))
         else {
             continue;
         };
-        let mut layers = Vec::new();
-        let mut read_only = false;
-        let mut rel = None;
-        while is_nsview_mount(top) {
-            let file = top
-                .root
-                .strip_prefix("/")
-                .ok()
-                .and_then(|r| DEFAULT_FILES.iter().find(|(f, _)| Path::new(f) == r));
-            let Some((file, _)) = file else { break };
-            if rel.is_some_and(|r| r != *file) {
+        let Some(rel) = file_of(top) else { continue };
+        let (mut layers, mut read_only, mut layer) = (Vec::new(), false, *top);
+        // Down through the binds of the same file, at most one step per mount here.
+        for _ in 0..here.len() {
+            if file_of(layer) != Some(rel) {
                 break;
             }
-            rel = Some(*file);
-            layers.push(u64::from(top.mount_id));
-            read_only |= top.read_only();
-            match here.iter().find(|m| m.mount_id == top.parent_id) {
-                Some(below) => top = below,
+            layers.push(u64::from(layer.mount_id));
+            read_only |= layer.read_only();
+            match here.iter().find(|m| m.mount_id == layer.parent_id) {
+                Some(below) => layer = below,
                 None => break,
             }
         }
-        let Some(rel) = rel else { continue };
-        let layers_top = layers[0];
-        let covers_mounts = mounts
-            .iter()
-            .any(|m| m.mount_point.starts_with(target) && m.mount_point != **target);
+        let covers_mounts = all_points
+            .range::<Path, _>((
+                std::ops::Bound::Excluded(target),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .is_some_and(|p| p.starts_with(target));
+        let beneath_fuse = target
+            .ancestors()
+            .skip(1)
+            .find(|a| other_fuse.contains(a))
+            .map(Path::to_path_buf);
         out.push(Stack {
             target: target.to_path_buf(),
             rel,
             layers,
             read_only,
             covers_mounts,
-            dev: here
-                .iter()
-                .find(|m| u64::from(m.mount_id) == layers_top)
-                .map_or((0, 0), |m| m.dev),
+            beneath_fuse,
+            dev: top.dev,
         });
     }
     out
@@ -392,30 +440,60 @@ fn replace(
         .to_string_lossy()
         .into_owned();
     let mut removed = 0;
-    loop {
-        let target = open_target(root, &in_root)?;
-        let id = statx(&target, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-            .map_err(|e| format!("statx: {e}"))?
-            .stx_mnt_id;
-        if !stack.layers.contains(&id) {
-            if removed == 0 {
+    let mut trouble = None;
+    // At most one unmount per layer mountinfo showed (mount ids are reused).
+    for _ in 0..stack.layers.len() {
+        match peel(root, own_fds, stack, &in_root) {
+            Ok(Peeled::Stale) => removed += 1,
+            Ok(Peeled::Live) if removed == 0 => return Ok(false),
+            // A live bind of ours beneath the stale ones serves the file already.
+            Ok(Peeled::Live) => return Ok(true),
+            Ok(Peeled::NotOurs) if removed == 0 => {
                 return Err("changed since its mountinfo was read; left alone".into());
             }
-            break;
+            Ok(Peeled::NotOurs) => break,
+            Err(e) if removed == 0 => return Err(e),
+            // Some layers are gone already: bind anyway, with the removed ones' read-only.
+            Err(e) => {
+                trouble = Some(e);
+                break;
+            }
         }
-        match rustix::fs::fstatfs(&target) {
-            Ok(_) if removed == 0 => return Ok(false),
-            // A live bind of ours beneath the stale ones: it serves the file already.
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::NOTCONN) => unmount(own_fds, &target)?,
-            Err(e) => return Err(format!("statfs: {e}")),
-        }
-        removed += 1;
     }
     let writable = inject::takes_writes(stack.rel) && !stack.read_only;
-    match inject::bind(root, &in_root, writable, tree)? {
-        Bound::Mounted => Ok(true),
-        Bound::Missing => Err("the target is gone".into()),
+    match (inject::bind(root, &in_root, writable, tree)?, trouble) {
+        (Bound::Mounted, None) => Ok(true),
+        (Bound::Mounted, Some(e)) => Err(format!("{e}; bound on top of what was left")),
+        (Bound::Missing, _) => Err("the target is gone".into()),
+    }
+}
+
+/// What [`peel`] found on top of a target.
+enum Peeled {
+    /// A stale layer of the stack, now unmounted.
+    Stale,
+    /// A layer of the stack that answers.
+    Live,
+    /// No layer of the stack.
+    NotOurs,
+}
+
+/// Looks at the topmost mount on the target and unmounts it if it is a stale layer.
+fn peel(root: &OwnedFd, own_fds: &OwnedFd, stack: &Stack, in_root: &str) -> Result<Peeled, String> {
+    let target = open_target(root, in_root)?;
+    let id = statx(&target, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .map_err(|e| format!("statx: {e}"))?
+        .stx_mnt_id;
+    if !stack.layers.contains(&id) {
+        return Ok(Peeled::NotOurs);
+    }
+    match rustix::fs::fstatfs(&target) {
+        Ok(_) => Ok(Peeled::Live),
+        Err(rustix::io::Errno::NOTCONN) => {
+            unmount(own_fds, &target)?;
+            Ok(Peeled::Stale)
+        }
+        Err(e) => Err(format!("statfs: {e}")),
     }
 }
 
@@ -449,7 +527,7 @@ mod tests {
     use crate::mounts::parse_mountinfo;
 
     #[test]
-    fn stacks_are_the_nsview_binds_of_known_files_topmost_first() {
+    fn stacks_are_binds_of_our_devices_and_known_files_topmost_first() {
         let text = "\
             20 1 0:30 / / rw - overlay overlay rw\n\
             21 20 0:22 / /proc rw - proc proc rw\n\
@@ -461,10 +539,14 @@ mod tests {
             35 21 0:60 / /proc/uptime ro - fuse nsview rw\n\
             36 21 0:60 /proc/loadavg /proc/loadavg ro - fuse nsview rw\n\
             37 36 0:5 / /proc/loadavg rw - tmpfs tmpfs rw\n\
+            38 21 0:61 /proc/diskstats /proc/diskstats ro - fuse nsview rw\n\
             40 20 0:23 / /sys rw - sysfs sysfs rw\n\
             41 40 0:60 /sys/devices/system/cpu /sys/devices/system/cpu ro - fuse nsview rw\n\
-            42 41 0:24 / /sys/devices/system/cpu/cpu0 ro - tmpfs tmpfs rw\n";
-        let found = stacks(&parse_mountinfo(text));
+            42 41 0:24 / /sys/devices/system/cpu/cpu0 ro - tmpfs tmpfs rw\n\
+            50 20 0:70 / /home rw - fuse.sshfs sshfs rw\n\
+            51 50 0:60 /proc/swaps /home/u/swaps ro - fuse nsview rw\n";
+        let ours = HashSet::from([(0, 60)]);
+        let found = stacks(&parse_mountinfo(text), &ours);
         let by_target = |t: &str| found.iter().find(|s| s.target == Path::new(t)).cloned();
         assert_eq!(
             by_target("/proc/meminfo"),
@@ -474,22 +556,30 @@ mod tests {
                 layers: vec![30],
                 read_only: true,
                 covers_mounts: false,
+                beneath_fuse: None,
                 dev: (0, 60),
             })
         );
         // runc's read-only bind of /proc/sys onto the hook's: both go, and ro is kept.
         let sys = by_target("/proc/sys").unwrap();
         assert_eq!((sys.layers, sys.read_only), (vec![32, 31], true));
-        // Not nsview's, outside its files, the whole mount, or covered by another mount.
+        // Not nsview's, outside its files, the whole mount, covered by another mount, or
+        // another device (a second nsview's).
         for t in [
             "/proc/cpuinfo",
             "/proc/stat",
             "/proc/uptime",
             "/proc/loadavg",
+            "/proc/diskstats",
         ] {
             assert_eq!(by_target(t), None, "{t}");
         }
         assert!(by_target("/sys/devices/system/cpu").unwrap().covers_mounts);
-        assert_eq!(found.len(), 3);
+        assert_eq!(
+            by_target("/home/u/swaps").unwrap().beneath_fuse,
+            Some(PathBuf::from("/home"))
+        );
+        assert_eq!(found.len(), 4);
+        assert!(stacks(&parse_mountinfo(text), &HashSet::new()).is_empty());
     }
 }
