@@ -313,6 +313,8 @@ fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     };
     eprintln!("meminfo back {took:?} after the restart");
     assert_eq!(field(&meminfo, "MemTotal:"), "131072 kB");
+    // The container's line comes once all its binds are done, which may be after meminfo's.
+    wait_for_reattach(&daemon);
     let log = daemon.log();
     assert!(
         log.contains(&format!(
@@ -535,6 +537,7 @@ fn binds_made_without_the_hook_come_back_after_a_restart_too() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    wait_for_reattach(&daemon);
     let log = daemon.log();
     assert!(
         log.lines().any(|l| l.contains("reattach: mount namespace ")
