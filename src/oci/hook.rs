@@ -1,19 +1,19 @@
 //! `nsview oci-hook`: the OCI runtime hook.
 //!
-//! `--stage create-runtime` (also usable as `prestart`): registers the container with the
-//! daemon, then binds nsview's files into the container's mount namespace under its rootfs,
-//! before `pivot_root`. Safely: each source is cloned from the host's mount namespace with
-//! `open_tree(OPEN_TREE_CLONE)` first; then the hook joins the container's mount namespace,
-//! resolves each target beneath the rootfs with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_SYMLINKS)` (a symlinked target is refused, a missing one skipped, nothing
-//! outside the rootfs is ever touched: the bug class of LXC CVE-2015-1335 and the runc
-//! symlink races), makes the clone read-only where the file takes no writes, and
-//! `move_mount`s it onto the target.
+//! `--stage create-runtime` (or `prestart`, the same step for older runtimes): clones every
+//! source from nsview's mount in the host's mount namespace (`open_tree(OPEN_TREE_CLONE)`),
+//! registers the container with the daemon, then joins the container's mount namespace
+//! through a pidfd and binds the clones under its rootfs, before `pivot_root` (see
+//! [`super::inject`] for how targets are resolved: a symlinked one fails the start, a
+//! missing one is skipped, nothing outside the rootfs is ever touched). What was bound and
+//! skipped is reported to the daemon, which logs it (runtimes drop a successful hook's
+//! output); a failure after registering unregisters again.
 //!
 //! `--stage poststop`: unregisters the container.
 //!
 //! Errors are one line on stderr and a non-zero exit, which fails the container's start;
-//! with `--optional` a missing daemon is logged and the container starts without nsview.
+//! with `--optional`, a daemon or mount that is not there is logged and the container starts
+//! without nsview (bad input still fails).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
