@@ -1,5 +1,5 @@
 //! The one error type of the daemon. Every layer returns `Result<_, Error>`; only `src/fuse/`
-//! turns an `Error` into an errno (see [`Error::errno`]).
+//! turns an `Error` into an errno (see `errno` in `src/fuse`).
 
 use std::io;
 use std::path::PathBuf;

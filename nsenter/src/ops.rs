@@ -306,7 +306,7 @@ fn with_creds<T>(creds: Creds, f: impl FnOnce() -> Result<T, Failure>) -> Result
 }
 
 /// Makes the agent root of the user namespace it joined (real, effective and saved ids 0),
-/// the identity [`with_creds`] returns to.
+/// the identity `with_creds` returns to.
 pub fn become_namespace_root() -> Result<(), String> {
     use nix::unistd::{Gid, Uid, setresgid, setresuid};
     let root_gid = Gid::from_raw(0);

@@ -15,7 +15,7 @@ const MAX_DIRS: usize = 4096;
 
 impl CgroupSet {
     /// Host TIDs of every thread in the cgroup and its descendants (v1 `tasks`, v2
-    /// `cgroup.threads`), read from one hierarchy the set has; at most [`MAX_TASKS`].
+    /// `cgroup.threads`), read from one hierarchy the set has; at most `MAX_TASKS`.
     pub fn tasks(&self) -> Result<Vec<u32>> {
         let dir = [
             &self.cpuacct,

@@ -31,7 +31,7 @@ pub fn load(runtime_dir: &Path) -> Vec<Dev> {
         .collect()
 }
 
-/// Records `dev` as the newest of this nsview's devices (keeping the last [`KEPT`]).
+/// Records `dev` as the newest of this nsview's devices (keeping the last `KEPT`).
 pub fn record(runtime_dir: &Path, dev: Dev) -> std::io::Result<()> {
     let mut devices: Vec<Dev> = load(runtime_dir)
         .into_iter()

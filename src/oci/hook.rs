@@ -4,7 +4,7 @@
 //! source from nsview's mount in the host's mount namespace (`open_tree(OPEN_TREE_CLONE)`),
 //! registers the container with the daemon, then joins the container's mount namespace
 //! through a pidfd and binds the clones under its rootfs, before `pivot_root` (see
-//! [`super::inject`] for how targets are resolved: a symlinked one fails the start, a
+//! `inject` for how targets are resolved: a symlinked one fails the start, a
 //! missing one is skipped, nothing outside the rootfs is ever touched). What was bound and
 //! skipped is reported to the daemon, which logs it (runtimes drop a successful hook's
 //! output); a failure after registering unregisters again.

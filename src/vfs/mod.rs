@@ -25,7 +25,7 @@ pub enum NodeKind {
     Dir,
     /// A file rendered by a view.
     File(ViewId),
-    /// A directory whose contents come from a provider per request (see [`subtree`]).
+    /// A directory whose contents come from a provider per request (see `subtree`).
     Subtree(SubtreeId),
 }
 

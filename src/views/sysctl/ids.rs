@@ -40,7 +40,7 @@ impl IdMap {
         Some((first, last))
     }
 
-    /// `outside` as the namespace numbers it; [`OVERFLOW_ID`] when unmapped.
+    /// `outside` as the namespace numbers it; `OVERFLOW_ID` when unmapped.
     pub fn inside(&self, outside: u32) -> u32 {
         self.0
             .iter()
@@ -50,7 +50,7 @@ impl IdMap {
             .map_or(OVERFLOW_ID, |(inside, out, _)| inside + (outside - out))
     }
 
-    /// `inside` as the daemon's namespace numbers it; [`OVERFLOW_ID`] when unmapped.
+    /// `inside` as the daemon's namespace numbers it; `OVERFLOW_ID` when unmapped.
     pub fn outside(&self, inside: u32) -> u32 {
         self.0
             .iter()
