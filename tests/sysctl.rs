@@ -546,3 +546,38 @@ fn agents_die_with_the_daemon() {
     }
     drop(stale);
 }
+
+#[test]
+fn a_stuck_agent_holds_up_its_own_callers_only() {
+    // Two FUSE workers and a long agent deadline: without lanes, two requests to a stuck
+    // agent would hold every worker until the deadline.
+    let daemon = Daemon::start_with(&[
+        "--test-nodes",
+        "--test-faults",
+        "--agent-timeout",
+        "3",
+        "--threads",
+        "2",
+    ]);
+    let a = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/sys", "proc/meminfo"])
+        .start();
+    let b = container(&daemon);
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
+    b.run("cat /proc/sys/net/ipv4/ip_forward");
+    let hang = daemon.path("test/agent-fault/hang").display().to_string();
+    let stuck: Vec<_> = (0..2).map(|_| a.spawn(&["cat", &hang])).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(b.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
+    assert!(a.run("head -1 /proc/meminfo").starts_with("MemTotal:"));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "others waited {took:?} for a's stuck agent"
+    );
+    for child in stuck {
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "a stuck agent's read fails (EIO)");
+    }
+}

@@ -166,9 +166,12 @@ impl Pool {
         &self.own
     }
 
-    /// The namespace key of task `tid`.
+    /// The namespace key of task `tid` (the one [`with_key`] gave for it, within that call).
     pub fn key_of(&self, tid: u32) -> Result<NsKey> {
-        NsKey::of(&self.proc, tid)
+        match KNOWN.get() {
+            Some((known, key)) if known == tid => Ok(key),
+            _ => NsKey::of(&self.proc, tid),
+        }
     }
 
     /// Performs `op` in the namespaces `key` of task `tid` (which spawns the agent if none is
@@ -330,6 +333,24 @@ impl Pool {
     }
 }
 
+thread_local! {
+    /// The key of the task whose request this thread runs, as [`with_key`] set it.
+    static KNOWN: std::cell::Cell<Option<(u32, NsKey)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `key` as what [`Pool::key_of`] answers for `tid` on this thread: one
+/// request reads its caller's six namespace links once, however many lookups it makes.
+pub fn with_key<R>(tid: u32, key: NsKey, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(u32, NsKey)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KNOWN.set(self.0);
+        }
+    }
+    let _restore = Restore(KNOWN.replace(Some((tid, key))));
+    f()
+}
+
 /// A response as the pool's result: the payload, or the errno the agent reported.
 pub fn into_result(response: Response, id: u64) -> Result<Payload> {
     match response {
@@ -353,6 +374,7 @@ pub fn into_result(response: Response, id: u64) -> Result<Payload> {
 mod tests {
     use super::*;
     use nsview_nsenter::protocol::{DirItem, Kind};
+    use std::panic::AssertUnwindSafe;
 
     fn slot() -> Slot {
         Slot {
@@ -394,6 +416,36 @@ mod tests {
         assert_eq!(s.cached("proc/sys/net/ipv4/ip_forward"), Some(FILE));
         assert_eq!(s.cached("proc/sys/nope"), None);
         assert_eq!(s.cached("proc/sys/net/ipv4"), None);
+    }
+
+    #[test]
+    fn a_known_key_answers_for_its_task_only_and_only_within_the_call() {
+        let pool = Pool::new(
+            PoolConfig {
+                exe: "/nonexistent".into(),
+                max_agents: 1,
+                idle: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                mode: AgentMode::Pooled,
+                allow_faults: false,
+            },
+            ProcRoot::default(),
+        )
+        .unwrap();
+        // No task has this id (pid_max is at most 2^22).
+        let ghost = 4_000_000_000;
+        let key = NsKey([7; 6]);
+        assert!(pool.key_of(ghost).is_err());
+        with_key(ghost, key, || {
+            assert_eq!(pool.key_of(ghost).unwrap(), key);
+            assert_ne!(pool.key_of(std::process::id()).unwrap(), key);
+        });
+        assert!(pool.key_of(ghost).is_err(), "restored after the call");
+        let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            with_key(ghost, key, || panic!("boom"));
+        }));
+        assert!(unwound.is_err());
+        assert!(pool.key_of(ghost).is_err(), "restored after a panic");
     }
 
     #[test]

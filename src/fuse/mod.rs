@@ -3,6 +3,7 @@
 //! [`Error`] becomes an errno ([`errno`]).
 
 mod handles;
+mod lanes;
 mod nodes;
 
 use std::ffi::OsStr;
@@ -27,7 +28,8 @@ use crate::views::{Requester, Subject};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
 
-use nodes::{Attrs, Ctx, Listed, Target, needs_subject};
+pub use lanes::Lanes;
+use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
 /// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
@@ -35,9 +37,17 @@ use nodes::{Attrs, Ctx, Listed, Target, needs_subject};
 /// one more FUSE round trip (a LOOKUP), so this matters for speed.
 const STATIC_TTL: Duration = Duration::from_secs(10);
 
-/// The FUSE filesystem.
+/// The FUSE filesystem: requests that need an agent run on their caller's lane (see
+/// [`lanes`]), the rest on the FUSE worker that read them.
 #[derive(Debug)]
 pub struct Fs {
+    core: Arc<Core>,
+    lanes: Lanes,
+}
+
+/// The state every request works on, shared with the lanes.
+#[derive(Debug)]
+struct Core {
     service: Arc<Service>,
     handles: Handles,
     /// Listings of open subtree directories.
@@ -50,13 +60,55 @@ impl Fs {
     /// A filesystem serving `service`.
     pub fn new(service: Arc<Service>) -> Self {
         Fs {
-            service,
-            handles: Handles::default(),
-            dirs: Handles::default(),
-            started: SystemTime::now(),
+            core: Arc::new(Core {
+                service,
+                handles: Handles::default(),
+                dirs: Handles::default(),
+                started: SystemTime::now(),
+            }),
+            lanes: Lanes::default(),
         }
     }
 
+    /// Runs `job` here, unless it needs an agent and another request of `who`'s namespaces
+    /// already waits on one here: then on their lane (so a slow or stuck agent holds up one
+    /// FUSE worker at most, never the daemon).
+    fn dispatch(&self, agent: bool, who: Requester, job: impl FnOnce(&Core) + Send + 'static) {
+        let key = agent
+            .then(|| self.core.service.env.agents.as_ref())
+            .flatten()
+            .and_then(|pool| pool.key_of(who.pid).ok());
+        let Some(key) = key else {
+            return job(&self.core);
+        };
+        let pid = who.pid;
+        match self.lanes.inline(key) {
+            Some(_running) => crate::agent::with_key(pid, key, || job(&self.core)),
+            None => {
+                let core = self.core.clone();
+                let job = move || crate::agent::with_key(pid, key, || job(&core));
+                self.lanes.run(key, Box::new(job));
+            }
+        }
+    }
+
+    /// Whether requests about `ino` need an agent.
+    fn agent_bound(&self, ino: u64) -> bool {
+        self.core.target(ino).is_ok_and(|t| needs_agent(&t))
+    }
+
+    /// Whether reads and writes through handle `fh` need an agent, and who opened it.
+    fn handle_bound(&self, fh: u64) -> Option<(bool, Requester)> {
+        let handle = self.core.handles.get(fh)?;
+        let agent = match &handle.source {
+            Source::Subtree(id, _) => nodes::agent_subtree(*id),
+            Source::View(view) => view.needs_agent(),
+        };
+        Some((agent, handle.who))
+    }
+}
+
+impl Core {
     fn attr(&self, a: &Attrs) -> FileAttr {
         let nlink = if a.kind == FileType::Directory { 2 } else { 1 };
         FileAttr {
@@ -79,33 +131,33 @@ impl Fs {
     }
 
     /// Who asks: whose view the caller gets, and its task and ids.
-    fn ctx(&self, req: &Request) -> Ctx {
+    fn ctx(&self, who: Requester) -> Ctx {
         Ctx {
-            subject: self.service.subject(req.pid()),
-            who: requester(req),
+            subject: self.service.subject(who.pid),
+            who,
         }
     }
 
     /// [`Fs::ctx`] for a request about `ino`, skipping the container resolution where
     /// nothing about `ino` depends on it.
-    fn ctx_for(&self, req: &Request, ino: u64) -> Ctx {
+    fn ctx_for(&self, who: Requester, ino: u64) -> Ctx {
         match self.target(ino) {
             Ok(t) if !needs_subject(&t) => Ctx {
                 subject: Subject::Host,
-                who: requester(req),
+                who,
             },
-            _ => self.ctx(req),
+            _ => self.ctx(who),
         }
     }
 
-    fn open_file(&self, req: &Request, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
+    fn open_file(&self, who: Requester, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
         let target = self.target(ino.0)?;
-        let ctx = self.ctx_for(req, ino.0);
+        let ctx = self.ctx_for(who, ino.0);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let source = match &target {
             // The mount has no default_permissions, so the mode is checked here: a view
             // without the world-read bit (proc/slabinfo, 0400) is the host root's only.
-            Target::Table(node) if node.mode & 0o004 == 0 && req.uid() != 0 => {
+            Target::Table(node) if node.mode & 0o004 == 0 && who.uid != 0 => {
                 return Err(Error::Access);
             }
             Target::Table(node) => match node.kind {
@@ -238,13 +290,16 @@ pub fn errno(e: &Error) -> fuser::Errno {
 impl Filesystem for Fs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         crate::stats::request();
-        let Some(name) = name.to_str() else {
+        let Some(name) = name.to_str().map(str::to_owned) else {
             return reply.error(errno(&Error::NotFound));
         };
-        match self.lookup_child(parent.0, name, &self.ctx_for(req, parent.0)) {
-            Ok(a) => reply.entry(&a.ttl, &self.attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let who = requester(req);
+        self.dispatch(self.agent_bound(parent.0), who, move |core| {
+            match core.lookup_child(parent.0, &name, &core.ctx_for(who, parent.0)) {
+                Ok(a) => reply.entry(&a.ttl, &core.attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn getxattr(
@@ -265,41 +320,48 @@ impl Filesystem for Fs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.service.vfs.dynamic.forget(ino.0, nlookup);
+        self.core.service.vfs.dynamic.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         crate::stats::request();
-        let attrs = self.target(ino.0).and_then(|t| {
-            let ctx = match t {
-                // Table nodes look the same to everyone: no need to identify the caller.
-                Target::Table(_) => Ctx {
-                    subject: Subject::Host,
-                    who: requester(req),
-                },
-                Target::Dynamic(_) => self.ctx_for(req, ino.0),
-            };
-            self.attrs(&t, &ctx)
+        let who = requester(req);
+        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+            let attrs = core.target(ino.0).and_then(|t| {
+                let ctx = match t {
+                    // Table nodes look the same to everyone: no need to identify the caller.
+                    Target::Table(_) => Ctx {
+                        subject: Subject::Host,
+                        who,
+                    },
+                    Target::Dynamic(_) => core.ctx_for(who, ino.0),
+                };
+                core.attrs(&t, &ctx)
+            });
+            match attrs {
+                Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
         });
-        match attrs {
-            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let target = match self.target(ino.0) {
-            Ok(Target::Dynamic(d)) => {
-                let ctx = self.ctx_for(req, ino.0);
-                views::sys::readlink(&self.service.env, d.subtree, &ctx.subject, &ctx.who, &d.rel)
+        let who = requester(req);
+        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+            let target = match core.target(ino.0) {
+                Ok(Target::Dynamic(d)) => {
+                    let ctx = core.ctx_for(who, ino.0);
+                    let env = &core.service.env;
+                    views::sys::readlink(env, d.subtree, &ctx.subject, &ctx.who, &d.rel)
+                }
+                Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
+                Err(e) => Err(e),
+            };
+            match target {
+                Ok(bytes) => reply.data(&bytes),
+                Err(e) => reply.error(errno(&e)),
             }
-            Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
-            Err(e) => Err(e),
-        };
-        match target {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn setattr(
@@ -323,35 +385,44 @@ impl Filesystem for Fs {
         // No node accepts a change of mode or owner. A truncation of a `proc/sys` file is
         // what `echo 1 > file` sends after its O_TRUNC open: procfs ignores it, and so does
         // this (its permission was checked when the file was opened for writing).
-        let target = self.target(ino.0);
         let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
-        let result = match target {
-            Ok(Target::Dynamic(d)) if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys => {
-                self.attrs(&Target::Dynamic(d), &self.ctx_for(req, ino.0))
+        let who = requester(req);
+        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+            let result = match core.target(ino.0) {
+                Ok(Target::Dynamic(d))
+                    if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
+                {
+                    core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0))
+                }
+                Ok(Target::Table(node)) if truncating && node_is_host_global(node) => {
+                    core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0))
+                }
+                Ok(_) => Err(Error::Access),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
             }
-            Ok(Target::Table(node)) if truncating && node_is_host_global(node) => {
-                self.attrs(&Target::Table(node), &self.ctx_for(req, ino.0))
-            }
-            Ok(_) => Err(Error::Access),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         crate::stats::request();
-        match self.open_file(req, ino, flags) {
-            // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
-            // No flush: nothing is buffered, so close() need not wait for a round trip.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-            ),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let who = requester(req);
+        // Only an open for writing asks the agent (the kernel's own permission check).
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        self.dispatch(write && self.agent_bound(ino.0), who, move |core| {
+            match core.open_file(who, ino, flags) {
+                // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
+                // No flush: nothing is buffered, so close() need not wait for a round trip.
+                Ok(fh) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn read(
@@ -366,10 +437,13 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         crate::stats::request();
-        match self.read_file(fh, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(_req)));
+        self.dispatch(agent, who, move |core| {
+            match core.read_file(fh, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn write(
@@ -385,10 +459,14 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         crate::stats::request();
-        match self.write_file(fh, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(_req)));
+        let data = data.to_vec();
+        self.dispatch(agent, who, move |core| {
+            match core.write_file(fh, offset, &data) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn flush(
@@ -412,25 +490,28 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        self.core.handles.remove(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // Table directories are listed from the table (handle 0); a subtree directory's
         // listing is taken now, for this caller, and kept until releasedir.
-        let opened = self.target(ino.0).and_then(|t| match t {
-            Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
-            Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
-            _ => {
-                let listing = self.listing(ino.0, &self.ctx_for(req, ino.0))?;
-                self.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
+        let who = requester(req);
+        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+            let opened = core.target(ino.0).and_then(|t| match t {
+                Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
+                Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
+                _ => {
+                    let listing = core.listing(ino.0, &core.ctx_for(who, ino.0))?;
+                    core.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
+                }
+            });
+            match opened {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
             }
         });
-        match opened {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
     }
 
     fn readdir(
@@ -442,27 +523,32 @@ impl Filesystem for Fs {
         mut reply: ReplyDirectory,
     ) {
         crate::stats::request();
-        let listing = match self.dirs.get(fh.0) {
-            Some(listing) => Ok(listing),
-            None => {
-                let ctx = Ctx {
-                    subject: Subject::Host,
-                    who: requester(_req),
-                };
-                self.listing(ino.0, &ctx).map(Arc::new)
+        let who = requester(_req);
+        // A listing kept by opendir is served here; one to take now may need the agent.
+        let agent = self.core.dirs.get(fh.0).is_none() && self.agent_bound(ino.0);
+        self.dispatch(agent, who, move |core| {
+            let listing = match core.dirs.get(fh.0) {
+                Some(listing) => Ok(listing),
+                None => {
+                    let ctx = Ctx {
+                        subject: Subject::Host,
+                        who,
+                    };
+                    core.listing(ino.0, &ctx).map(Arc::new)
+                }
+            };
+            let listing = match listing {
+                Ok(l) => l,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            // Each entry's offset is the index of the next.
+            for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
+                    break;
+                }
             }
-        };
-        let listing = match listing {
-            Ok(l) => l,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        // Each entry's offset is the index of the next.
-        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn releasedir(
@@ -473,7 +559,7 @@ impl Filesystem for Fs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.remove(fh.0);
+        self.core.dirs.remove(fh.0);
         reply.ok();
     }
 

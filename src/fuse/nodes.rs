@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fuser::FileType;
 
-use super::{Fs, STATIC_TTL};
+use super::{Core, STATIC_TTL};
 use crate::error::{Error, Result};
 use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
 use crate::views;
@@ -68,14 +68,23 @@ fn kind_of(kind: FileType) -> EntryKind {
     }
 }
 
+/// Whether subtree `id` is served by agents in the caller's namespaces.
+pub fn agent_subtree(id: SubtreeId) -> bool {
+    matches!(id, SubtreeId::ProcSys | SubtreeId::SysNet)
+}
+
+/// Whether requests about `target` (or, for a directory, its children) go to an agent.
+pub fn needs_agent(target: &Target<'_>) -> bool {
+    match target {
+        Target::Table(node) => matches!(node.kind, NodeKind::Subtree(id) if agent_subtree(id)),
+        Target::Dynamic(d) => agent_subtree(d.subtree),
+    }
+}
+
 /// Whether requests about `target` need to know whose container the caller is in (views by
 /// container do; `proc/sys` goes by the caller's own namespaces, not its container).
 pub fn needs_subject(target: &Target<'_>) -> bool {
-    let by_caller = |id: SubtreeId| matches!(id, SubtreeId::ProcSys | SubtreeId::SysNet);
-    match target {
-        Target::Table(node) => !matches!(node.kind, NodeKind::Subtree(id) if by_caller(id)),
-        Target::Dynamic(d) => !by_caller(d.subtree),
-    }
+    !needs_agent(target)
 }
 
 /// The size a view file reports. Reads never depend on it (direct I/O), but `sendfile` and
@@ -110,7 +119,7 @@ fn table_attrs(node: &Node) -> Attrs {
     }
 }
 
-impl Fs {
+impl Core {
     /// What `ino` names.
     pub(super) fn target(&self, ino: u64) -> Result<Target<'_>> {
         if let Some(node) = self.service.vfs.get(ino) {

@@ -70,6 +70,11 @@ impl ViewId {
     pub fn is_host_global(self) -> bool {
         self == ViewId::ConntrackHashsize
     }
+
+    /// Whether rendering the view asks the reader's agent.
+    pub fn needs_agent(self) -> bool {
+        matches!(self, ViewId::TestAgentFault(_))
+    }
 }
 
 /// Whose view is rendered.

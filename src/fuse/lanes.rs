@@ -1,0 +1,196 @@
+//! Lanes: at most one FUSE worker per namespace set waits on an agent; further requests of
+//! that set queue on a thread of its own (its lane) and run one after another there.
+//!
+//! An agent serves one request at a time and has a deadline per request, so a caller whose
+//! agent is slow or stuck (a container that stops its own agent) would otherwise hold a FUSE
+//! worker per request it makes, for up to the deadline each: a handful of such requests
+//! would stop the daemon for every container. The first request of a set runs on its worker
+//! (a hop to another thread costs about as much as the agent's round trip, and a set rarely
+//! has two requests at once); while it runs, the set's next requests go to its lane, and
+//! the workers go on serving everyone else. A lane's thread ends after [`IDLE`] without work;
+//! at most [`MAX_LANES`] exist (beyond, a request runs on its worker).
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+
+use crate::agent::NsKey;
+
+/// A request's work, replying by itself.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a lane's thread waits for work before it ends.
+pub const IDLE: Duration = Duration::from_secs(30);
+/// Most lanes at once.
+pub const MAX_LANES: usize = 512;
+/// A lane thread's stack: a request renders a few KiB and talks JSON to an agent.
+const STACK: usize = 512 << 10;
+
+/// The lanes by namespace set.
+#[derive(Debug, Default)]
+pub struct Lanes {
+    lanes: Arc<Mutex<HashMap<NsKey, Sender<Job>>>>,
+    /// Sets with a request running on a FUSE worker.
+    inline: Mutex<HashSet<NsKey>>,
+}
+
+/// The right to run a request of a set on the current worker; given back on drop.
+#[derive(Debug)]
+pub struct Inline<'a> {
+    lanes: &'a Lanes,
+    key: NsKey,
+}
+
+impl Drop for Inline<'_> {
+    fn drop(&mut self) {
+        self.lanes.inline.lock().remove(&self.key);
+    }
+}
+
+impl Lanes {
+    /// The right to run a request of `key` here, unless one already runs on a worker.
+    pub fn inline(&self, key: NsKey) -> Option<Inline<'_>> {
+        // `then`, not `then_some`: a token made and dropped here would give back another's.
+        let taken = self.inline.lock().insert(key);
+        taken.then(|| Inline { lanes: self, key })
+    }
+
+    /// Queues `job` on the lane of `key` (made if there is none), or runs it here when no
+    /// lane can be had.
+    pub fn run(&self, key: NsKey, job: Job) {
+        let mut lanes = self.lanes.lock();
+        let job = match lanes.get(&key) {
+            None => job,
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                // Its thread ended (it removes itself under this lock, so this is rare).
+                Err(mpsc::SendError(job)) => job,
+            },
+        };
+        if lanes.len() >= MAX_LANES {
+            drop(lanes);
+            return run_guarded(job);
+        }
+        let (tx, rx) = mpsc::channel();
+        let registry = self.lanes.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nsview-lane".into())
+            .stack_size(STACK)
+            .spawn(move || serve(key, &rx, &registry));
+        match spawned {
+            Ok(_) => {
+                // The thread cannot have ended: it needs this lock to do so.
+                let _ = tx.send(job);
+                lanes.insert(key, tx);
+            }
+            Err(e) => {
+                drop(lanes);
+                warn!("cannot start a lane for {key}: {e}; the request runs on its worker");
+                run_guarded(job);
+            }
+        }
+    }
+
+    /// Lanes alive now.
+    pub fn len(&self) -> usize {
+        self.lanes.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A lane's thread: runs its jobs in order until it has none for [`IDLE`].
+fn serve(key: NsKey, rx: &Receiver<Job>, registry: &Mutex<HashMap<NsKey, Sender<Job>>>) {
+    loop {
+        match rx.recv_timeout(IDLE) {
+            Ok(job) => run_guarded(job),
+            Err(RecvTimeoutError::Timeout) => {
+                // Senders send while holding the registry lock: once the lane is out of the
+                // registry under it, and the queue is empty, nothing more can come.
+                let mut lanes = registry.lock();
+                match rx.try_recv() {
+                    Ok(job) => {
+                        drop(lanes);
+                        run_guarded(job);
+                    }
+                    Err(_) => {
+                        lanes.remove(&key);
+                        debug!("lane for {key} idle; ended");
+                        return;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Runs `job`; a panic ends the job only (its reply, dropped, answers EIO).
+fn run_guarded(job: Job) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        warn!("a request panicked on its lane");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> NsKey {
+        NsKey([n; 6])
+    }
+
+    #[test]
+    fn a_lane_runs_its_jobs_in_order_and_others_meanwhile() {
+        let lanes = Lanes::default();
+        let (tx, rx) = mpsc::channel();
+        let (release, blocked) = mpsc::channel::<()>();
+        // Lane 1 is held up by its first job; lane 2 is not held up by lane 1.
+        lanes.run(
+            key(1),
+            Box::new(move || {
+                let _ = blocked.recv();
+            }),
+        );
+        for n in 0..3 {
+            let tx = tx.clone();
+            lanes.run(key(1), Box::new(move || tx.send((1, n)).unwrap()));
+        }
+        let tx2 = tx.clone();
+        lanes.run(key(2), Box::new(move || tx2.send((2, 0)).unwrap()));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (2, 0));
+        release.send(()).unwrap();
+        let order: Vec<_> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(order, [(1, 0), (1, 1), (1, 2)]);
+        assert_eq!(lanes.len(), 2);
+    }
+
+    #[test]
+    fn one_request_per_set_runs_inline() {
+        let lanes = Lanes::default();
+        let first = lanes.inline(key(4)).unwrap();
+        assert!(lanes.inline(key(4)).is_none());
+        assert!(lanes.inline(key(5)).is_some());
+        drop(first);
+        assert!(lanes.inline(key(4)).is_some());
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_its_lane_working() {
+        let lanes = Lanes::default();
+        lanes.run(key(3), Box::new(|| panic!("boom")));
+        let (tx, rx) = mpsc::channel();
+        lanes.run(key(3), Box::new(move || tx.send(7).unwrap()));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+    }
+}
