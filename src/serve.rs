@@ -138,7 +138,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         })?;
     let service = Arc::new(service);
     let session = Session::new(
-        Fs::new(service.clone()),
+        Fs::new(service.clone(), usize::from(args.threads)),
         &mountpoint,
         &fuse_config(args.threads),
     )

@@ -238,9 +238,16 @@ impl Pool {
                 .min_by_key(|(_, s)| *s.last_used.lock())
                 .map(|(k, _)| *k);
             let Some(victim) = victim else { break };
-            if let Some(slot) = slots.remove(&victim)
-                && let Some(agent) = slot.agent.lock().take()
-            {
+            let Some(slot) = slots.remove(&victim) else {
+                break;
+            };
+            // Never wait here, under the pool's lock: a slot that became busy since it was
+            // picked stays (the pool is one over its bound until a later spawn).
+            let Some(mut agent) = slot.agent.try_lock() else {
+                slots.insert(victim, slot.clone());
+                break;
+            };
+            if let Some(agent) = agent.take() {
                 debug!("agent for {victim} evicted (pool full)");
                 agent.end();
             }

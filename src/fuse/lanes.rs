@@ -7,13 +7,15 @@
 //! would stop the daemon for every container. The first request of a set runs on its worker
 //! (a hop to another thread costs about as much as the agent's round trip, and a set rarely
 //! has two requests at once); while it runs, the set's next requests go to its lane, and
-//! the workers go on serving everyone else. A lane's thread ends after [`IDLE`] without work;
-//! at most [`MAX_LANES`] exist (beyond, a request runs on its worker).
+//! the workers go on serving everyone else. At most a few workers wait on agents at once
+//! over all sets (a container can make new sets). A lane's thread ends after [`IDLE`]
+//! without work; at most [`MAX_LANES`] exist, each with at most [`QUEUE`] requests waiting
+//! (beyond either, EIO).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -26,17 +28,29 @@ pub type Job = Box<dyn FnOnce() + Send>;
 
 /// How long a lane's thread waits for work before it ends.
 pub const IDLE: Duration = Duration::from_secs(30);
-/// Most lanes at once.
+/// Most lanes at once; beyond, a request that would need one gets EIO.
 pub const MAX_LANES: usize = 512;
+/// Most requests waiting on one lane; beyond, EIO (each holds its reply, and a write its
+/// data, until the agent gets to it).
+pub const QUEUE: usize = 256;
 /// A lane thread's stack: a request renders a few KiB and talks JSON to an agent.
 const STACK: usize = 512 << 10;
 
 /// The lanes by namespace set.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lanes {
-    lanes: Arc<Mutex<HashMap<NsKey, Sender<Job>>>>,
+    lanes: Arc<Mutex<HashMap<NsKey, SyncSender<Job>>>>,
     /// Sets with a request running on a FUSE worker.
     inline: Mutex<HashSet<NsKey>>,
+    /// Most workers waiting on agents at once, over all sets: a container can make new sets
+    /// (`unshare -Ur`) and stop each one's agent.
+    max_inline: usize,
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes::new(4)
+    }
 }
 
 /// The right to run a request of a set on the current worker; given back on drop.
@@ -53,10 +67,25 @@ impl Drop for Inline<'_> {
 }
 
 impl Lanes {
-    /// The right to run a request of `key` here, unless one already runs on a worker.
+    /// Lanes letting at most `max_inline` requests wait on agents on FUSE workers at once.
+    pub fn new(max_inline: usize) -> Lanes {
+        Lanes {
+            lanes: Arc::default(),
+            inline: Mutex::default(),
+            max_inline: max_inline.max(1),
+        }
+    }
+
+    /// The right to run a request of `key` here, unless one of its set already runs on a
+    /// worker or as many as allowed of all sets do.
     pub fn inline(&self, key: NsKey) -> Option<Inline<'_>> {
+        let mut inline = self.inline.lock();
+        if inline.len() >= self.max_inline {
+            return None;
+        }
         // `then`, not `then_some`: a token made and dropped here would give back another's.
-        let taken = self.inline.lock().insert(key);
+        let taken = inline.insert(key);
+        drop(inline);
         taken.then(|| Inline { lanes: self, key })
     }
 
@@ -66,17 +95,24 @@ impl Lanes {
         let mut lanes = self.lanes.lock();
         let job = match lanes.get(&key) {
             None => job,
-            Some(tx) => match tx.send(job) {
+            Some(tx) => match tx.try_send(job) {
                 Ok(()) => return,
+                Err(TrySendError::Full(job)) => {
+                    drop(lanes);
+                    warn!("lane for {key} has {QUEUE} requests waiting: EIO");
+                    // Dropping a request's reply answers EIO.
+                    return drop(job);
+                }
                 // Its thread ended (it removes itself under this lock, so this is rare).
-                Err(mpsc::SendError(job)) => job,
+                Err(TrySendError::Disconnected(job)) => job,
             },
         };
         if lanes.len() >= MAX_LANES {
             drop(lanes);
-            return run_guarded(job);
+            warn!("{MAX_LANES} lanes busy: EIO for a request of {key}");
+            return drop(job);
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let registry = self.lanes.clone();
         let spawned = std::thread::Builder::new()
             .name("nsview-lane".into())
@@ -84,14 +120,14 @@ impl Lanes {
             .spawn(move || serve(key, &rx, &registry));
         match spawned {
             Ok(_) => {
-                // The thread cannot have ended: it needs this lock to do so.
-                let _ = tx.send(job);
+                // The thread cannot have ended (it needs this lock to), the queue is empty.
+                let _ = tx.try_send(job);
                 lanes.insert(key, tx);
             }
             Err(e) => {
                 drop(lanes);
-                warn!("cannot start a lane for {key}: {e}; the request runs on its worker");
-                run_guarded(job);
+                warn!("cannot start a lane for {key}: {e}; EIO");
+                drop(job);
             }
         }
     }
@@ -108,7 +144,7 @@ impl Lanes {
 }
 
 /// A lane's thread: runs its jobs in order until it has none for [`IDLE`].
-fn serve(key: NsKey, rx: &Receiver<Job>, registry: &Mutex<HashMap<NsKey, Sender<Job>>>) {
+fn serve(key: NsKey, rx: &Receiver<Job>, registry: &Mutex<HashMap<NsKey, SyncSender<Job>>>) {
     loop {
         match rx.recv_timeout(IDLE) {
             Ok(job) => run_guarded(job),
@@ -176,13 +212,15 @@ mod tests {
     }
 
     #[test]
-    fn one_request_per_set_runs_inline() {
-        let lanes = Lanes::default();
+    fn one_request_per_set_runs_inline_and_few_over_all_sets() {
+        let lanes = Lanes::new(2);
         let first = lanes.inline(key(4)).unwrap();
         assert!(lanes.inline(key(4)).is_none());
-        assert!(lanes.inline(key(5)).is_some());
+        let second = lanes.inline(key(5)).unwrap();
+        assert!(lanes.inline(key(6)).is_none(), "at most two over all sets");
         drop(first);
         assert!(lanes.inline(key(4)).is_some());
+        drop(second);
     }
 
     #[test]

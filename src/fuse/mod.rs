@@ -57,8 +57,9 @@ struct Core {
 }
 
 impl Fs {
-    /// A filesystem serving `service`.
-    pub fn new(service: Arc<Service>) -> Self {
+    /// A filesystem serving `service` with `threads` FUSE workers (at most half of which
+    /// wait on agents at once).
+    pub fn new(service: Arc<Service>, threads: usize) -> Self {
         Fs {
             core: Arc::new(Core {
                 service,
@@ -66,7 +67,7 @@ impl Fs {
                 dirs: Handles::default(),
                 started: SystemTime::now(),
             }),
-            lanes: Lanes::default(),
+            lanes: Lanes::new(threads / 2),
         }
     }
 
@@ -92,9 +93,15 @@ impl Fs {
         }
     }
 
-    /// Whether requests about `ino` need an agent.
+    /// Whether requests about `ino`, or its children, need an agent.
     fn agent_bound(&self, ino: u64) -> bool {
         self.core.target(ino).is_ok_and(|t| needs_agent(&t))
+    }
+
+    /// Whether `ino` is an entry (not the root) of a subtree served by agents: its own
+    /// attributes and link target come from one.
+    fn agent_entry(&self, ino: u64) -> bool {
+        matches!(self.core.target(ino), Ok(t @ Target::Dynamic(_)) if needs_agent(&t))
     }
 
     /// Whether reads and writes through handle `fh` need an agent, and who opened it.
@@ -326,7 +333,7 @@ impl Filesystem for Fs {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         crate::stats::request();
         let who = requester(req);
-        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+        self.dispatch(self.agent_entry(ino.0), who, move |core| {
             let attrs = core.target(ino.0).and_then(|t| {
                 let ctx = match t {
                     // Table nodes look the same to everyone: no need to identify the caller.
@@ -347,7 +354,7 @@ impl Filesystem for Fs {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let who = requester(req);
-        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+        self.dispatch(self.agent_entry(ino.0), who, move |core| {
             let target = match core.target(ino.0) {
                 Ok(Target::Dynamic(d)) => {
                     let ctx = core.ctx_for(who, ino.0);
@@ -387,7 +394,7 @@ impl Filesystem for Fs {
         // this (its permission was checked when the file was opened for writing).
         let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
         let who = requester(req);
-        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+        self.dispatch(truncating && self.agent_entry(ino.0), who, move |core| {
             let result = match core.target(ino.0) {
                 Ok(Target::Dynamic(d))
                     if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
