@@ -60,6 +60,15 @@ impl ProcRoot {
         parse_ns_link(&target.to_string_lossy()).ok_or_else(|| Error::parse(path, "ns link"))
     }
 
+    /// The ids of the processes it lists (its numeric entries), in no particular order.
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let dir = fs::read_dir(&self.0).map_err(|e| Error::read(&self.0, e))?;
+        Ok(dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect())
+    }
+
     /// The text of `/proc/<pid>/cgroup`.
     pub fn cgroup(&self, pid: u32) -> Result<String> {
         read_to_string(&self.pid_path(pid, "cgroup"))

@@ -178,13 +178,8 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     }
 
     // Every start: binds a dead predecessor left (in registered containers and elsewhere)
-    // get this mount's files, and this mount's device is recorded as one of ours.
-    let registered = service
-        .env
-        .registered
-        .as_ref()
-        .map_or(0, |r| r.list().len());
-    spawn_reattach(args, &mountpoint, registered);
+    // get this mount's files.
+    spawn_reattach(args, &mountpoint);
 
     let stop = wait_for_stop(session, stop_signals);
     sampler.stop();
@@ -217,18 +212,18 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Runs `nsview reattach` (for the `count` containers registered before this daemon started
-/// and any other mount namespace holding binds of an earlier nsview mount) in a child process (joining mount namespaces needs a single-threaded process), and logs
-/// its line per container as it comes. The child's requests to the mount wait until the
+/// Runs `nsview reattach` (the registered containers, then any other mount namespace holding
+/// binds of an earlier mount of this nsview) in a child process (joining mount namespaces
+/// needs a single-threaded process), and logs its line per container as it comes. The child's requests to the mount wait until the
 /// session runs; it gets SIGKILL if this thread ends first (the daemon stopped).
-fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
+fn spawn_reattach(args: &ServeArgs, mountpoint: &Path) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            error!("cannot reattach {count} registered containers: {e}");
+            error!("cannot reattach: {e}");
             return;
         }
     };
@@ -250,7 +245,7 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
     let spawned = std::thread::Builder::new()
         .name("reattach".into())
         .spawn(move || {
-            info!("reattaching: {count} registered containers, then other mount namespaces");
+            info!("reattaching: registered containers, then other mount namespaces");
             let started = std::time::Instant::now();
             let mut child = match command.spawn() {
                 Ok(child) => child,
@@ -286,7 +281,7 @@ fn spawn_reattach(args: &ServeArgs, mountpoint: &Path, count: usize) {
             );
         });
     if let Err(e) = spawned {
-        error!("cannot reattach {count} registered containers: {e}");
+        error!("cannot reattach: {e}");
     }
 }
 

@@ -70,6 +70,19 @@ fn bundle(config: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
+/// A valid container state `id`: a live init and a bundle with a valid config (both kept
+/// alive by the caller), and the state's JSON.
+fn live_state(id: &str) -> (Sleeper, tempfile::TempDir, String) {
+    let init = Sleeper::new();
+    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
+    let state = format!(
+        r#"{{"id":"{id}","pid":{},"bundle":"{}"}}"#,
+        init.0.id(),
+        good.path().display()
+    );
+    (init, good, state)
+}
+
 #[test]
 fn bad_container_states_fail_with_one_line_and_register_nothing() {
     let daemon = Daemon::start();
@@ -132,13 +145,7 @@ fn bad_container_states_fail_with_one_line_and_register_nothing() {
 fn without_a_daemon_the_hook_fails_unless_optional() {
     let runtime = tempfile::tempdir().unwrap();
     let mountpoint = tempfile::tempdir().unwrap();
-    let init = Sleeper::new();
-    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
-    let state = format!(
-        r#"{{"id":"c1","pid":{},"bundle":"{}"}}"#,
-        init.0.id(),
-        good.path().display()
-    );
+    let (_init, good, state) = live_state("c1");
     let mountpoint_arg = ["--mountpoint", mountpoint.path().to_str().unwrap()];
     for (stage, says) in [
         ("create-runtime", "is nsview serve running?"),
@@ -172,13 +179,7 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
 fn a_daemon_without_its_mount_fails_the_hook_unless_optional() {
     let daemon = Daemon::start();
     let elsewhere = tempfile::tempdir().unwrap();
-    let init = Sleeper::new();
-    let good = bundle(Some(r#"{"root": {"path": "rootfs"}}"#));
-    let state = format!(
-        r#"{{"id":"c2","pid":{},"bundle":"{}"}}"#,
-        init.0.id(),
-        good.path().display()
-    );
+    let (_init, _bundle, state) = live_state("c2");
     let wrong = ["--mountpoint", elsewhere.path().to_str().unwrap()];
     let (ok, err) = hook("create-runtime", daemon.runtime_dir(), &wrong, &state);
     assert!(!ok);

@@ -49,15 +49,7 @@ fn init_by_ioctl(proc: &ProcRoot, member: u32) -> Result<u32> {
 
 /// The task whose pid in its innermost namespace is 1 and whose pid namespace is `pidns`.
 fn init_by_scan(proc: &ProcRoot, pidns: u64) -> Result<u32> {
-    let dir = std::fs::read_dir(proc.path()).map_err(|e| Error::read(proc.path(), e))?;
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in proc.pids()? {
         let Ok(status) = proc.status(pid) else {
             continue;
         };

@@ -434,7 +434,7 @@ impl Filesystem for Fs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -444,7 +444,7 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         crate::stats::request();
-        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(_req)));
+        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
         self.dispatch(agent, who, move |core| {
             match core.read_file(fh, offset, size) {
                 Ok(data) => reply.data(&data),
@@ -455,7 +455,7 @@ impl Filesystem for Fs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -466,7 +466,7 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         crate::stats::request();
-        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(_req)));
+        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
         let data = data.to_vec();
         self.dispatch(agent, who, move |core| {
             match core.write_file(fh, offset, &data) {
@@ -523,14 +523,14 @@ impl Filesystem for Fs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         crate::stats::request();
-        let who = requester(_req);
+        let who = requester(req);
         // A listing kept by opendir is served here; one to take now may need the agent.
         let agent = self.core.dirs.get(fh.0).is_none() && self.agent_bound(ino.0);
         self.dispatch(agent, who, move |core| {

@@ -7,4 +7,4 @@ mod inject;
 pub mod patch;
 pub mod reattach;
 
-pub use inject::{DEFAULT_FILES, resolve_target};
+pub use inject::DEFAULT_FILES;

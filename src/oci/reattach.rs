@@ -185,13 +185,7 @@ fn say(who: &str, result: Result<Outcome, String>) -> bool {
 /// One process of each mount namespace not in `visited` (which gains them): (namespace
 /// inode, pid).
 fn other_mount_namespaces(proc: &ProcRoot, visited: &mut HashSet<u64>) -> Vec<(u64, u32)> {
-    let Ok(entries) = std::fs::read_dir(proc.path()) else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut pids = proc.pids().unwrap_or_default();
     pids.sort_unstable();
     pids.into_iter()
         .filter_map(|pid| {
