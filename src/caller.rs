@@ -37,11 +37,18 @@ pub struct Caller {
     pub cgroups: CgroupPaths,
 }
 
-impl Caller {
-    /// Identifies task `tid`: opens a pidfd to its process, reads `status`, `ns/*` and `cgroup`,
-    /// then confirms through the pidfd that the process did not exit meanwhile, so no fact
-    /// comes from a task that reused the pid. A vanished caller is [`Error::Gone`].
-    pub fn identify(proc: &ProcRoot, tid: u32) -> Result<Caller> {
+/// A task held by a pidfd on its process: facts read about the task between [`Pin::new`]
+/// and a successful [`Pin::check`] are its own, not those of a later task that reused its id.
+#[derive(Debug)]
+pub struct Pin {
+    tid: u32,
+    tgid: u32,
+    pidfd: OwnedFd,
+}
+
+impl Pin {
+    /// Pins task `tid`; a vanished task is [`Error::Gone`].
+    pub fn new(proc: &ProcRoot, tid: u32) -> Result<Pin> {
         if tid == 0 {
             return Err(Error::Gone(0));
         }
@@ -52,17 +59,39 @@ impl Caller {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
                     .map_err(|_| Error::Gone(tid))
             })?;
-        let ns = NsIds::read(proc, tid)?;
-        let cgroups = parse_proc_cgroup(&proc.cgroup(tid)?);
-        // The Tgid read before the pidfd existed must still name this thread's process.
-        let again = proc.status(tid).map_err(|_| Error::Gone(tid))?;
-        if again.tgid != status.tgid || !alive(&pidfd) {
-            return Err(Error::Gone(tid));
-        }
-        Ok(Caller {
+        Ok(Pin {
             tid,
             tgid: status.tgid,
             pidfd,
+        })
+    }
+
+    /// Confirms that the task still belongs to the pinned process, which has not exited:
+    /// its id was not reused since [`Pin::new`].
+    pub fn check(&self, proc: &ProcRoot) -> Result<()> {
+        // The Tgid read before the pidfd existed must still name this thread's process.
+        let again = proc.status(self.tid).map_err(|_| Error::Gone(self.tid))?;
+        if again.tgid != self.tgid || !alive(&self.pidfd) {
+            return Err(Error::Gone(self.tid));
+        }
+        Ok(())
+    }
+}
+
+impl Caller {
+    /// Identifies task `tid`: pins it, reads `status`, `ns/*` and `cgroup`, then checks the
+    /// pin, so no fact comes from a task that reused the pid. A vanished caller is
+    /// [`Error::Gone`].
+    pub fn identify(proc: &ProcRoot, tid: u32) -> Result<Caller> {
+        let pin = Pin::new(proc, tid)?;
+        let status = proc.status(tid).map_err(|_| Error::Gone(tid))?;
+        let ns = NsIds::read(proc, tid)?;
+        let cgroups = parse_proc_cgroup(&proc.cgroup(tid)?);
+        pin.check(proc)?;
+        Ok(Caller {
+            tid,
+            tgid: pin.tgid,
+            pidfd: pin.pidfd,
             nspid: status.nspid,
             uid: status.euid,
             gid: status.egid,

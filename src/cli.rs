@@ -129,6 +129,10 @@ pub enum CtlCommand {
         /// Its CPU view (overrides the daemon's --cpu-view).
         #[arg(long, value_name = "VIEW")]
         cpu_view: Option<crate::views::cpus::CpuView>,
+        /// Whether its writes may raise host values where the emulation table allows
+        /// (`nf_conntrack_max` max-wins, `nf_conntrack_tcp_be_liberal`, conntrack `hashsize`).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        host_writes: bool,
     },
     /// Forget a registered container.
     Unregister {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fuse;
 pub mod loadavg;
 pub mod mounts;
+pub mod nsfs;
 pub mod oci;
 pub mod procfs;
 pub mod serve;

@@ -21,7 +21,8 @@ use crate::mounts::mounts_at;
 use crate::procfs::ProcRoot;
 use crate::service::Service;
 use crate::vfs::{Spec, TABLE, TEST_TABLE};
-use crate::views::sysctl::emulation::Stores;
+use crate::views::sysctl::standing::HostNs;
+use crate::views::sysctl::stores::Stores;
 
 /// The mount source nsview mounts with (its `fsname`), which recognises its own mounts: the
 /// kernel shows a FUSE mount made directly with mount(2) as type `fuse`, whatever its subtype.
@@ -130,12 +131,15 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     service.env.agents = Some(agents.clone());
     let registered = Registrations::load(&args.runtime_dir, ProcRoot::default())?;
     service.env.registered = Some(Arc::new(registered));
+    service.env.host_ns = Some(HostNs::read(&ProcRoot::default())?);
     let stores_dir = args.runtime_dir.join("stores");
-    service.env.sysctl_stores =
-        Stores::load(&stores_dir).map_err(|source| ServeError::RuntimeDir {
+    let boot_id = ProcRoot::default().read_host("sys/kernel/random/boot_id")?;
+    let stores =
+        Stores::load(&stores_dir, boot_id.trim()).map_err(|source| ServeError::RuntimeDir {
             path: stores_dir.clone(),
             source,
         })?;
+    service.env.sysctl_stores = Arc::new(stores);
     let service = Arc::new(service);
     let session = Session::new(
         Fs::new(service.clone(), usize::from(args.threads)),
@@ -176,6 +180,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     if let Err(e) = &reaper {
         error!("cannot start the agent reaper: {e}; idle agents live until the daemon stops");
     }
+    let stores = service.env.sysctl_stores.clone();
+    let janitor = stores.spawn_janitor(ProcRoot::default());
+    if let Err(e) = &janitor {
+        error!("cannot start the stores' janitor: {e}; stores of ended containers stay");
+    }
 
     // Every start: binds a dead predecessor left (in registered containers and elsewhere)
     // get this mount's files.
@@ -184,7 +193,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let stop = wait_for_stop(session, stop_signals);
     sampler.stop();
     agents.stop();
+    stores.stop();
     if let Ok(thread) = reaper {
+        let _ = thread.join();
+    }
+    if let Ok(thread) = janitor {
         let _ = thread.join();
     }
     if let Ok(thread) = sampler_thread {

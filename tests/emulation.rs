@@ -102,13 +102,27 @@ fn uuids_are_new_on_every_read_and_boot_ids_are_per_container() {
 }
 
 #[test]
-fn emulated_entries_are_listed_even_where_the_kernel_hides_them() {
+fn emulated_entries_exist_only_where_the_host_kernel_has_them() {
     let daemon = Daemon::start();
     let a = container(&daemon);
     let kernel = a.run("ls /proc/sys/kernel");
-    assert!(kernel.lines().any(|l| l == "sysrq"), "{kernel}");
-    assert!(kernel.lines().any(|l| l == "yama"), "{kernel}");
-    assert_eq!(a.run("ls /proc/sys/kernel/yama"), "ptrace_scope");
+    for (name, host_path) in [
+        ("sysrq", "/proc/sys/kernel/sysrq"),
+        ("yama", "/proc/sys/kernel/yama"),
+        ("panic", "/proc/sys/kernel/panic"),
+    ] {
+        let on_host = std::path::Path::new(host_path).exists();
+        assert_eq!(
+            kernel.lines().any(|l| l == name),
+            on_host,
+            "{name} listed inside exactly when the host has it"
+        );
+        let read = a.sh(&format!("cat {host_path}"));
+        assert_eq!(read.status.success(), on_host, "{name}: {}", read.stderr);
+        if !on_host {
+            assert!(read.stderr.contains("No such file"), "{}", read.stderr);
+        }
+    }
     assert!(
         kernel.lines().any(|l| l == "hostname"),
         "passthrough entries stay"
@@ -136,9 +150,11 @@ impl Drop for RestoreHost {
 }
 
 #[test]
-fn nf_conntrack_max_is_max_wins() {
+fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     let daemon = Daemon::start();
-    let (a, b) = (container(&daemon), container(&daemon));
+    let (a, b, c) = (container(&daemon), container(&daemon), container(&daemon));
+    daemon.register("a", a.init_pid(), &[]);
+    daemon.register("c", c.init_pid(), &["--host-writes", "false"]);
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
     let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
     let _restore = RestoreHost::save("/proc/sys/net/netfilter/nf_conntrack_max");
@@ -149,6 +165,20 @@ fn nf_conntrack_max_is_max_wins() {
         host_value.to_string()
     );
     assert_eq!(b.run(&format!("cat {key}")), host_value.to_string());
+    // Unregistered, or registered with host writes off: the value is the container's own,
+    // the host's stays.
+    for (who, name) in [(&b, "unregistered"), (&c, "host writes off")] {
+        who.run(&format!("echo {} > {key}", host_value + 50));
+        assert_eq!(
+            who.run(&format!("cat {key}")),
+            (host_value + 50).to_string()
+        );
+        assert_eq!(
+            host("net/netfilter/nf_conntrack_max"),
+            host_value.to_string(),
+            "{name}"
+        );
+    }
     a.run(&format!("echo {} > {key}", host_value + 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value + 100).to_string());
     assert_eq!(
@@ -295,18 +325,22 @@ fn sys_devices_virtual_net_lists_the_containers_own_devices() {
 }
 
 #[test]
-fn conntrack_hashsize_is_host_global_for_container_root_only() {
+fn conntrack_hashsize_is_host_global_for_registered_container_root_only() {
     let host_path = "/sys/module/nf_conntrack/parameters/hashsize";
     let Some(restore) = RestoreHost::save(host_path) else {
         return; // no conntrack on this kernel
     };
     let before = restore.1.clone();
     let daemon = Daemon::start();
-    let a = container(&daemon);
+    let (a, b) = (container(&daemon), container(&daemon));
+    daemon.register("a", a.init_pid(), &[]);
     let path = daemon.path("sys/module/nf_conntrack/parameters/hashsize");
     let path = path.display();
     assert_eq!(a.run(&format!("cat {path}")), before.trim());
     let wanted = before.trim().parse::<u64>().unwrap() + 1024;
+    // An unregistered container's root is refused.
+    assert_eq!(b.try_write(&path.to_string(), "4096\n", ""), "EACCES");
+    assert_eq!(std::fs::read_to_string(host_path).unwrap(), before);
     a.run(&format!("echo {wanted} > {path}"));
     assert_eq!(
         std::fs::read_to_string(host_path).unwrap().trim(),
@@ -327,24 +361,10 @@ fn unregistering_a_container_drops_its_values() {
     let key = "/proc/sys/vm/overcommit_memory";
     let host_value = host("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsview"))
-            .arg("ctl")
-            .arg("--runtime-dir")
-            .arg(daemon.runtime_dir())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ctl(&["register", "--id", "a", "--pid", &a.init_pid().to_string()]);
+    daemon.register("a", a.init_pid(), &[]);
     a.run(&format!("echo {new} > {key}"));
     assert_eq!(a.run(&format!("cat {key}")), new);
-    ctl(&["unregister", "--id", "a"]);
+    daemon.ctl(&["unregister", "--id", "a"]);
     assert_eq!(a.run(&format!("cat {key}")), host_value);
 }
 

@@ -183,6 +183,37 @@ pub fn private_proc() -> Result<(), String> {
     Ok(())
 }
 
+/// The cookie of the network namespace this process is in (`SO_NETNS_COOKIE` of a socket
+/// made here): the kernel never gives two namespaces the same one while it runs, which makes
+/// it the identity of a namespace's emulated values. `None` before Linux 5.14.
+pub fn netns_cookie() -> Option<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `SO_NETNS_COOKIE` from `asm-generic/socket.h` (x86, arm, riscv; the libc crate
+    /// exports it for no target yet).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket(2) takes no pointers; it returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, a live u64, and updates
+    // `len`; the socket stays open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+}
+
 /// Closes every descriptor from `first` up.
 pub fn close_fds_from(first: u32) {
     // SAFETY: close_range only closes descriptors; callers pass a bound above every
@@ -193,6 +224,17 @@ pub fn close_fds_from(first: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_network_namespace_has_a_cookie() {
+        let cookie = netns_cookie();
+        assert!(cookie.is_some_and(|c| c != 0));
+        assert_eq!(
+            netns_cookie(),
+            cookie,
+            "the same namespace, the same cookie"
+        );
+    }
 
     #[test]
     fn arguments_name_kinds_and_descriptors() {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use nsview_nsenter::join;
 use nsview_nsenter::ops::Agent;
 
-fn setup(args: &join::Args) -> Result<OwnedFd, String> {
+fn setup(args: &join::Args) -> Result<(OwnedFd, Option<u64>), String> {
     // First of all, drop every descriptor but the standard streams and the namespaces: the
     // daemon's (its FUSE device among them) must not live on in here.
     join::close_fds_from(3 + args.ns.len() as u32);
@@ -24,7 +24,7 @@ fn setup(args: &join::Args) -> Result<OwnedFd, String> {
     join::close_fds_from(3);
     // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
     let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
-    Ok(root.into())
+    Ok((root.into(), join::netns_cookie()))
 }
 
 fn main() -> ExitCode {
@@ -38,14 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let root = match setup(&args) {
-        Ok(root) => root,
+    let (root, cookie) = match setup(&args) {
+        Ok(set) => set,
         Err(e) => {
             eprintln!("nsview-nsenter: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let agent = Agent::new(root, args.allow_faults);
+    let agent = Agent::new(root, cookie, args.allow_faults);
     let code = agent.serve(std::io::stdin().lock(), std::io::stdout().lock());
     ExitCode::from(code as u8)
 }

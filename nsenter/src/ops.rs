@@ -34,17 +34,24 @@ fn io_fail(e: std::io::Error, what: impl std::fmt::Display) -> Failure {
     (errno, format!("{what}: {e}"))
 }
 
-/// What the agent serves: the root it resolves paths beneath, and whether faults are obeyed.
+/// What the agent serves: the root it resolves paths beneath, the cookie of the network
+/// namespace it is in, and whether faults are obeyed.
 #[derive(Debug)]
 pub struct Agent {
     root: OwnedFd,
+    netns_cookie: Option<u64>,
     allow_faults: bool,
 }
 
 impl Agent {
-    /// An agent resolving paths beneath `root` (its private root directory).
-    pub fn new(root: OwnedFd, allow_faults: bool) -> Agent {
-        Agent { root, allow_faults }
+    /// An agent resolving paths beneath `root` (its private root directory), in the network
+    /// namespace whose cookie is `netns_cookie`.
+    pub fn new(root: OwnedFd, netns_cookie: Option<u64>, allow_faults: bool) -> Agent {
+        Agent {
+            root,
+            netns_cookie,
+            allow_faults,
+        }
     }
 
     /// Serves lines from `input` to `output` until end of input or a line it cannot resync
@@ -92,6 +99,7 @@ impl Agent {
                         payload: Payload::Hello {
                             version: VERSION,
                             pid: std::process::id(),
+                            netns_cookie: self.netns_cookie,
                         },
                     }
                 } else {
@@ -167,12 +175,18 @@ impl Agent {
                 };
                 with_creds(creds, || self.open(&path, flags).map(drop)).map(|()| Payload::Allowed)
             }
-            Op::Write { path, data, creds } => {
+            Op::Write {
+                path,
+                offset,
+                data,
+                creds,
+            } => {
                 checked(&path)?;
                 if data.len() > MAX_WRITE {
                     return Err((libc::EINVAL, format!("write of {} bytes", data.len())));
                 }
-                with_creds(creds, || self.write(&path, &data)).map(Payload::Written)
+                with_creds(creds, || self.write(&path, offset, &data))
+                    .map(|(n, pos)| Payload::Written { n, pos })
             }
             Op::Readlink { path } => {
                 checked(&path)?;
@@ -242,12 +256,16 @@ impl Agent {
         Ok(data)
     }
 
-    fn write(&self, path: &str, data: &[u8]) -> Result<usize, Failure> {
-        let fd = self.open(path, OFlag::O_WRONLY)?;
-        // One write(2): a sysctl takes the whole value at once.
-        std::fs::File::from(fd)
-            .write(data)
-            .map_err(|e| io_fail(e, path))
+    /// One write(2) at file position `offset`; the bytes taken and the position after (a
+    /// sysctl takes a whole value per write, and its handler decides how the position moves).
+    fn write(&self, path: &str, offset: u64, data: &[u8]) -> Result<(usize, u64), Failure> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::from(self.open(path, OFlag::O_WRONLY)?);
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_fail(e, path))?;
+        let n = file.write(data).map_err(|e| io_fail(e, path))?;
+        let pos = file.stream_position().map_err(|e| io_fail(e, path))?;
+        Ok((n, pos))
     }
 }
 
@@ -355,7 +373,7 @@ mod tests {
     /// An agent over a fixture tree, as root with the process's own capabilities.
     fn agent(dir: &std::path::Path) -> Agent {
         let root = std::fs::File::open(dir).unwrap();
-        Agent::new(root.into(), false)
+        Agent::new(root.into(), Some(7), false)
     }
 
     fn converse(agent: &Agent, requests: &[Request]) -> Vec<Response> {
@@ -411,6 +429,7 @@ mod tests {
                     id: 3,
                     op: Op::Write {
                         path: "proc/sys/net/ip_forward".into(),
+                        offset: 0,
                         data: b"1\n".to_vec(),
                         creds: root_creds(),
                     },
@@ -456,7 +475,7 @@ mod tests {
             replies[2],
             Response::Ok {
                 id: 3,
-                payload: Payload::Written(2)
+                payload: Payload::Written { n: 2, pos: 2 }
             }
         );
         assert_eq!(

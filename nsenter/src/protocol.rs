@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version; an agent refuses a daemon that speaks another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest line either side accepts (a request with a 4 KiB write, a reply with a listing
 /// or a file, JSON-encoded).
 pub const MAX_LINE: usize = 1 << 20;
@@ -84,10 +84,14 @@ pub enum Op {
         /// Whose permissions apply.
         creds: Creds,
     },
-    /// Writes `data` (at most [`MAX_WRITE`] bytes) at offset 0, with `creds`.
+    /// Writes `data` (at most [`MAX_WRITE`] bytes) at file position `offset`, with `creds`,
+    /// in one write(2): the kernel's handler decides what a position past 0 means (numbers
+    /// ignore it, strings continue there).
     Write {
         /// Path of the file.
         path: String,
+        /// The file position the write starts at.
+        offset: u64,
         /// The bytes.
         data: Vec<u8>,
         /// Whose permissions apply.
@@ -155,12 +159,16 @@ pub struct DirItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Payload {
-    /// Answer to [`Op::Hello`]: the agent's version and its pid in its own pid namespace.
+    /// Answer to [`Op::Hello`]: the agent's version, its pid in its own pid namespace and
+    /// the cookie of the network namespace it serves.
     Hello {
         /// [`VERSION`] of the agent.
         version: u32,
         /// Its pid as the joined pid namespace numbers it.
         pid: u32,
+        /// `SO_NETNS_COOKIE` of its network namespace: unlike the namespace's inode, never
+        /// handed out twice while the machine runs (`None` on kernels before 5.14).
+        netns_cookie: Option<u64>,
     },
     /// Answer to [`Op::Lookup`].
     Entry(Stat),
@@ -168,8 +176,14 @@ pub enum Payload {
     Entries(Vec<DirItem>),
     /// Answer to [`Op::Read`].
     Data(Vec<u8>),
-    /// Answer to [`Op::Write`]: bytes written.
-    Written(usize),
+    /// Answer to [`Op::Write`]: bytes the kernel took, and the file position after the write
+    /// (handlers of numbers leave it where it was, handlers of strings move it on).
+    Written {
+        /// Bytes taken.
+        n: usize,
+        /// The position after.
+        pos: u64,
+    },
     /// Answer to [`Op::Readlink`].
     Link(String),
     /// Answer to [`Op::Access`].
@@ -281,8 +295,18 @@ mod tests {
                 write,
                 creds
             }),
-            (".*", proptest::collection::vec(any::<u8>(), 0..64), creds())
-                .prop_map(|(path, data, creds)| Op::Write { path, data, creds }),
+            (
+                ".*",
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                creds()
+            )
+                .prop_map(|(path, offset, data, creds)| Op::Write {
+                    path,
+                    offset,
+                    data,
+                    creds
+                }),
             ".*".prop_map(|path| Op::Readlink { path }),
             prop_oneof![
                 Just(Fault::Garbage),
@@ -310,7 +334,13 @@ mod tests {
 
     fn response() -> impl Strategy<Value = Response> {
         let payload = prop_oneof![
-            (any::<u32>(), any::<u32>()).prop_map(|(version, pid)| Payload::Hello { version, pid }),
+            (any::<u32>(), any::<u32>(), any::<Option<u64>>()).prop_map(
+                |(version, pid, netns_cookie)| Payload::Hello {
+                    version,
+                    pid,
+                    netns_cookie
+                }
+            ),
             stat().prop_map(Payload::Entry),
             proptest::collection::vec(
                 (".*", stat()).prop_map(|(name, stat)| DirItem { name, stat }),
@@ -318,7 +348,7 @@ mod tests {
             )
             .prop_map(Payload::Entries),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(Payload::Data),
-            any::<usize>().prop_map(Payload::Written),
+            (any::<usize>(), any::<u64>()).prop_map(|(n, pos)| Payload::Written { n, pos }),
             ".*".prop_map(Payload::Link),
             Just(Payload::Allowed),
         ];

@@ -190,13 +190,7 @@ impl Pool {
             *slot.last_used.lock() = Instant::now();
             return Ok(Payload::Entry(stat));
         }
-        let mut guard = slot.agent.lock();
-        if guard.as_mut().is_none_or(|a| !a.is_running()) {
-            if let Some(old) = guard.take() {
-                old.end();
-            }
-            *guard = Some(self.spawn(tid, key)?);
-        }
+        let mut guard = self.live_agent(&slot, tid, key)?;
         let agent = guard.as_mut().ok_or(Error::Os(libc::EIO))?;
         let learns = matches!(op, Op::Lookup { .. } | Op::Readdir { .. });
         let asked = if learns { Some(op.clone()) } else { None };
@@ -212,6 +206,40 @@ impl Pool {
         }
         *slot.last_used.lock() = Instant::now();
         result
+    }
+
+    /// The cookie of the network namespace of `key` (which task `tid` is in), as its agent
+    /// reported it (spawning the agent if none is alive): `None` on kernels without
+    /// `SO_NETNS_COOKIE`. A live agent holds its namespace, so the cookie and the key's inode
+    /// name the same namespace.
+    pub fn netns_cookie(&self, tid: u32, key: NsKey) -> Result<Option<u64>> {
+        if self.cfg.mode == AgentMode::Oneshot {
+            let agent = self.spawn(tid, key)?;
+            let cookie = agent.netns_cookie();
+            agent.end();
+            return Ok(cookie);
+        }
+        let slot = self.slot(key);
+        let guard = self.live_agent(&slot, tid, key)?;
+        *slot.last_used.lock() = Instant::now();
+        Ok(guard.as_ref().and_then(Agent::netns_cookie))
+    }
+
+    /// The slot's agent, spawned (in task `tid`'s namespaces `key`) unless one is running.
+    fn live_agent<'s>(
+        &self,
+        slot: &'s Slot,
+        tid: u32,
+        key: NsKey,
+    ) -> Result<parking_lot::MutexGuard<'s, Option<Agent>>> {
+        let mut guard = slot.agent.lock();
+        if guard.as_mut().is_none_or(|a| !a.is_running()) {
+            if let Some(old) = guard.take() {
+                old.end();
+            }
+            *guard = Some(self.spawn(tid, key)?);
+        }
+        Ok(guard)
     }
 
     fn next_id(&self) -> u64 {

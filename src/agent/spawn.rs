@@ -64,6 +64,7 @@ pub struct Agent {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
     healthy: bool,
+    netns_cookie: Option<u64>,
 }
 
 impl Agent {
@@ -123,9 +124,17 @@ impl Agent {
             stream: ours,
             reader,
             healthy: true,
+            netns_cookie: None,
         };
         match agent.call(0, Op::Hello { version: VERSION }, cfg.timeout) {
-            Ok(Payload::Hello { version, .. }) if version == VERSION => Ok(agent),
+            Ok(Payload::Hello {
+                version,
+                netns_cookie,
+                ..
+            }) if version == VERSION => {
+                agent.netns_cookie = netns_cookie;
+                Ok(agent)
+            }
             other => {
                 log::warn!("agent for task {tid} did not start: {other:?}");
                 agent.end();
@@ -137,6 +146,11 @@ impl Agent {
     /// The agent's pid (in the daemon's pid namespace).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The cookie of the network namespace it serves, as it reported at start.
+    pub fn netns_cookie(&self) -> Option<u64> {
+        self.netns_cookie
     }
 
     /// Whether the process still runs.

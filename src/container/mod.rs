@@ -8,7 +8,7 @@
 mod pidns;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,6 +99,11 @@ impl Container {
     /// Host pid of its init; `None` for a host scope.
     pub fn init_pid(&self) -> Option<u32> {
         self.init.as_ref().map(|(pid, _)| *pid)
+    }
+
+    /// A pidfd of its init (readable once the init has exited); `None` for a host scope.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.init.as_ref().map(|(_, fd)| fd.as_fd())
     }
 
     /// A key unique among live containers: the pid-namespace inode, or for a host scope a

@@ -32,10 +32,16 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
     let request = match &args.command {
         CtlCommand::List => CtlRequest::List,
         CtlCommand::Status => CtlRequest::Status,
-        CtlCommand::Register { id, pid, cpu_view } => CtlRequest::Register {
+        CtlCommand::Register {
+            id,
+            pid,
+            cpu_view,
+            host_writes,
+        } => CtlRequest::Register {
             id: id.clone(),
             pid: *pid,
             cpu_view: cpu_view.map(|v| v.name().to_owned()),
+            host_writes: Some(*host_writes),
         },
         CtlCommand::Unregister { id } => CtlRequest::Unregister { id: id.clone() },
     };

@@ -34,6 +34,10 @@ pub enum CtlRequest {
         /// `quota` or `cpuset`.
         #[serde(default)]
         cpu_view: Option<String>,
+        /// Whether its writes may change host values where the emulation table says so
+        /// (default: yes).
+        #[serde(default)]
+        host_writes: Option<bool>,
     },
     /// Forgets container `id`.
     Unregister {
@@ -58,7 +62,7 @@ pub enum CtlRequest {
     Set {
         /// The runtime's id.
         id: String,
-        /// The option (`cpu_view`).
+        /// The option (`cpu_view`, `host_writes`).
         key: String,
         /// Its value.
         value: String,

@@ -32,6 +32,15 @@ pub struct Registered {
     /// CPU view for this container (`quota` or `cpuset`); the daemon's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_view: Option<String>,
+    /// Whether the container's writes may change host values where the emulation table says
+    /// so (max-wins `nf_conntrack_max`, liberal-wins, the conntrack `hashsize`); on unless
+    /// the runtime turned it off.
+    #[serde(default = "yes")]
+    pub host_writes: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The registered containers.
@@ -91,7 +100,13 @@ impl Registrations {
     }
 
     /// Registers (or re-registers, idempotently) container `id` whose init is `pid`.
-    pub fn register(&self, id: &str, pid: u32, cpu_view: Option<CpuView>) -> Result<Registered> {
+    pub fn register(
+        &self,
+        id: &str,
+        pid: u32,
+        cpu_view: Option<CpuView>,
+        host_writes: bool,
+    ) -> Result<Registered> {
         if !valid_id(id) {
             return Err(Error::Os(libc::EINVAL));
         }
@@ -102,6 +117,7 @@ impl Registrations {
             pidns: self.proc.ns_inode(pid, "pid")?,
             netns: self.proc.ns_inode(pid, "net")?,
             cpu_view: cpu_view.map(|v| v.name().to_owned()),
+            host_writes,
         };
         self.persist(&r)?;
         self.map.lock().insert(id.to_owned(), r.clone());
@@ -121,6 +137,13 @@ impl Registrations {
                         .name()
                         .to_owned(),
                 )
+            }
+            "host_writes" => {
+                r.host_writes = match value {
+                    "true" | "on" => true,
+                    "false" | "off" => false,
+                    _ => return Err(Error::Os(libc::EINVAL)),
+                }
             }
             _ => return Err(Error::Os(libc::EINVAL)),
         }
@@ -142,6 +165,20 @@ impl Registrations {
     /// Every registration, by id.
     pub fn list(&self) -> Vec<Registered> {
         self.map.lock().values().cloned().collect()
+    }
+
+    /// The registration of the container of pid namespace `pidns`, if a runtime registered
+    /// it and its init still runs (a registration whose container died without a poststop
+    /// vouches for nothing, least of all for a new container that got its namespace's inode).
+    pub fn vouched(&self, pidns: u64) -> Option<Registered> {
+        let r = self
+            .map
+            .lock()
+            .values()
+            .find(|r| r.pidns == pidns)
+            .cloned()?;
+        let same = self.alive(&r) && self.proc.ns_inode(r.pid, "pid").ok() == Some(pidns);
+        same.then_some(r)
     }
 
     /// The CPU view registered for the container of pid namespace `pidns`, if any.
@@ -178,7 +215,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id();
         let regs = Registrations::load(dir.path(), ProcRoot::default()).unwrap();
-        regs.register("alive", me, Some(CpuView::Cpuset)).unwrap();
+        regs.register("alive", me, Some(CpuView::Cpuset), true)
+            .unwrap();
         let dead = Registered {
             id: "dead".into(),
             pid: me,
@@ -186,6 +224,7 @@ mod tests {
             pidns: 1,
             netns: 1,
             cpu_view: None,
+            host_writes: true,
         };
         std::fs::write(
             dir.path().join("containers/dead.json"),
@@ -199,9 +238,17 @@ mod tests {
         assert!(!dir.path().join("containers/dead.json").exists());
         let pidns = ProcRoot::default().ns_inode(me, "pid").unwrap();
         assert_eq!(again.cpu_view_for(pidns), Some(CpuView::Cpuset));
+        assert_eq!(again.vouched(pidns).map(|r| r.id).as_deref(), Some("alive"));
+        assert!(again.vouched(pidns + 1).is_none());
+        assert!(
+            again
+                .set("alive", "host_writes", "off")
+                .is_ok_and(|r| !r.host_writes)
+        );
+        assert!(again.set("alive", "host_writes", "maybe").is_err());
         assert!(again.unregister("alive").is_some());
         assert!(again.unregister("alive").is_none());
         assert!(again.list().is_empty());
-        assert!(regs.register("../x", me, None).is_err());
+        assert!(regs.register("../x", me, None, true).is_err());
     }
 }

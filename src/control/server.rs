@@ -133,12 +133,17 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
         return CtlResponse::err("no registry");
     };
     match request {
-        CtlRequest::Register { id, pid, cpu_view } => {
+        CtlRequest::Register {
+            id,
+            pid,
+            cpu_view,
+            host_writes,
+        } => {
             let view = match cpu_view.as_deref().map(str::parse::<CpuView>).transpose() {
                 Ok(v) => v,
                 Err(e) => return CtlResponse::err(e),
             };
-            match registry.register(&id, pid, view) {
+            match registry.register(&id, pid, view, host_writes.unwrap_or(true)) {
                 Ok(r) => CtlResponse::ok(json!(r)),
                 Err(e) => CtlResponse::err(format!("register {id} (pid {pid}): {e}")),
             }
@@ -148,7 +153,7 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                 // Its emulated values go with it, unless another registered container
                 // shares its network namespace.
                 if !registry.list().iter().any(|other| other.netns == r.netns) {
-                    service.env.sysctl_stores.remove(r.netns);
+                    service.env.sysctl_stores.remove_netns(r.netns);
                 }
                 CtlResponse::ok(json!({ "id": id }))
             }

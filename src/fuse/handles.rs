@@ -37,6 +37,10 @@ pub struct Handle {
     pub writable: bool,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
+    /// After a write: the offset the kernel's FUSE layer will give the next write on this
+    /// descriptor, and the file position the native file would be at instead (`proc/sys`
+    /// handlers of numbers do not move it). Held while a write runs.
+    pub written: Mutex<Option<(u64, u64)>>,
 }
 
 /// A table of open handles of one kind (`T`: [`Handle`] for files, a listing for
@@ -141,6 +145,7 @@ mod tests {
                 },
                 writable: false,
                 snapshot: Mutex::new(None),
+                written: Mutex::new(None),
             })
             .unwrap();
         assert!(handles.get(fh).is_some());

@@ -199,6 +199,7 @@ impl Core {
             who: ctx.who,
             writable: write,
             snapshot: Mutex::new(None),
+            written: Mutex::new(None),
         };
         self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
     }
@@ -220,22 +221,37 @@ impl Core {
         Ok(slice_at(&data, offset, size).to_vec())
     }
 
-    /// Writes `data` through a handle opened for writing: a `proc/sys` file takes its whole
-    /// value at offset 0, as the kernel's sysctl files do.
-    fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<usize> {
+    /// Writes `data` for writer `who` through a handle opened for writing. The kernel
+    /// judges each write of a sysctl by the writer, not the opener, and so does this. The
+    /// file position is the native file's: the kernel's FUSE layer moves it on by the bytes
+    /// taken, where a sysctl handler of numbers leaves it, so a write arriving where the
+    /// previous one left the FUSE position starts where the native position would be.
+    fn write_file(
+        &self,
+        who: Requester,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize> {
         let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
         if !handle.writable {
             return Err(Error::Os(libc::EBADF));
         }
-        if offset != 0 {
-            return Err(Error::Os(libc::EINVAL));
-        }
-        match &handle.source {
+        let mut written = handle.written.lock();
+        let at = match *written {
+            Some((fuse_next, native_next)) if fuse_next == offset => native_next,
+            _ => offset,
+        };
+        let env = &self.service.env;
+        let done = match &handle.source {
             Source::Subtree(id, rel) => {
-                views::sys::write(&self.service.env, *id, &handle.who, rel, data)
+                let subject = self.ctx(who).subject;
+                views::sys::write(env, *id, &subject, &who, rel, at, data)?
             }
-            Source::View(view) => views::write_view(&self.service.env, *view, &handle.who, data),
-        }
+            Source::View(view) => views::write_view(env, *view, &who, at, data)?,
+        };
+        *written = Some((offset + done.n as u64, done.pos));
+        Ok(done.n)
     }
 
     /// Renders a handle's view; a panic inside the view becomes an error for this request
@@ -466,10 +482,11 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         crate::stats::request();
-        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
+        let who = requester(req);
+        let agent = self.handle_bound(fh.0).is_some_and(|(agent, _)| agent);
         let data = data.to_vec();
         self.dispatch(agent, who, move |core| {
-            match core.write_file(fh, offset, &data) {
+            match core.write_file(who, fh, offset, &data) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
             }

@@ -84,7 +84,14 @@ pub fn needs_agent(target: &Target<'_>) -> bool {
 /// Whether requests about `target` need to know whose container the caller is in (views by
 /// container do; `proc/sys` goes by the caller's own namespaces, not its container).
 pub fn needs_subject(target: &Target<'_>) -> bool {
-    !needs_agent(target)
+    match target {
+        // Emulated files keep values (and a boot id) per container; the rest of `proc/sys`
+        // needs none, which keeps its hot path free of the container lookup.
+        Target::Dynamic(d) if d.subtree == SubtreeId::ProcSys => {
+            crate::views::sysctl::emulation::find(&d.rel).is_some()
+        }
+        _ => !needs_agent(target),
+    }
 }
 
 /// The size a view file reports. Reads never depend on it (direct I/O), but `sendfile` and

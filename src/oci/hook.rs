@@ -84,6 +84,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
         .ok_or("the container state has no bundle")?;
     let rootfs = rootfs_of(bundle)?;
     let files = selected_files(&state.annotations)?;
+    let host_writes = host_writes(&state.annotations)?;
     // Sources cloned and the daemon connected in the host's mount namespace, where the
     // mountpoint and the socket's path are nsview's.
     let connected = clone_sources(&args.mountpoint, files).and_then(|clones| {
@@ -102,6 +103,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
         id: state.id.clone(),
         pid,
         cpu_view: None,
+        host_writes: Some(host_writes),
     };
     let response = daemon.request(&register).map_err(|e| e.to_string())?;
     if !response.ok {
@@ -209,6 +211,20 @@ fn rootfs_of(bundle: &Path) -> Result<PathBuf, String> {
     Ok(bundle.join(root))
 }
 
+/// The annotation turning off the container's writes to host values (`false`).
+pub const HOST_WRITES_ANNOTATION: &str = "io.nsview.host-writes";
+
+/// Whether the annotations let the container change host values (default: yes).
+fn host_writes(annotations: &std::collections::BTreeMap<String, String>) -> Result<bool, String> {
+    match annotations.get(HOST_WRITES_ANNOTATION).map(|v| v.trim()) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(format!(
+            "annotation {HOST_WRITES_ANNOTATION}={other:?}: expected true or false"
+        )),
+    }
+}
+
 /// The files to bind: all of [`DEFAULT_FILES`], or those the annotation names.
 fn selected_files(
     annotations: &std::collections::BTreeMap<String, String>,
@@ -232,6 +248,16 @@ fn selected_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_writes_are_on_unless_the_annotation_says_false() {
+        let mut annotations = std::collections::BTreeMap::new();
+        assert_eq!(host_writes(&annotations), Ok(true));
+        annotations.insert(HOST_WRITES_ANNOTATION.into(), "false".into());
+        assert_eq!(host_writes(&annotations), Ok(false));
+        annotations.insert(HOST_WRITES_ANNOTATION.into(), "no".into());
+        assert!(host_writes(&annotations).is_err());
+    }
 
     #[test]
     fn the_annotation_narrows_the_files_to_known_ones() {

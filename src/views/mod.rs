@@ -53,6 +53,30 @@ pub enum ViewId {
     TestAgentFault(nsview_nsenter::protocol::Fault),
 }
 
+/// What a write did: the bytes taken, and the file position after it as the kernel would
+/// leave it (the next write on the same descriptor starts there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes taken.
+    pub n: usize,
+    /// The position after.
+    pub pos: u64,
+}
+
+impl Written {
+    /// All `len` bytes taken at `offset`, the position moving on by them.
+    pub fn all(offset: u64, len: usize) -> Written {
+        Written::counted(offset, len, true)
+    }
+
+    /// `n` bytes taken at `offset`; the position moves on by them when `moved`, else stays
+    /// (the kernel's handlers of numbers leave it).
+    pub fn counted(offset: u64, n: usize, moved: bool) -> Written {
+        let pos = if moved { offset + n as u64 } else { offset };
+        Written { n, pos }
+    }
+}
+
 /// Who made a request, as the kernel told: the task and its fsuid and fsgid (in the
 /// daemon's user namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +138,13 @@ pub struct Env {
     pub agents: Option<Arc<crate::agent::Pool>>,
     /// Containers registered by runtimes, with their options (none in unit tests).
     pub registered: Option<Arc<crate::control::Registrations>>,
+    /// The host's namespaces, which the write rules of `proc/sys` judge callers by (none in
+    /// tests of other views).
+    pub host_ns: Option<sysctl::standing::HostNs>,
+    /// The running kernel's (major, minor) version: which sysctls it confines to a namespace.
+    pub kernel_release: (u32, u32),
     /// Container-local values of emulated sysctls.
-    pub sysctl_stores: sysctl::emulation::Stores,
+    pub sysctl_stores: Arc<sysctl::stores::Stores>,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
     /// Counters.
@@ -143,6 +172,8 @@ impl Env {
             host_files: OpenFiles::default(),
             agents: None,
             registered: None,
+            host_ns: None,
+            kernel_release: sysctl::namespaces::running_release(),
             sysctl_stores: Default::default(),
             sampler: Sampler::new(
                 sampler_proc,
@@ -169,7 +200,7 @@ impl Env {
 /// The host file behind [`ViewId::ConntrackHashsize`], below the sysfs root.
 pub const HASHSIZE: &str = "module/nf_conntrack/parameters/hashsize";
 
-/// Whether `who` may write host-global `view`.
+/// Whether `who` may write host-global `view` (see `sysctl::host_global_access`).
 pub fn access_write_view(env: &Env, view: ViewId, who: &Requester) -> Result<()> {
     match view {
         ViewId::ConntrackHashsize => sysctl::host_global_access(env, who),
@@ -177,10 +208,16 @@ pub fn access_write_view(env: &Env, view: ViewId, who: &Requester) -> Result<()>
     }
 }
 
-/// Writes `data` to host-global `view` for `who`.
-pub fn write_view(env: &Env, view: ViewId, who: &Requester, data: &[u8]) -> Result<usize> {
+/// Writes `data` at `offset` to host-global `view` for `who`.
+pub fn write_view(
+    env: &Env,
+    view: ViewId,
+    who: &Requester,
+    offset: u64,
+    data: &[u8],
+) -> Result<Written> {
     match view {
-        ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, data),
+        ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, offset, data),
         _ => Err(crate::error::Error::Access),
     }
 }

@@ -30,6 +30,7 @@ const INIT_ARGV: &str = "exec sleep 1000000";
 pub struct ContainerBuilder {
     limits: Limits,
     userns: bool,
+    shared: Vec<&'static str>,
     binds: Vec<(PathBuf, String)>,
 }
 
@@ -48,6 +49,13 @@ impl ContainerBuilder {
     /// Whether to add a user namespace (container root maps to host root, one id).
     pub fn userns(mut self, on: bool) -> Self {
         self.userns = on;
+        self
+    }
+
+    /// Keeps the host's namespaces of `kinds` (`"net"`, `"uts"`, `"ipc"`) instead of new ones,
+    /// as `--net host` and friends do.
+    pub fn share(mut self, kinds: &[&'static str]) -> Self {
+        self.shared.extend_from_slice(kinds);
         self
     }
 
@@ -75,16 +83,13 @@ impl ContainerBuilder {
         let cgroup = Cgroup::create(&self.limits);
         let stderr = NamedTempFile::new().expect("create a file for unshare's stderr");
         let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--fork",
-            "--kill-child",
-            "--pid",
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--net",
-        ])
-        .args(["--cgroup", "--mount-proc", "--propagation", "private"]);
+        cmd.args(["--fork", "--kill-child", "--pid", "--mount"]);
+        for kind in ["uts", "ipc", "net"] {
+            if !self.shared.contains(&kind) {
+                cmd.arg(format!("--{kind}"));
+            }
+        }
+        cmd.args(["--cgroup", "--mount-proc", "--propagation", "private"]);
         if self.userns {
             cmd.args(["--user", "--map-root-user"]);
         }
@@ -250,6 +255,12 @@ impl Container {
         cmd
     }
 
+    /// What writing `data` to `path` in one `open`, `write`, `close` does, run inside as
+    /// `as_who` (a command prefix such as a `setpriv` line, or ""): `ok` or the errno's name.
+    pub fn try_write(&self, path: &str, data: &str, as_who: &str) -> String {
+        self.run(&write_probe(path, data, as_who))
+    }
+
     /// Field 22 of `/proc/<init>/stat`: when the init started, in clock ticks since boot.
     pub fn start_time_ticks(&self) -> u64 {
         let path = format!("/proc/{}/stat", self.init_pid);
@@ -316,6 +327,15 @@ fn join_cgroups_before_exec(cmd: &mut Command, cgroup: &Cgroup) {
     // locks: it iterates an existing Vec, calls write(2), and builds an io::Error from errno
     // (an inline value).
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// A shell line that writes `data` to `path` (one `open`, `write`, `close`, by Python) as
+/// `as_who` and prints `ok` or the errno's name.
+pub fn write_probe(path: &str, data: &str, as_who: &str) -> String {
+    let probe = format!(
+        "import errno\ntry:\n    f = open({path:?}, 'w')\n    f.write({data:?})\n    f.close()\n    print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    );
+    format!("{as_who} /usr/bin/python3 -c {}", quote(&probe))
 }
 
 /// `s` single-quoted for sh.

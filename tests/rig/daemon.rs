@@ -186,6 +186,31 @@ impl Daemon {
         self.mountpoint.join(rel)
     }
 
+    /// Runs `nsview ctl --runtime-dir <its dir> <args>`, which must succeed; its stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(nsview_bin())
+            .arg("ctl")
+            .arg("--runtime-dir")
+            .arg(&self.runtime_dir)
+            .args(args)
+            .output()
+            .expect("run nsview ctl");
+        assert!(
+            out.status.success(),
+            "nsview ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Registers `c` (its init) as container `id`, with extra `ctl register` arguments.
+    pub fn register(&self, id: &str, init_pid: u32, extra: &[&str]) {
+        let pid = init_pid.to_string();
+        let mut args = vec!["register", "--id", id, "--pid", &pid];
+        args.extend_from_slice(extra);
+        self.ctl(&args);
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use cgroup::{Cgroup, Limits};
 #[allow(unused_imports)]
-pub use container::{Container, ContainerBuilder};
+pub use container::{Container, ContainerBuilder, write_probe};
 #[allow(unused_imports)]
 pub use daemon::{Daemon, StaleMount};
 #[allow(unused_imports)]

@@ -46,26 +46,32 @@ fn host_identity(env: &Env) -> String {
         .unwrap_or_else(|_| "nsview".to_owned())
 }
 
-/// The container's product UUID (the host's for a host scope).
-pub fn read(env: &Env, c: &Container) -> Result<String> {
-    if c.is_host_scope() {
-        return host(env);
-    }
-    let registered = env.registered.as_ref().and_then(|r| {
-        r.list()
-            .into_iter()
-            .find(|reg| reg.pidns == c.pidns)
-            .map(|reg| reg.id)
-    });
-    let me = registered.unwrap_or_else(|| {
+/// What makes container `c` itself for the life of its init: its runtime id while a live
+/// registration vouches for it, else its pid namespace with its init's pid and start time
+/// (an inode the kernel may hand out again, never with the same start time).
+pub fn identity(env: &Env, c: &Container) -> String {
+    let registered = env
+        .registered
+        .as_ref()
+        .and_then(|r| r.vouched(c.pidns))
+        .map(|reg| reg.id);
+    registered.unwrap_or_else(|| {
         format!(
             "{}:{}:{}",
             c.key(),
             c.start_ticks,
             c.init_pid().unwrap_or(0)
         )
-    });
-    Ok(format!("{}\n", derive_uuid(&host_identity(env), &me)))
+    })
+}
+
+/// The container's product UUID (the host's for a host scope).
+pub fn read(env: &Env, c: &Container) -> Result<String> {
+    if c.is_host_scope() {
+        return host(env);
+    }
+    let uuid = derive_uuid(&host_identity(env), &identity(env, c));
+    Ok(format!("{uuid}\n"))
 }
 
 /// The host's file, for host callers.

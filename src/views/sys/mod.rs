@@ -13,7 +13,7 @@ use log::debug;
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry, SubtreeId};
 use crate::views::cpus::container_cpus;
-use crate::views::{Env, Requester, Subject, sysctl};
+use crate::views::{Env, Requester, Subject, Written, sysctl};
 
 /// The host CPUs `subject` sees; `None` for the host's view, also when a container's CPUs
 /// cannot be read (its cgroup vanished): then the host's directory is served, and counted.
@@ -87,7 +87,7 @@ pub fn read(
         SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::read(&kernel_root(env), rel),
         SubtreeId::SysNet => sysctl::net::read(env, who, rel),
-        SubtreeId::ProcSys => sysctl::read(env, who, rel),
+        SubtreeId::ProcSys => sysctl::read(env, subject, who, rel),
     }
 }
 
@@ -108,22 +108,31 @@ pub fn readlink(
 }
 
 /// Whether `who` may open file `rel` of subtree `id` for writing: only `proc/sys` files
-/// can be written, as the kernel allows the caller.
+/// can be written, by its write rule.
 pub fn access_write(env: &Env, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
     match id {
         SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
         }
-        SubtreeId::ProcSys => sysctl::access(env, who, rel, true),
+        SubtreeId::ProcSys => sysctl::access_write(env, who, rel),
     }
 }
 
-/// Writes `data` to file `rel` of subtree `id` for `who`.
-pub fn write(env: &Env, id: SubtreeId, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
+/// Writes `data` at file position `offset` of file `rel` of subtree `id` for `who` (whose
+/// view is `subject`).
+pub fn write(
+    env: &Env,
+    id: SubtreeId,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+    offset: u64,
+    data: &[u8],
+) -> Result<Written> {
     match id {
         SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
         }
-        SubtreeId::ProcSys => sysctl::write(env, who, rel, data),
+        SubtreeId::ProcSys => sysctl::write(env, subject, who, rel, offset, data),
     }
 }

@@ -1,47 +1,96 @@
-//! `proc/sys`: the caller's own, through an agent that joined its namespaces.
+//! `proc/sys`: the caller's own, through an agent that joined its namespaces, under one write
+//! rule.
 //!
-//! Contents are never cached: every read, listing and write goes to the agent, so values
-//! that change by themselves (`fs/file-nr`, `nf_conntrack_count`) are never stale and a
-//! listing shows exactly what the caller would see natively (its own interfaces under
-//! `net/ipv4/conf/`). Only an existing entry's attributes are reused, per namespace set, for
-//! a second (see the agent pool), so a path walk costs one agent round trip, not one per
-//! component. Reads, access checks and writes run in the agent with the caller's ids and
-//! capabilities (see the agent's `ops` module), so permissions are the kernel's own. Owners
-//! are mapped back from the caller's user namespace, so container root sees its files as its
-//! own.
+//! **Reads** show what the caller would see natively: every read, listing and lookup goes to
+//! the agent (contents are never cached, so `fs/file-nr` is never stale; only an entry's
+//! attributes are reused for a second, see the agent pool), with the caller's ids and
+//! capabilities; owners are mapped back from the caller's user namespace. A container (a
+//! caller in a pid namespace of its own) reads the emulation table's values instead where
+//! the host's kernel has the file.
+//!
+//! **Writes** ([`Caller::route`], the one place that decides):
+//! - The host (every namespace the host's, see `standing`) writes as natively: the kernel
+//!   decides with its credentials.
+//! - Anyone else reaches the kernel only for a path confined to a namespace it does not
+//!   share with the host (`namespaces`); then the kernel decides with its credentials, in its
+//!   own namespaces.
+//! - A container's write to an emulated path is kept for its network namespace (never the
+//!   host's), if it holds the line's capability over that namespace (`nsfs::capable_over`:
+//!   `unshare -Ur` makes root of a new user namespace, which holds nothing over the host's);
+//!   a write that changes a host value is made only for a container a runtime registered
+//!   with host writes on.
+//! - Everything else is EACCES, whatever the caller's capabilities.
+//!
+//! Writes keep the kernel's semantics: one write(2) per value, the position handed to the
+//! kernel's handler (numbers ignore writes past 0, strings continue there), at most
+//! [`MAX_WRITE`] bytes of each reaching it (the rest counted as taken, as the kernel's
+//! handlers take and ignore what exceeds their buffer).
 
 pub mod emulation;
 mod ids;
+pub mod namespaces;
 pub mod net;
+pub mod standing;
+pub mod stores;
 
-use nsview_nsenter::protocol::{Creds, DirItem, Kind, Op, Payload, Stat};
+use std::sync::Arc;
 
+use nsview_nsenter::protocol::{Creds, DirItem, Kind, MAX_WRITE, Op, Payload, Stat};
+
+use crate::agent::{NsKey, Pool};
+use crate::container::Container;
 use crate::error::{Error, Result};
+use crate::nsfs::{Ns, capable_over};
 use crate::vfs::{DirEntry, Entry, EntryKind};
-use crate::views::{Env, Requester};
+use crate::views::{Env, Requester, Subject, Written};
 
 pub use ids::{IdMap, parse_cap_eff};
 
 use emulation::{Emulated, Policy};
+use namespaces::NsKind;
+use standing::{HostNs, Standing};
+use stores::StoreId;
 
-/// One request's view of the caller: its namespace key, and whether it shares the daemon's
-/// user namespace (then its ids need no mapping).
+/// Where a write goes.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// To the kernel, in the caller's namespaces, with its credentials.
+    Kernel,
+    /// To the caller's container-local value.
+    Emulated(&'static Emulated),
+    /// Nowhere: EACCES.
+    Refused,
+}
+
+/// One request's view of the caller: its namespaces and what the write rules make of it.
 struct Caller<'a> {
     env: &'a Env,
-    pool: &'a crate::agent::Pool,
+    pool: &'a Pool,
+    host: &'a HostNs,
     who: &'a Requester,
-    key: crate::agent::NsKey,
+    key: NsKey,
+    standing: Standing,
+}
+
+/// What `/proc/<tid>/status` says of the caller.
+struct Task {
+    euid: u32,
+    caps: u64,
 }
 
 impl<'a> Caller<'a> {
     fn new(env: &'a Env, who: &'a Requester) -> Result<Caller<'a>> {
         let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
+        let host = env.host_ns.as_ref().ok_or(Error::Os(libc::EIO))?;
         let key = pool.key_of(who.pid)?;
+        let standing = host.standing(&key, || env.proc.ns_inode(who.pid, "mnt"));
         Ok(Caller {
             env,
             pool,
+            host,
             who,
             key,
+            standing,
         })
     }
 
@@ -58,38 +107,102 @@ impl<'a> Caller<'a> {
         IdMap::read(&self.env.proc, self.who.pid, file).map(Some)
     }
 
-    /// The caller's credentials as its user namespace numbers them.
-    fn creds(&self) -> Result<Creds> {
+    fn task(&self) -> Result<Task> {
         let status = self
             .env
             .proc
             .read_host(&format!("{}/status", self.who.pid))?;
-        let inside = |map: Option<IdMap>, id| map.map_or(id, |m| m.inside(id));
-        Ok(Creds {
-            uid: inside(self.map("uid_map")?, self.who.uid),
-            gid: inside(self.map("gid_map")?, self.who.gid),
+        let euid = crate::procfs::parse_status(&status).map_or(u32::MAX, |s| s.euid);
+        Ok(Task {
+            euid,
             caps: parse_cap_eff(&status).unwrap_or(0),
         })
     }
 
-    /// Whether the caller is the host (the daemon's own pid namespace): it gets the real
-    /// files, never a container's store.
-    fn is_host(&self) -> bool {
-        self.key.0[5] == self.pool.own().0[5]
+    /// The caller's credentials as its user namespace numbers them.
+    fn creds(&self) -> Result<Creds> {
+        let inside = |map: Option<IdMap>, id| map.map_or(id, |m| m.inside(id));
+        Ok(Creds {
+            uid: inside(self.map("uid_map")?, self.who.uid),
+            gid: inside(self.map("gid_map")?, self.who.gid),
+            caps: self.task()?.caps,
+        })
     }
 
-    /// The emulation of `rel` that applies to this caller.
+    /// The emulation of `rel` this caller gets: containers only, where the host's kernel has
+    /// the file.
     fn emulated(&self, rel: &str) -> Option<&'static Emulated> {
-        if self.is_host() {
-            None
-        } else {
-            emulation::find(rel)
+        if self.standing != Standing::Container {
+            return None;
+        }
+        emulation::find(rel).filter(|e| host_has(self.env, e))
+    }
+
+    /// Whether the caller gets emulated entries listed.
+    fn emulates(&self) -> bool {
+        self.standing == Standing::Container
+    }
+
+    /// The write rule: where a write of `rel` by this caller goes.
+    fn route(&self, rel: &str) -> Route {
+        if self.standing == Standing::Host {
+            return Route::Kernel;
+        }
+        if let Some(e) = self.emulated(rel) {
+            return Route::Emulated(e);
+        }
+        match namespaces::kind_of(rel, self.env.kernel_release) {
+            Some(kind) if !self.host.shares(&self.key, kind) => Route::Kernel,
+            _ => Route::Refused,
         }
     }
 
-    /// The store of the caller's network namespace.
-    fn store(&self) -> u64 {
-        self.key.0[1]
+    /// The store of the caller's network namespace; `None` for the host's network namespace
+    /// (whose values are the host's own) and where the kernel gives no cookie.
+    fn store(&self) -> Result<Option<StoreId>> {
+        if self.host.shares(&self.key, NsKind::Net) {
+            return Ok(None);
+        }
+        let cookie = self.pool.netns_cookie(self.who.pid, self.key)?;
+        Ok(cookie.map(|cookie| StoreId {
+            cookie,
+            netns: self.key.0[1],
+        }))
+    }
+
+    /// Whether the caller holds `cap` over its network namespace (as the kernel would judge
+    /// it: over the user namespace owning that namespace).
+    fn holds_over_netns(&self, cap: u32) -> Result<bool> {
+        let task = self.task()?;
+        let subject = crate::nsfs::Subject {
+            userns: Ns::of(&self.env.proc, self.who.pid, "user")?,
+            euid: task.euid,
+            caps: task.caps,
+        };
+        let owner = Ns::of(&self.env.proc, self.who.pid, "net")?.owner()?;
+        capable_over(&subject, owner, cap)
+    }
+
+    /// Whether a runtime registered the caller's container and lets it change host values.
+    fn host_writes(&self) -> bool {
+        let pidns = self.key.0[5];
+        self.env
+            .registered
+            .as_ref()
+            .and_then(|r| r.vouched(pidns))
+            .is_some_and(|r| r.host_writes)
+    }
+
+    /// Whether the caller may write emulated `e`: a writable line, the caller's own network
+    /// namespace (never the host's), and the line's capability over it.
+    fn may_write(&self, e: &'static Emulated) -> Result<()> {
+        if !e.policy.writable() || self.host.shares(&self.key, NsKind::Net) {
+            return Err(Error::Access);
+        }
+        if !self.holds_over_netns(e.cap)? {
+            return Err(Error::Access);
+        }
+        Ok(())
     }
 
     /// An entry the table makes: owned by the caller's root, read-only unless writable.
@@ -110,35 +223,45 @@ impl<'a> Caller<'a> {
     }
 
     /// The value the caller reads for emulated `e`.
-    fn emulated_value(&self, e: &'static Emulated) -> Result<String> {
-        let host = || host_value(self.env, e);
-        Ok(match e.policy {
-            Policy::ClampToIdmap => match self.env.sysctl_stores.get(self.store(), e.path) {
-                Some(value) => value,
-                None => {
-                    let creds = self.creds()?;
-                    match self.call(Op::Read {
-                        path: agent_path(e.path),
-                        creds,
-                    })? {
-                        Payload::Data(data) => String::from_utf8_lossy(&data).trim().to_owned(),
-                        other => return Err(unexpected(other)),
-                    }
-                }
-            },
-            Policy::Store | Policy::MaxWins | Policy::LiberalWins => self
-                .env
-                .sysctl_stores
-                .get(self.store(), e.path)
-                .unwrap_or_else(host),
-            Policy::HostGlobal | Policy::ReadOnly => host(),
-            Policy::RandomUuid => emulation::random_uuid(),
-            Policy::BootId => {
-                self.env
-                    .sysctl_stores
-                    .get_or_set(self.store(), e.path, emulation::random_uuid)
+    fn emulated_value(&self, e: &'static Emulated, subject: &Subject) -> Result<String> {
+        let stored = || -> Result<Option<String>> {
+            let Some(id) = self.store()? else {
+                return Ok(None);
+            };
+            let value = self.env.sysctl_stores.get(id, e.path);
+            if let (Some(_), Subject::Container(c)) = (&value, subject) {
+                self.env.sysctl_stores.used_by(id, c);
             }
+            Ok(value)
+        };
+        Ok(match e.policy {
+            Policy::ClampToIdmap => match stored()? {
+                Some(value) => value,
+                None => self.kernel_value(e)?,
+            },
+            Policy::Store | Policy::MaxWins | Policy::LiberalWins => match stored()? {
+                Some(value) => value,
+                None => host_value(self.env, e)?,
+            },
+            Policy::ReadOnly => host_value(self.env, e)?,
+            Policy::RandomUuid => emulation::random_uuid(),
+            Policy::BootId => match subject {
+                Subject::Container(c) => boot_id(self.env, c)?,
+                Subject::Host => host_value(self.env, e)?,
+            },
         })
+    }
+
+    /// `e`'s value as the kernel shows it in the caller's namespaces.
+    fn kernel_value(&self, e: &'static Emulated) -> Result<String> {
+        let creds = self.creds()?;
+        match self.call(Op::Read {
+            path: agent_path(e.path),
+            creds,
+        })? {
+            Payload::Data(data) => Ok(String::from_utf8_lossy(&data).trim().to_owned()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// clamp-to-idmap: the kernel refuses ids the writer's user namespace does not map, so
@@ -156,58 +279,66 @@ impl<'a> Caller<'a> {
                 if lo > hi { (1, 0) } else { (lo, hi) }
             }
         };
-        let creds = self.creds()?;
         let data = format!("{lo} {hi}\n").into_bytes();
-        match self.call(Op::Write {
-            path: agent_path(e.path),
-            data,
-            creds,
-        })? {
-            Payload::Written(_) => Ok(()),
+        self.kernel_write(e.path, 0, &data).map(drop)
+    }
+
+    /// Writes emulated `e` for container `c` as the kernel's integer handlers would: a write
+    /// past position 0 is taken and ignored, anything unparsable or out of range is EINVAL.
+    fn emulated_write(
+        &self,
+        e: &'static Emulated,
+        c: &Arc<Container>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Written> {
+        self.may_write(e)?;
+        if offset != 0 {
+            return Ok(Written::all(offset, data.len()));
+        }
+        let id = self.store()?.ok_or(Error::Access)?;
+        let current = match self.env.sysctl_stores.get(id, e.path) {
+            Some(value) => value,
+            None => self.emulated_value(e, &Subject::Container(c.clone()))?,
+        };
+        // The kernel's integer handlers look at one page less its terminator.
+        let seen = &data[..data.len().min(4095)];
+        let (value, used) =
+            emulation::parse(e.check, seen, &current).ok_or(Error::Os(libc::EINVAL))?;
+        match e.policy {
+            Policy::MaxWins if self.host_writes() => raise_host(self.env, e, &value)?,
+            Policy::LiberalWins if value != "0" && self.host_writes() => {
+                write_host(self.env, e, "1")?
+            }
+            Policy::ClampToIdmap => self.clamp_to_idmap(e, &value)?,
+            _ => {}
+        }
+        self.env.sysctl_stores.set(id, e.path, value, c);
+        Ok(Written::counted(
+            offset,
+            used + (data.len() - seen.len()),
+            true,
+        ))
+    }
+
+    /// One write(2) of at most [`MAX_WRITE`] bytes of `data` at `offset` to the kernel, in
+    /// the caller's namespaces and with its credentials; the rest counted as taken when the
+    /// kernel took all it was given.
+    fn kernel_write(&self, rel: &str, offset: u64, data: &[u8]) -> Result<Written> {
+        let sent = &data[..data.len().min(MAX_WRITE)];
+        let op = Op::Write {
+            path: agent_path(rel),
+            offset,
+            data: sent.to_vec(),
+            creds: self.creds()?,
+        };
+        match self.call(op)? {
+            Payload::Written { n, pos } => {
+                let n = if n == sent.len() { data.len() } else { n };
+                Ok(Written::counted(offset, n, pos != offset))
+            }
             other => Err(unexpected(other)),
         }
-    }
-
-    /// Writes emulated `e` after checking the caller may and the value is valid.
-    fn emulated_write(&self, e: &'static Emulated, data: &[u8]) -> Result<usize> {
-        self.may_write(e)?;
-        let value = emulation::validate(e.check, data).ok_or(Error::Os(libc::EINVAL))?;
-        let stores = &self.env.sysctl_stores;
-        match e.policy {
-            Policy::Store => stores.set(self.store(), e.path, value),
-            Policy::MaxWins => {
-                raise_host(self.env, e, &value)?;
-                stores.set(self.store(), e.path, value);
-            }
-            Policy::LiberalWins => {
-                if value != "0" {
-                    write_host(self.env, e, "1")?;
-                }
-                stores.set(self.store(), e.path, value);
-            }
-            Policy::HostGlobal => write_host(self.env, e, &value)?,
-            Policy::ClampToIdmap => {
-                self.clamp_to_idmap(e, &value)?;
-                stores.set(self.store(), e.path, value);
-            }
-            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId => return Err(Error::Access),
-        }
-        Ok(data.len())
-    }
-
-    /// Only the container's root writes emulated values; read-only and synthesized ones are
-    /// written by nobody.
-    fn may_write(&self, e: &'static Emulated) -> Result<()> {
-        if matches!(
-            e.policy,
-            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId
-        ) {
-            return Err(Error::Access);
-        }
-        if self.creds()?.uid != 0 {
-            return Err(Error::Access);
-        }
-        Ok(())
     }
 
     fn entry(&self, stat: &Stat) -> Result<Entry> {
@@ -222,17 +353,24 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// The host's value of emulated `e` (its default where the host has no such file).
-fn host_value(env: &Env, e: &Emulated) -> String {
+/// Whether the host's kernel has emulated `e`'s file (nothing is invented).
+fn host_has(env: &Env, e: &Emulated) -> bool {
+    std::fs::symlink_metadata(env.proc.path().join("sys").join(e.path)).is_ok()
+}
+
+/// The host's value of emulated `e`.
+fn host_value(env: &Env, e: &Emulated) -> Result<String> {
     let path = env.proc.path().join("sys").join(e.path);
-    std::fs::read_to_string(path)
+    std::fs::read_to_string(&path)
         .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|_| e.default.to_owned())
+        .map_err(|err| Error::read(&path, err))
 }
 
 fn write_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
     let path = env.proc.path().join("sys").join(e.path);
-    std::fs::write(&path, format!("{value}\n")).map_err(|err| Error::read(&path, err))
+    std::fs::write(&path, format!("{value}\n")).map_err(|err| Error::read(&path, err))?;
+    log::info!("host {} set to {value} for a registered container", e.path);
+    Ok(())
 }
 
 /// max-wins: raises the host's value to `value` when that is larger, reading it back and
@@ -240,13 +378,21 @@ fn write_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
 fn raise_host(env: &Env, e: &Emulated, value: &str) -> Result<()> {
     let wanted: i64 = value.parse().map_err(|_| Error::Os(libc::EINVAL))?;
     for _ in 0..3 {
-        let host: i64 = host_value(env, e).parse().unwrap_or(i64::MAX);
+        let host: i64 = host_value(env, e)?.parse().unwrap_or(i64::MAX);
         if host >= wanted {
             return Ok(());
         }
         write_host(env, e, value)?;
     }
     Ok(())
+}
+
+/// Container `c`'s boot id: derived from the host's and the container's identity, so it is
+/// stable for the container's life (also across daemon restarts) and its own.
+fn boot_id(env: &Env, c: &Container) -> Result<String> {
+    let host = env.proc.read_host("sys/kernel/random/boot_id")?;
+    let me = crate::views::sys::dmi::identity(env, c);
+    Ok(crate::views::sys::dmi::derive_uuid(host.trim(), &me))
 }
 
 /// `rel` below `proc/sys` as the agent names it.
@@ -275,11 +421,7 @@ fn unexpected(payload: Payload) -> Error {
 pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
     let caller = Caller::new(env, who)?;
     if let Some(e) = caller.emulated(rel) {
-        let writable = !matches!(
-            e.policy,
-            Policy::ReadOnly | Policy::RandomUuid | Policy::BootId
-        );
-        return caller.made_entry(EntryKind::File, writable);
+        return caller.made_entry(EntryKind::File, e.policy.writable());
     }
     match caller.call(Op::Lookup {
         path: agent_path(rel),
@@ -287,11 +429,15 @@ pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
         Ok(Payload::Entry(stat)) => caller.entry(&stat),
         Ok(other) => Err(unexpected(other)),
         // A directory the namespaces hide but an emulated entry lives in.
-        Err(Error::Os(libc::ENOENT)) if !caller.is_host() && emulation::is_emulated_dir(rel) => {
+        Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => {
             caller.made_entry(EntryKind::Dir, false)
         }
         Err(e) => Err(e),
     }
+}
+
+fn emulated_dir(env: &Env, rel: &str) -> bool {
+    emulation::is_emulated_dir(rel, |e| host_has(env, e))
 }
 
 /// The listing of directory `rel`.
@@ -309,14 +455,12 @@ pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
             })
             .collect(),
         Ok(other) => return Err(unexpected(other)),
-        Err(Error::Os(libc::ENOENT)) if !caller.is_host() && emulation::is_emulated_dir(rel) => {
-            Vec::new()
-        }
+        Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => Vec::new(),
         Err(e) => return Err(e),
     };
     // Emulated entries are listed even where the namespaces hide them (sysbox #618, #778).
-    if !caller.is_host() {
-        for (name, is_dir) in emulation::names_under(rel) {
+    if caller.emulates() {
+        for (name, is_dir) in emulation::names_under(rel, |e| host_has(env, e)) {
             if !entries.iter().any(|d| d.name == name) {
                 let kind = if is_dir {
                     EntryKind::Dir
@@ -334,11 +478,11 @@ pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
     Ok(entries)
 }
 
-/// The content of file `rel`, read with the caller's credentials.
-pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
+/// The content of file `rel` for `who` (whose view is `subject`), read with its credentials.
+pub fn read(env: &Env, subject: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     let caller = Caller::new(env, who)?;
     if let Some(e) = caller.emulated(rel) {
-        return Ok(format!("{}\n", caller.emulated_value(e)?).into_bytes());
+        return Ok(format!("{}\n", caller.emulated_value(e, subject)?).into_bytes());
     }
     let creds = caller.creds()?;
     match caller.call(Op::Read {
@@ -350,41 +494,55 @@ pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// Whether the caller may open `rel` for writing (or reading).
-pub fn access(env: &Env, who: &Requester, rel: &str, write: bool) -> Result<()> {
+/// Whether `who` may open `rel` for writing: by the write rule, then by the kernel's own
+/// check where the write would go to the kernel.
+pub fn access_write(env: &Env, who: &Requester, rel: &str) -> Result<()> {
+    let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
     let caller = Caller::new(env, who)?;
-    if let Some(e) = caller.emulated(rel) {
-        return if write { caller.may_write(e) } else { Ok(()) };
-    }
-    let creds = caller.creds()?;
-    match caller.call(Op::Access {
-        path: agent_path(rel),
-        write,
-        creds,
-    })? {
-        Payload::Allowed => Ok(()),
-        other => Err(unexpected(other)),
-    }
+    let allowed = match caller.route(rel) {
+        Route::Refused => Err(Error::Access),
+        Route::Emulated(e) => caller.may_write(e),
+        Route::Kernel => {
+            let creds = caller.creds()?;
+            match caller.call(Op::Access {
+                path: agent_path(rel),
+                write: true,
+                creds,
+            })? {
+                Payload::Allowed => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        }
+    };
+    pin.check(&env.proc)?;
+    allowed
 }
 
-/// Writes `data` to `rel` with the caller's credentials; the bytes written.
-pub fn write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
-    if data.len() > nsview_nsenter::protocol::MAX_WRITE {
-        return Err(Error::Os(libc::EINVAL));
-    }
+/// Writes `data` at file position `offset` of `rel` for `who` (whose view is `subject`), by
+/// the write rule.
+pub fn write(
+    env: &Env,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+    offset: u64,
+    data: &[u8],
+) -> Result<Written> {
+    let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
     let caller = Caller::new(env, who)?;
-    if let Some(e) = caller.emulated(rel) {
-        return caller.emulated_write(e, data);
-    }
-    let creds = caller.creds()?;
-    let op = Op::Write {
-        path: agent_path(rel),
-        data: data.to_vec(),
-        creds,
-    };
-    match caller.call(op)? {
-        Payload::Written(n) => Ok(n),
-        other => Err(unexpected(other)),
+    let route = caller.route(rel);
+    // The decision was the pinned task's: its id was not taken over meanwhile.
+    pin.check(&env.proc)?;
+    match route {
+        Route::Refused => Err(Error::Access),
+        Route::Kernel => caller.kernel_write(rel, offset, data),
+        Route::Emulated(e) => match subject {
+            Subject::Container(c) if !c.is_host_scope() => {
+                caller.emulated_write(e, c, offset, data)
+            }
+            // Its container's init could not be resolved: it is ending.
+            _ => Err(Error::Os(libc::ESRCH)),
+        },
     }
 }
 
@@ -415,23 +573,37 @@ pub fn host_global_read(env: &Env, rel: &str) -> Result<Vec<u8>> {
     std::fs::read(&path).map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
-/// Whether `who` may write a host-global file: its user namespace's root only.
+/// Whether `who` may write a host-global file: the host's root, or a container a runtime
+/// registered with host writes on, holding CAP_NET_ADMIN over its network namespace.
 pub fn host_global_access(env: &Env, who: &Requester) -> Result<()> {
-    if Caller::new(env, who)?.creds()?.uid != 0 {
-        return Err(Error::Access);
-    }
-    Ok(())
+    let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
+    let caller = Caller::new(env, who)?;
+    let allowed = match caller.standing {
+        Standing::Host => who.uid == 0,
+        Standing::Container => {
+            caller.host_writes() && caller.holds_over_netns(crate::nsfs::cap::NET_ADMIN)?
+        }
+        Standing::Outsider => false,
+    };
+    pin.check(&env.proc)?;
+    if allowed { Ok(()) } else { Err(Error::Access) }
 }
 
-/// Writes a host-global file below the host's sysfs for `who` (its root only): a positive
-/// integer, else EINVAL.
-pub fn host_global_write(env: &Env, who: &Requester, rel: &str, data: &[u8]) -> Result<usize> {
+/// Writes a host-global file below the host's sysfs for `who` (see [`host_global_access`]):
+/// a positive integer, else EINVAL. A module parameter takes its value whatever the position.
+pub fn host_global_write(
+    env: &Env,
+    who: &Requester,
+    rel: &str,
+    offset: u64,
+    data: &[u8],
+) -> Result<Written> {
     host_global_access(env, who)?;
-    let value = emulation::validate(emulation::Check::Int(1, i64::from(i32::MAX)), data)
-        .ok_or(Error::Os(libc::EINVAL))?;
+    let check = emulation::Check::Ints(1, 1, i64::from(i32::MAX));
+    let (value, _) = emulation::parse(check, data, "0").ok_or(Error::Os(libc::EINVAL))?;
     let path = env.sys.join(rel);
     std::fs::write(&path, format!("{value}\n"))
         .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
     log::info!("{} set to {value} for caller {}", path.display(), who.pid);
-    Ok(data.len())
+    Ok(Written::all(offset, data.len()))
 }

@@ -1,0 +1,429 @@
+//! The emulated values of each network namespace, under an identity the kernel never hands
+//! out twice, and gone with the namespace.
+//!
+//! - **Identity**: a store is keyed by its namespace's cookie (`SO_NETNS_COOKIE`, reported
+//!   by the agent that joined it), never by the namespace's inode: the kernel reuses inode
+//!   numbers as soon as a namespace is freed, and a new container must never read a dead
+//!   one's values. The inode is kept beside the cookie only to find stores to delete.
+//! - **Persistence**: each store is `<dir>/<cookie>.json` (written to a temporary file and
+//!   renamed) with the boot id it belongs to; at start, stores of another boot (cookies
+//!   start over at boot) are deleted, and so are stores whose namespace no process holds.
+//! - **Deletion**: at once when a store is claimed by a namespace with the same inode and
+//!   another cookie (the old namespace is dead), and by the janitor thread when a container
+//!   that used a store dies and no process (nor an `ip netns` bind mount) holds its
+//!   namespace any more. The janitor waits on the containers' pidfds: it wakes only when
+//!   one ends.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::container::Container;
+use crate::procfs::ProcRoot;
+
+use super::emulation;
+
+/// Which network namespace a store belongs to: its cookie (the identity) and its inode now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreId {
+    /// `SO_NETNS_COOKIE` of the namespace.
+    pub cookie: u64,
+    /// The namespace's inode.
+    pub netns: u64,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    netns: u64,
+    values: HashMap<&'static str, String>,
+}
+
+/// A store as kept on disk.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    boot_id: String,
+    netns_cookie: u64,
+    netns_inode: u64,
+    values: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stores: HashMap<u64, Store>,
+    /// Containers that used a store, by container key: the janitor watches their inits.
+    witnesses: HashMap<u64, Arc<Container>>,
+    stop: bool,
+}
+
+/// Every network namespace's store.
+#[derive(Debug)]
+pub struct Stores {
+    inner: Mutex<Inner>,
+    dir: Option<PathBuf>,
+    boot_id: String,
+    /// Written to wake the janitor (a new witness, or stop).
+    wake: OwnedFd,
+}
+
+impl Default for Stores {
+    fn default() -> Self {
+        Stores::new(None, String::new())
+    }
+}
+
+impl Stores {
+    fn new(dir: Option<PathBuf>, boot_id: String) -> Stores {
+        Stores {
+            inner: Mutex::new(Inner::default()),
+            dir,
+            boot_id,
+            wake: eventfd(),
+        }
+    }
+
+    /// The stores persisted in `dir` (created if missing) for boot `boot_id`; files of
+    /// another boot and files that are not stores are deleted, values of paths no longer in
+    /// the table dropped.
+    pub fn load(dir: &Path, boot_id: &str) -> std::io::Result<Stores> {
+        std::fs::create_dir_all(dir)?;
+        let stores = Stores::new(Some(dir.to_path_buf()), boot_id.to_owned());
+        let mut inner = stores.inner.lock();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let path = entry.path();
+            let parsed = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<OnDisk>(&text).ok());
+            let named_right = |d: &OnDisk| {
+                entry.file_name().to_str() == Some(&format!("{}.json", d.netns_cookie))
+            };
+            match parsed {
+                Some(d) if d.boot_id == boot_id && named_right(&d) => {
+                    let values = d
+                        .values
+                        .iter()
+                        .filter_map(|(p, v)| Some((emulation::find(p)?.path, v.clone())))
+                        .collect();
+                    inner.stores.insert(
+                        d.netns_cookie,
+                        Store {
+                            netns: d.netns_inode,
+                            values,
+                        },
+                    );
+                }
+                _ => {
+                    info!("{}: not a store of this boot; deleted", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        drop(inner);
+        Ok(stores)
+    }
+
+    /// The value `id`'s store holds for `path`, if it was set.
+    pub fn get(&self, id: StoreId, path: &'static str) -> Option<String> {
+        let mut inner = self.inner.lock();
+        self.claim(&mut inner, id);
+        inner.stores.get(&id.cookie)?.values.get(path).cloned()
+    }
+
+    /// Sets `path` in `id`'s store, used by container `by` (whose end the janitor watches).
+    pub fn set(&self, id: StoreId, path: &'static str, value: String, by: &Arc<Container>) {
+        let mut inner = self.inner.lock();
+        self.claim(&mut inner, id);
+        let store = inner.stores.entry(id.cookie).or_default();
+        store.netns = id.netns;
+        store.values.insert(path, value);
+        self.persist(id.cookie, store);
+        self.witness(&mut inner, by);
+    }
+
+    /// Records that container `c` reads `id`'s store (if there is one): the store must not
+    /// go before `c` does.
+    pub fn used_by(&self, id: StoreId, c: &Arc<Container>) {
+        let mut inner = self.inner.lock();
+        if inner.stores.contains_key(&id.cookie) {
+            self.witness(&mut inner, c);
+        }
+    }
+
+    /// Drops every store of the namespace with inode `netns`.
+    pub fn remove_netns(&self, netns: u64) {
+        let mut inner = self.inner.lock();
+        let gone: Vec<u64> = inner
+            .stores
+            .iter()
+            .filter(|(_, s)| s.netns == netns)
+            .map(|(cookie, _)| *cookie)
+            .collect();
+        for cookie in gone {
+            self.delete(&mut inner, cookie, "its container was unregistered");
+        }
+    }
+
+    /// Deletes the stores whose namespace inode is not in `live`; the number deleted.
+    pub fn prune(&self, live: &HashSet<u64>) -> usize {
+        let mut inner = self.inner.lock();
+        let dead: Vec<u64> = inner
+            .stores
+            .iter()
+            .filter(|(_, s)| !live.contains(&s.netns))
+            .map(|(cookie, _)| *cookie)
+            .collect();
+        for cookie in &dead {
+            self.delete(&mut inner, *cookie, "its network namespace is gone");
+        }
+        dead.len()
+    }
+
+    /// How many stores there are.
+    pub fn len(&self) -> usize {
+        self.inner.lock().stores.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A namespace with `id`'s inode and another cookie is a dead one whose inode the kernel
+    /// handed out again: its store goes now.
+    fn claim(&self, inner: &mut Inner, id: StoreId) {
+        let stale: Vec<u64> = inner
+            .stores
+            .iter()
+            .filter(|(cookie, s)| s.netns == id.netns && **cookie != id.cookie)
+            .map(|(cookie, _)| *cookie)
+            .collect();
+        for cookie in stale {
+            self.delete(inner, cookie, "its namespace's inode belongs to a new one");
+        }
+    }
+
+    fn witness(&self, inner: &mut Inner, c: &Arc<Container>) {
+        if c.init_pid().is_some() && !inner.witnesses.contains_key(&c.key()) {
+            inner.witnesses.insert(c.key(), c.clone());
+            self.poke();
+        }
+    }
+
+    fn delete(&self, inner: &mut Inner, cookie: u64, why: &str) {
+        if inner.stores.remove(&cookie).is_some() {
+            info!("emulated values of netns cookie {cookie} deleted: {why}");
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(format!("{cookie}.json")));
+        }
+    }
+
+    fn persist(&self, cookie: u64, store: &Store) {
+        let Some(dir) = &self.dir else { return };
+        let on_disk = OnDisk {
+            boot_id: self.boot_id.clone(),
+            netns_cookie: cookie,
+            netns_inode: store.netns,
+            values: store
+                .values
+                .iter()
+                .map(|(p, v)| ((*p).to_owned(), v.clone()))
+                .collect(),
+        };
+        let path = dir.join(format!("{cookie}.json"));
+        let tmp = dir.join(format!(".{cookie}.json.tmp"));
+        let text = serde_json::to_string(&on_disk).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            warn!("cannot persist emulated values to {}: {e}", path.display());
+        }
+    }
+
+    fn poke(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live array to the eventfd this struct owns.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Starts the janitor: deletes the stores of namespaces already gone, then again each
+    /// time a container that used a store ends. It runs until [`Stores::stop`].
+    pub fn spawn_janitor(
+        self: &Arc<Self>,
+        proc: ProcRoot,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("nsview-stores".into())
+            .spawn(move || {
+                me.sweep(&proc);
+                while me.wait_for_an_end() {
+                    me.sweep(&proc);
+                }
+            })
+    }
+
+    /// Ends the janitor.
+    pub fn stop(&self) {
+        self.inner.lock().stop = true;
+        self.poke();
+    }
+
+    /// Deletes the stores of dead namespaces and forgets dead witnesses.
+    fn sweep(&self, proc: &ProcRoot) {
+        // Dead witnesses first: their pidfds stay readable, and would wake the janitor again.
+        self.inner.lock().witnesses.retain(|_, c| c.is_alive());
+        if self.is_empty() {
+            return;
+        }
+        let n = self.prune(&live_netns(proc));
+        debug!("stores swept: {n} deleted, {} kept", self.len());
+    }
+
+    /// Blocks until a watched container ends (true) or the janitor is stopped (false).
+    fn wait_for_an_end(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            let watched: Vec<Arc<Container>> = {
+                let inner = self.inner.lock();
+                if inner.stop {
+                    return false;
+                }
+                inner.witnesses.values().cloned().collect()
+            };
+            let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                watched
+                    .iter()
+                    .filter_map(|c| c.pidfd())
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            let ended = fds[1..].iter().any(|f| f.any().unwrap_or(false));
+            if fds[0].any().unwrap_or(false) {
+                let mut count = [0u8; 8];
+                // SAFETY: reads the 8-byte counter of the eventfd this struct owns into a
+                // live array of that size.
+                unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+            }
+            if ended {
+                return true;
+            }
+        }
+    }
+}
+
+/// The inodes of every network namespace a process is in or an nsfs bind mount (`ip netns
+/// add`, CNI's pod namespaces) holds, as the host's init and this process see them.
+pub fn live_netns(proc: &ProcRoot) -> HashSet<u64> {
+    let mut live: HashSet<u64> = proc
+        .pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pid| proc.ns_inode(pid, "net").ok())
+        .collect();
+    for pid in ["1", "self"] {
+        let path = proc.path().join(pid).join("mountinfo");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        live.extend(
+            crate::mounts::parse_mountinfo(&text)
+                .iter()
+                .filter(|m| m.fstype == "nsfs")
+                .filter_map(|m| {
+                    let root = m.root.to_string_lossy();
+                    root.strip_prefix("net:")
+                        .and_then(|_| crate::procfs::parse_ns_link(&root))
+                }),
+        );
+    }
+    live
+}
+
+/// A non-blocking eventfd (the janitor's doorbell).
+fn eventfd() -> OwnedFd {
+    // SAFETY: eventfd(2) takes no pointers and returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just returned by eventfd(2) and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OVERCOMMIT: &str = "vm/overcommit_memory";
+
+    fn id(cookie: u64, netns: u64) -> StoreId {
+        StoreId { cookie, netns }
+    }
+
+    fn me() -> Arc<Container> {
+        Arc::new(Container::host_scope(
+            1,
+            Default::default(),
+            Default::default(),
+        ))
+    }
+
+    #[test]
+    fn stores_survive_a_reload_of_the_same_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::load(dir.path(), "boot-a").unwrap();
+        stores.set(id(70, 7), OVERCOMMIT, "2".into(), &me());
+        std::fs::write(dir.path().join("8.json"), r#"{"vm/overcommit_memory":"1"}"#).unwrap();
+        std::fs::write(dir.path().join("junk.json"), "{").unwrap();
+        let again = Stores::load(dir.path(), "boot-a").unwrap();
+        assert_eq!(again.get(id(70, 7), OVERCOMMIT).as_deref(), Some("2"));
+        assert_eq!(again.len(), 1);
+        assert!(
+            !dir.path().join("8.json").exists(),
+            "an old-format store is deleted"
+        );
+        assert!(!dir.path().join("junk.json").exists());
+        let next_boot = Stores::load(dir.path(), "boot-b").unwrap();
+        assert!(next_boot.is_empty());
+        assert!(!dir.path().join("70.json").exists());
+    }
+
+    #[test]
+    fn a_reused_inode_with_a_new_cookie_never_sees_the_old_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::load(dir.path(), "b").unwrap();
+        stores.set(id(100, 7), OVERCOMMIT, "2".into(), &me());
+        assert_eq!(stores.get(id(101, 7), OVERCOMMIT), None);
+        assert_eq!(
+            stores.get(id(100, 7), OVERCOMMIT),
+            None,
+            "deleted, not hidden"
+        );
+        assert!(!dir.path().join("100.json").exists());
+    }
+
+    #[test]
+    fn stores_are_separate_and_go_with_their_namespace() {
+        let stores = Stores::default();
+        stores.set(id(1, 10), OVERCOMMIT, "1".into(), &me());
+        stores.set(id(2, 20), OVERCOMMIT, "2".into(), &me());
+        assert_eq!(stores.get(id(1, 10), OVERCOMMIT).as_deref(), Some("1"));
+        assert_eq!(stores.get(id(2, 20), OVERCOMMIT).as_deref(), Some("2"));
+        assert_eq!(stores.prune(&HashSet::from([20])), 1);
+        assert_eq!(stores.get(id(1, 10), OVERCOMMIT), None);
+        stores.remove_netns(20);
+        assert!(stores.is_empty());
+    }
+
+    #[test]
+    fn the_live_namespaces_include_this_processs() {
+        let proc = ProcRoot::default();
+        let mine = proc.ns_inode(std::process::id(), "net").unwrap();
+        assert!(live_netns(&proc).contains(&mine));
+    }
+}
