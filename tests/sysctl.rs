@@ -175,7 +175,8 @@ fn write_outcome(c: &Container, path: &str, value: &str, as_who: &str, native: b
 }
 
 #[test]
-fn writes_succeed_exactly_when_they_would_natively() {
+fn writes_to_the_containers_own_namespaces_get_the_kernels_own_answer() {
+    // (Knobs of the whole machine are refused to containers: tests/sysctl_safety.rs.)
     let daemon = Daemon::start();
     let a = container(&daemon);
     let capless = "setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all";
@@ -184,9 +185,12 @@ fn writes_succeed_exactly_when_they_would_natively() {
         ("net/ipv4/ip_forward", "1\n", ""),
         ("net/ipv4/ip_forward", "0\n", capless),
         ("net/ipv4/ip_forward", "1\n", user),
-        ("kernel/threads-max", "100000\n", user),
-        ("vm/swappiness", "10\n", user),
         ("net/ipv4/ip_forward", "not a number\n", ""),
+        ("kernel/hostname", "nsview-x\n", user),
+        ("kernel/hostname", "nsview-y\n", capless),
+        ("kernel/shmmax", "8192\n", user),
+        ("kernel/shmmax", "8192\n", capless),
+        ("kernel/msg_next_id", "5\n", capless),
     ];
     for (key, value, who) in cases {
         let ours = write_outcome(&a, &format!("/proc/sys/{key}"), value, who, false);
@@ -564,5 +568,27 @@ fn a_stuck_agent_holds_up_its_own_callers_only() {
     for child in stuck {
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "a stuck agent's read fails (EIO)");
+    }
+}
+
+#[test]
+fn a_user_namespace_made_inside_a_container_sees_and_writes_as_natively() {
+    // Root of `unshare -Ur` inside a container without a user namespace: its user namespace
+    // owns none of its other namespaces, and the agent must still join them all.
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    let inner = "unshare -Ur";
+    let read = a.exec(&["unshare", "-Ur", "cat", "/proc/sys/net/ipv4/ip_default_ttl"]);
+    assert!(read.status.success(), "{}", read.stderr);
+    assert_eq!(read.stdout.trim(), a.run("cat /proc/sys/net/ipv4/ip_default_ttl"));
+    for (key, value) in [
+        ("net/ipv4/ip_default_ttl", "99\n"),
+        ("kernel/hostname", "nsview-inner\n"),
+        ("kernel/shmmax", "8192\n"),
+    ] {
+        let path = format!("/proc/sys/{key}");
+        let ours = write_outcome(&a, &path, value, inner, false);
+        let native = write_outcome(&a, &path, value, inner, true);
+        assert_eq!(ours, native, "{key} <- {value:?} from a user namespace inside");
     }
 }

@@ -1,11 +1,14 @@
 //! Joining a caller's namespaces, and a private procfs whose view is theirs.
 //!
-//! Order: user first (it grants the capabilities the other joins need when the caller is in
-//! a user namespace), then net, uts, ipc, cgroup, and pid last; a pid namespace only applies
-//! to children, so the agent forks once more and the child serves. The child unshares a
-//! mount namespace, mounts a tmpfs with a fresh procfs in it, and pivots into that tmpfs: the
-//! agent's root then holds nothing but its own procfs, so `/proc/<agent>/root` shows no host
-//! mount to anyone, and no path it resolves can reach the nsview mount.
+//! Order: net, uts, ipc, cgroup and pid first, as the daemon's root (which may enter any
+//! namespace); a pid namespace only applies to children, so the agent forks once more and
+//! the child serves. The child unshares a mount namespace, mounts a tmpfs with a fresh
+//! procfs and sysfs in it, and pivots into that tmpfs: the agent's root then holds nothing
+//! but its own procfs, so `/proc/<agent>/root` shows no host mount to anyone, and no path it
+//! resolves can reach the nsview mount. The user namespace comes last: a caller's user
+//! namespace need not own its other namespaces (root of `unshare -Ur` inside a container
+//! without one), and once in it the agent could neither enter theirs nor mount their procfs.
+//! In it, the agent holds exactly the capabilities the caller's user namespace gives.
 
 use std::os::fd::{BorrowedFd, RawFd};
 
@@ -13,8 +16,11 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, chdir, fork, getppid, mkdir, pivot_root};
 
-/// The namespace kinds an agent joins, in the order it joins them.
+/// The namespace kinds an agent may join (the order the daemon names them in).
 pub const ORDER: [&str; 6] = ["user", "net", "uts", "ipc", "cgroup", "pid"];
+
+/// The kinds joined before the fork, in this order; the user namespace is joined after.
+pub const BEFORE_USER: [&str; 5] = ["net", "uts", "ipc", "cgroup", "pid"];
 
 /// The command line: `--ns KIND=FD` per namespace to join, `--allow-faults` for tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -63,9 +69,10 @@ fn flag(kind: &str) -> CloneFlags {
     }
 }
 
-/// Joins every namespace of `ns` in [`ORDER`], closing each descriptor after use.
-pub fn join(ns: &[(String, RawFd)]) -> Result<(), String> {
-    for kind in ORDER {
+/// Joins the namespaces of `ns` of the kinds `kinds`, in that order, closing each
+/// descriptor after use.
+pub fn join(ns: &[(String, RawFd)], kinds: &[&str]) -> Result<(), String> {
+    for kind in kinds.iter().copied() {
         for (_, fd) in ns.iter().filter(|(k, _)| k == kind) {
             // SAFETY: the descriptor was inherited for this purpose (checked to be above the
             // standard streams) and is not used or closed elsewhere until the close below.

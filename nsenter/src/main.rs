@@ -16,11 +16,14 @@ fn setup(args: &join::Args) -> Result<(OwnedFd, Option<u64>), String> {
     join::die_with_parent(nix::unistd::getppid())?;
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    join::join(&args.ns)?;
-    nsview_nsenter::ops::become_namespace_root()?;
+    join::join(&args.ns, &join::BEFORE_USER)?;
     join::fork_into_pid_namespace()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::private_proc()?;
+    join::join(&args.ns, &["user"])?;
+    nsview_nsenter::ops::become_namespace_root()?;
+    // Joining a user namespace makes a process dumpable again.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::close_fds_from(3);
     // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
     let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
