@@ -10,7 +10,8 @@
 //! it on every run: in a fresh namespace of the kind, every writable file under the path
 //! takes a changed value while the host's stays what it was.
 //! - `net/`: the kernel registers a network namespace's own tables under it; the host-only
-//!   ones (`net/core/rmem_max`, ...) are not even listed in a child namespace.
+//!   ones (`net/core/rmem_max`, ...) are not even listed in a child namespace. Except
+//!   [`UNCONFINED`]: listed and writable in every network namespace, machine-wide in effect.
 //! - `kernel/{hostname,domainname}`: the UTS namespace's strings (`ostype`, `osrelease` and
 //!   `version` are read-only, so they need no line).
 //! - SysV IPC limits and ids, `fs/mqueue/`: the IPC namespace's (since 5.19 with their own
@@ -82,7 +83,6 @@ pub const TABLE: &[Confined] = &[
     c("kernel/msgmnb", Ipc),
     c("kernel/msgmni", Ipc),
     c("kernel/msg_next_id", Ipc),
-    c("kernel/auto_msgmni", Ipc),
     c("kernel/sem", Ipc),
     c("kernel/sem_next_id", Ipc),
     c("fs/mqueue/", Ipc),
@@ -95,9 +95,18 @@ pub const TABLE: &[Confined] = &[
     },
 ];
 
+/// Paths under a line of [`TABLE`] whose value is the machine's all the same.
+/// `nf_hooks_lwtunnel` is a static key every network namespace lists: a write of 1 in any of
+/// them turns it on for the whole machine, and nothing turns it off again (EBUSY); the
+/// namespace check found it on 6.18.
+pub const UNCONFINED: &[&str] = &["net/netfilter/nf_hooks_lwtunnel"];
+
 /// The namespace kind confining `rel` (below `proc/sys`) on kernel `release`, or `None`
 /// when its value is the machine's.
 pub fn kind_of(rel: &str, release: (u32, u32)) -> Option<NsKind> {
+    if UNCONFINED.contains(&rel) {
+        return None;
+    }
     TABLE
         .iter()
         .find(|c| match c.path.strip_suffix('/') {
@@ -150,6 +159,7 @@ mod tests {
             "fs/mount-max",
             "debug/exception-trace",
             "kernel/ostype",
+            "net/netfilter/nf_hooks_lwtunnel",
             "kernel/hostnamex",
             "network",
             "net",

@@ -1,0 +1,153 @@
+//! The namespace table of `proc/sys` (`views/sysctl/namespaces.rs`) checked on the running
+//! kernel: a path it confines to a namespace kind is one whose value a fresh namespace of
+//! that kind has for itself. In a new namespace of each kind (natively, through the host's
+//! procfs, which answers for the opener's namespaces), every writable file under each of the
+//! kind's lines takes a changed value; the host's values under those lines stay what they
+//! were. Whatever changed on the host is put back, and the test fails. The table's
+//! `UNCONFINED` paths are left alone: they are known to change the machine (some for good).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use nsview::views::sysctl::namespaces::{NsKind, TABLE, UNCONFINED, running_release};
+
+/// Values that move by themselves on a live host.
+const MOVING: &[&str] = &[
+    "kernel/ns_last_pid",
+    "net/netfilter/nf_conntrack_count",
+    "net/ipv4/tcp_fastopen_key",
+];
+
+/// Every readable file at or below `rel` (below `/proc/sys`) of the host, with its content.
+fn host_values(rel: &str, out: &mut BTreeMap<String, String>) {
+    let path = std::path::Path::new("/proc/sys").join(rel.trim_end_matches('/'));
+    match std::fs::read_dir(&path) {
+        Ok(dir) => {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                host_values(&format!("{}/{name}", rel.trim_end_matches('/')), out);
+            }
+        }
+        Err(_) => {
+            if let Ok(value) = std::fs::read_to_string(&path)
+                && !MOVING.contains(&rel)
+                && !UNCONFINED.contains(&rel)
+            {
+                out.insert(rel.to_owned(), value);
+            }
+        }
+    }
+}
+
+/// Puts back every host value in `before` that differs now.
+fn restore(before: &BTreeMap<String, String>) -> Vec<String> {
+    let mut now = BTreeMap::new();
+    for rel in before.keys() {
+        host_values(rel, &mut now);
+    }
+    let mut changed = Vec::new();
+    for (rel, value) in before {
+        if now.get(rel) != Some(value) {
+            let _ = std::fs::write(format!("/proc/sys/{rel}"), value);
+            changed.push(rel.clone());
+        }
+    }
+    changed
+}
+
+/// Python: writes a changed value to every writable file at or below each argument (below
+/// `/proc/sys`) but those in `$NSVIEW_SKIP` (space-separated), prints the files that took
+/// one.
+const WRITE_EVERYTHING: &str = r#"import os, sys
+skip = os.environ["NSVIEW_SKIP"].split()
+def files(rel):
+    p = "/proc/sys/" + rel.rstrip("/")
+    if rel in skip:
+        return
+    if os.path.isdir(p):
+        for name in sorted(os.listdir(p)):
+            yield from files(rel.rstrip("/") + "/" + name)
+    else:
+        yield rel
+def changed(text):
+    fields = text.split()
+    if not fields:
+        return None
+    try:
+        n = int(fields[0])
+    except ValueError:
+        return "nsview-claim\n"
+    fields[0] = str(n - 1 if n > 0 else n + 1)
+    return " ".join(fields) + "\n"
+for rel in sys.argv[1:]:
+    for f in files(rel):
+        p = "/proc/sys/" + f
+        try:
+            new = changed(open(p).read())
+            if new is None:
+                continue
+            with open(p, "w") as out:
+                out.write(new)
+            if open(p).read().split() == new.split():
+                print(f)
+        except OSError:
+            pass
+"#;
+
+fn unshare_flags(kind: NsKind) -> &'static [&'static str] {
+    match kind {
+        NsKind::Net => &["--net"],
+        NsKind::Uts => &["--uts"],
+        NsKind::Ipc => &["--ipc"],
+        NsKind::User => &["--user", "--map-root-user"],
+        NsKind::Pid => &["--pid", "--fork"],
+    }
+}
+
+#[test]
+fn every_confined_path_is_its_namespaces_own_on_this_kernel() {
+    let release = running_release();
+    for kind in [
+        NsKind::Net,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::User,
+        NsKind::Pid,
+    ] {
+        let lines: Vec<&str> = TABLE
+            .iter()
+            .filter(|c| c.kind == kind && release >= c.since)
+            .map(|c| c.path)
+            .collect();
+        let mut before = BTreeMap::new();
+        for line in &lines {
+            host_values(line, &mut before);
+        }
+        let out = Command::new("unshare")
+            .args(unshare_flags(kind))
+            .args(["/usr/bin/python3", "-c", WRITE_EVERYTHING])
+            .env("NSVIEW_SKIP", UNCONFINED.join(" "))
+            .args(&lines)
+            .output()
+            .unwrap();
+        let changed = restore(&before);
+        assert!(
+            out.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            changed.is_empty(),
+            "{kind:?}: a write in a new namespace changed the host's {changed:?}"
+        );
+        let took = String::from_utf8_lossy(&out.stdout).into_owned();
+        for line in &lines {
+            let prefix = line.trim_end_matches('/');
+            assert!(
+                took.lines()
+                    .any(|f| f == prefix || f.starts_with(&format!("{prefix}/"))),
+                "{kind:?}: nothing under {line} took a value in a new namespace:\n{took}"
+            );
+        }
+    }
+}
