@@ -196,4 +196,9 @@ pub struct ServeArgs {
     /// Test only: also serve `test/panic` (a view that panics) and `test/pattern`.
     #[arg(long, hide = true)]
     pub test_nodes: bool,
+
+    /// Test only: no janitor deletes the stores of ended containers (so a test can show
+    /// that a store's identity alone keeps it from a new namespace).
+    #[arg(long, hide = true)]
+    pub test_keep_stores: bool,
 }

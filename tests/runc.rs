@@ -262,6 +262,76 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
     assert_eq!(registered(&daemon), Vec::<String>::new());
 }
 
+/// Host sysctls saved now and put back on drop where they changed (also when a test fails).
+struct HostSysctls(Vec<(&'static str, String)>);
+
+impl HostSysctls {
+    fn save(keys: &[&'static str]) -> HostSysctls {
+        let read = |k: &str| std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap();
+        HostSysctls(keys.iter().map(|k| (*k, read(k))).collect())
+    }
+
+    fn changed(&self) -> Vec<&'static str> {
+        let read = |k: &str| std::fs::read_to_string(format!("/proc/sys/{k}")).ok();
+        self.0
+            .iter()
+            .filter(|(k, v)| read(k).as_ref() != Some(v))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
+impl Drop for HostSysctls {
+    fn drop(&mut self) {
+        for k in self.changed() {
+            if let Some((_, v)) = self.0.iter().find(|(key, _)| *key == k) {
+                let _ = std::fs::write(format!("/proc/sys/{k}"), v);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_patched_runc_containers_root_cannot_write_machine_wide_knobs() {
+    // CAP_SYS_ADMIN and CAP_NET_ADMIN on top of runc's defaults, no user namespace, and
+    // /proc/sys writable: oci-patch took it out of readonlyPaths.
+    let daemon = Daemon::start();
+    let keys = [
+        "kernel/core_pattern",
+        "kernel/core_uses_pid",
+        "vm/swappiness",
+        "vm/dirty_ratio",
+        "debug/exception-trace",
+        "kernel/threads-max",
+    ];
+    let mut script = String::from(
+        "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern \
+         && echo core_pattern-again taken || echo core_pattern-again refused; ",
+    );
+    for key in keys {
+        script.push_str(&format!(
+            "echo 1 > /proc/sys/{key} && echo {key} taken || echo {key} refused; "
+        ));
+    }
+    script.push_str("echo 1 > /proc/sys/net/ipv4/ip_forward && echo ip_forward taken");
+    let bundle = Bundle::new(&daemon, &script);
+    let saved = HostSysctls::save(&keys);
+    let (ok, out, err) = bundle.run();
+    assert!(ok, "runc run: {err}\n{out}");
+    assert!(
+        saved.changed().is_empty(),
+        "changed on the host: {:?}",
+        saved.changed()
+    );
+    assert_eq!(field(&out, "core_pattern-again "), "refused");
+    for key in keys {
+        assert_eq!(field(&out, &format!("{key} ")), "refused", "{key}");
+    }
+    assert!(err.contains("Permission denied"), "{err}");
+    // Its own network namespace's knobs stay its own to write.
+    assert_eq!(field(&out, "ip_forward "), "taken");
+}
+
 #[test]
 fn a_running_container_gets_its_files_back_after_the_daemon_is_killed() {
     let mountpoint = tempfile::tempdir().unwrap();

@@ -37,10 +37,23 @@ pub struct Handle {
     pub writable: bool,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
-    /// After a write: the offset the kernel's FUSE layer will give the next write on this
-    /// descriptor, and the file position the native file would be at instead (`proc/sys`
-    /// handlers of numbers do not move it). Held while a write runs.
-    pub written: Mutex<Option<(u64, u64)>>,
+    /// After a write: where it left the descriptor (see [`WriteEnd`]). Held while a write
+    /// runs.
+    pub written: Mutex<Option<WriteEnd>>,
+}
+
+/// Where a write left a descriptor, for the next write on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteEnd {
+    /// The offset the kernel's FUSE layer gives the next write: past the bytes taken.
+    pub fuse: u64,
+    /// The file position the native file would be at instead (`proc/sys` handlers of
+    /// numbers do not move it).
+    pub native: u64,
+    /// Whether the write was larger than the kernel's handlers look at: the FUSE layer cuts
+    /// a write(2) of about a MiB or more into several requests, and those after the first
+    /// belong to the same native call, whose handler ignored them.
+    pub large: bool,
 }
 
 /// A table of open handles of one kind (`T`: [`Handle`] for files, a listing for

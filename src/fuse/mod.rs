@@ -26,7 +26,7 @@ use crate::vfs::NodeKind;
 use crate::views;
 use crate::views::{Requester, Subject};
 
-pub use handles::{Handle, Handles, MAX_HANDLES, Source, slice_at};
+pub use handles::{Handle, Handles, MAX_HANDLES, Source, WriteEnd, slice_at};
 
 pub use lanes::Lanes;
 use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
@@ -225,7 +225,9 @@ impl Core {
     /// judges each write of a sysctl by the writer, not the opener, and so does this. The
     /// file position is the native file's: the kernel's FUSE layer moves it on by the bytes
     /// taken, where a sysctl handler of numbers leaves it, so a write arriving where the
-    /// previous one left the FUSE position starts where the native position would be.
+    /// previous one left the FUSE position starts where the native position would be; the
+    /// rest of a write(2) too large for one request is taken and ignored, as the native
+    /// handler ignores what lies past the buffer it parses.
     fn write_file(
         &self,
         who: Requester,
@@ -239,7 +241,14 @@ impl Core {
         }
         let mut written = handle.written.lock();
         let at = match *written {
-            Some((fuse_next, native_next)) if fuse_next == offset => native_next,
+            Some(end) if end.fuse == offset && end.large => {
+                *written = Some(WriteEnd {
+                    fuse: offset + data.len() as u64,
+                    ..end
+                });
+                return Ok(data.len());
+            }
+            Some(end) if end.fuse == offset => end.native,
             _ => offset,
         };
         let env = &self.service.env;
@@ -250,7 +259,11 @@ impl Core {
             }
             Source::View(view) => views::write_view(env, *view, &who, at, data)?,
         };
-        *written = Some((offset + done.n as u64, done.pos));
+        *written = Some(WriteEnd {
+            fuse: offset + done.n as u64,
+            native: done.pos,
+            large: data.len() > nsview_nsenter::protocol::MAX_WRITE,
+        });
         Ok(done.n)
     }
 

@@ -1,7 +1,8 @@
 //! `nsview oci-patch CONFIG.json`: adds nsview's `createRuntime` and `poststop` hooks to an
 //! OCI runtime config, idempotently (earlier nsview hooks are replaced, every other field is
-//! kept), and removes `/proc/sys` from `linux.readonlyPaths` (nsview makes its writes safe)
-//! unless asked to keep it. The file is rewritten only when everything succeeded (a temporary
+//! kept), and removes `/proc/sys` from `linux.readonlyPaths` unless asked to keep it: through
+//! nsview a write there reaches only the container's own namespaces or its container-local
+//! values, never a machine-wide knob (see `views::sysctl`). The file is rewritten only when everything succeeded (a temporary
 //! file renamed over it), so a bad config is left untouched.
 
 use std::path::{Path, PathBuf};
@@ -106,8 +107,9 @@ pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> 
         paths.retain(|p| p.as_str() != Some("/proc/sys"));
         if paths.len() != before {
             said.push(
-                "linux.readonlyPaths: /proc/sys removed (nsview makes writes there safe; \
-                 --keep-readonly keeps it)"
+                "linux.readonlyPaths: /proc/sys removed (through nsview, writes there reach \
+                 only the container's own namespaces and container-local values; \
+                 --keep-readonly keeps it read-only)"
                     .to_owned(),
             );
         }

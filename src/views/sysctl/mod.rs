@@ -305,6 +305,9 @@ impl<'a> Caller<'a> {
         let seen = &data[..data.len().min(4095)];
         let (value, used) =
             emulation::parse(e.check, seen, &current).ok_or(Error::Os(libc::EINVAL))?;
+        if !self.env.sysctl_stores.fits(id) {
+            return Err(Error::Os(libc::ENOSPC));
+        }
         match e.policy {
             Policy::MaxWins if self.host_writes() => raise_host(self.env, e, &value)?,
             Policy::LiberalWins if value != "0" && self.host_writes() => {
@@ -313,7 +316,9 @@ impl<'a> Caller<'a> {
             Policy::ClampToIdmap => self.clamp_to_idmap(e, &value)?,
             _ => {}
         }
-        self.env.sysctl_stores.set(id, e.path, value, c);
+        if !self.env.sysctl_stores.set(id, e.path, value, c) {
+            return Err(Error::Os(libc::ENOSPC));
+        }
         Ok(Written::counted(
             offset,
             used + (data.len() - seen.len()),

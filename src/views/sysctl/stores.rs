@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -27,6 +28,11 @@ use crate::container::Container;
 use crate::procfs::ProcRoot;
 
 use super::emulation;
+
+/// Most stores kept at once: one per live network namespace that set a value, so this is
+/// reached only by a container making namespaces by the thousand; beyond it, a namespace
+/// without a store yet gets ENOSPC for its first write.
+pub const MAX_STORES: usize = 8192;
 
 /// Which network namespace a store belongs to: its cookie (the identity) and its inode now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +140,26 @@ impl Stores {
         inner.stores.get(&id.cookie)?.values.get(path).cloned()
     }
 
-    /// Sets `path` in `id`'s store, used by container `by` (whose end the janitor watches).
-    pub fn set(&self, id: StoreId, path: &'static str, value: String, by: &Arc<Container>) {
+    /// Sets `path` in `id`'s store, used by container `by` (whose end the janitor watches);
+    /// `false` when that would make more than [`MAX_STORES`].
+    pub fn set(&self, id: StoreId, path: &'static str, value: String, by: &Arc<Container>) -> bool {
         let mut inner = self.inner.lock();
         self.claim(&mut inner, id);
+        if !inner.stores.contains_key(&id.cookie) && inner.stores.len() >= MAX_STORES {
+            return false;
+        }
         let store = inner.stores.entry(id.cookie).or_default();
         store.netns = id.netns;
         store.values.insert(path, value);
         self.persist(id.cookie, store);
         self.witness(&mut inner, by);
+        true
+    }
+
+    /// Whether `id` has a store or there is room for one.
+    pub fn fits(&self, id: StoreId) -> bool {
+        let inner = self.inner.lock();
+        inner.stores.contains_key(&id.cookie) || inner.stores.len() < MAX_STORES
     }
 
     /// Records that container `c` reads `id`'s store (if there is one): the store must not
@@ -260,7 +277,24 @@ impl Stores {
             .name("nsview-stores".into())
             .spawn(move || {
                 me.sweep(&proc);
-                while me.wait_for_an_end() {
+                // A namespace outlives its container's init by a moment when a process
+                // outside the pid namespace is in it too (`unshare`'s parent, a runtime
+                // helper): after an end, sweep again a little later.
+                let mut later: Vec<Duration> = Vec::new();
+                loop {
+                    match me.wait_for_an_end(later.last().copied()) {
+                        Wake::Stop => return,
+                        Wake::Ended => {
+                            later = vec![
+                                Duration::from_secs(5),
+                                Duration::from_secs(1),
+                                Duration::from_millis(200),
+                            ]
+                        }
+                        Wake::Timeout => {
+                            later.pop();
+                        }
+                    }
                     me.sweep(&proc);
                 }
             })
@@ -283,16 +317,24 @@ impl Stores {
         debug!("stores swept: {n} deleted, {} kept", self.len());
     }
 
-    /// Blocks until a watched container ends (true) or the janitor is stopped (false).
-    fn wait_for_an_end(&self) -> bool {
+    /// Blocks until a watched container ends, the janitor is stopped, or `timeout` passes.
+    fn wait_for_an_end(&self, timeout: Option<Duration>) -> Wake {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let watched: Vec<Arc<Container>> = {
                 let inner = self.inner.lock();
                 if inner.stop {
-                    return false;
+                    return Wake::Stop;
                 }
                 inner.witnesses.values().cloned().collect()
+            };
+            let left = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    None => return Wake::Timeout,
+                    Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                },
             };
             let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
             fds.extend(
@@ -301,7 +343,7 @@ impl Stores {
                     .filter_map(|c| c.pidfd())
                     .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
             );
-            if poll(&mut fds, PollTimeout::NONE).is_err() {
+            if poll(&mut fds, left).is_err() {
                 continue;
             }
             let ended = fds[1..].iter().any(|f| f.any().unwrap_or(false));
@@ -312,10 +354,20 @@ impl Stores {
                 unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
             }
             if ended {
-                return true;
+                return Wake::Ended;
             }
         }
     }
+}
+
+/// Why the janitor woke.
+enum Wake {
+    /// A watched container ended.
+    Ended,
+    /// The time to look again came.
+    Timeout,
+    /// The daemon stops.
+    Stop,
 }
 
 /// The inodes of every network namespace a process is in or an nsfs bind mount (`ip netns
@@ -377,7 +429,7 @@ mod tests {
     fn stores_survive_a_reload_of_the_same_boot_only() {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::load(dir.path(), "boot-a").unwrap();
-        stores.set(id(70, 7), OVERCOMMIT, "2".into(), &me());
+        assert!(stores.set(id(70, 7), OVERCOMMIT, "2".into(), &me()));
         std::fs::write(dir.path().join("8.json"), r#"{"vm/overcommit_memory":"1"}"#).unwrap();
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
         let again = Stores::load(dir.path(), "boot-a").unwrap();
@@ -397,7 +449,7 @@ mod tests {
     fn a_reused_inode_with_a_new_cookie_never_sees_the_old_values() {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::load(dir.path(), "b").unwrap();
-        stores.set(id(100, 7), OVERCOMMIT, "2".into(), &me());
+        assert!(stores.set(id(100, 7), OVERCOMMIT, "2".into(), &me()));
         assert_eq!(stores.get(id(101, 7), OVERCOMMIT), None);
         assert_eq!(
             stores.get(id(100, 7), OVERCOMMIT),
@@ -410,14 +462,27 @@ mod tests {
     #[test]
     fn stores_are_separate_and_go_with_their_namespace() {
         let stores = Stores::default();
-        stores.set(id(1, 10), OVERCOMMIT, "1".into(), &me());
-        stores.set(id(2, 20), OVERCOMMIT, "2".into(), &me());
+        assert!(stores.set(id(1, 10), OVERCOMMIT, "1".into(), &me()));
+        assert!(stores.set(id(2, 20), OVERCOMMIT, "2".into(), &me()));
         assert_eq!(stores.get(id(1, 10), OVERCOMMIT).as_deref(), Some("1"));
         assert_eq!(stores.get(id(2, 20), OVERCOMMIT).as_deref(), Some("2"));
         assert_eq!(stores.prune(&HashSet::from([20])), 1);
         assert_eq!(stores.get(id(1, 10), OVERCOMMIT), None);
         stores.remove_netns(20);
         assert!(stores.is_empty());
+    }
+
+    #[test]
+    fn stores_are_bounded() {
+        let stores = Stores::default();
+        for n in 0..MAX_STORES as u64 {
+            assert!(stores.set(id(n, n), OVERCOMMIT, "1".into(), &me()));
+        }
+        assert!(!stores.set(id(u64::MAX, 1 << 40), OVERCOMMIT, "1".into(), &me()));
+        assert!(
+            stores.set(id(0, 0), OVERCOMMIT, "2".into(), &me()),
+            "existing ones still"
+        );
     }
 
     #[test]
