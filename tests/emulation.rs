@@ -57,6 +57,34 @@ fn a_stored_value_is_the_containers_own_and_checked() {
 }
 
 #[test]
+fn panic_file_max_and_printk_are_the_containers_own() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    for (key, value, read_back) in [
+        ("kernel/panic", "17", "17"),
+        ("fs/file-max", "123456", "123456"),
+        // Fewer numbers than the vector holds replace the first ones, as the kernel does.
+        ("kernel/printk", "3", "3"),
+    ] {
+        let before = host(key);
+        a.run(&format!("echo {value} > /proc/sys/{key}"));
+        let inside = a.run(&format!("cat /proc/sys/{key}"));
+        assert_eq!(inside.split_whitespace().next(), Some(read_back), "{key}");
+        assert_eq!(
+            inside.split_whitespace().skip(1).collect::<Vec<_>>(),
+            before.split_whitespace().skip(1).collect::<Vec<_>>(),
+            "{key}: the other fields stay"
+        );
+        assert_eq!(
+            b.run(&format!("cat /proc/sys/{key}")),
+            before,
+            "{key} elsewhere"
+        );
+        assert_eq!(host(key), before, "{key} on the host");
+    }
+}
+
+#[test]
 fn pid_max_above_the_kernels_limit_is_einval() {
     let daemon = Daemon::start();
     let a = container(&daemon);

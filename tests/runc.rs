@@ -258,8 +258,14 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
         std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap(),
         host_overcommit
     );
-    // runc run deleted it, and poststop unregistered it.
+    // runc run deleted it, and poststop unregistered it; its emulated values went too.
     assert_eq!(registered(&daemon), Vec::<String>::new());
+    let stores = daemon.runtime_dir().join("stores");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(&stores).unwrap().next().is_some() {
+        assert!(Instant::now() < deadline, "a store outlived its container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Host sysctls saved now and put back on drop where they changed (also when a test fails).

@@ -580,7 +580,10 @@ fn a_user_namespace_made_inside_a_container_sees_and_writes_as_natively() {
     let inner = "unshare -Ur";
     let read = a.exec(&["unshare", "-Ur", "cat", "/proc/sys/net/ipv4/ip_default_ttl"]);
     assert!(read.status.success(), "{}", read.stderr);
-    assert_eq!(read.stdout.trim(), a.run("cat /proc/sys/net/ipv4/ip_default_ttl"));
+    assert_eq!(
+        read.stdout.trim(),
+        a.run("cat /proc/sys/net/ipv4/ip_default_ttl")
+    );
     for (key, value) in [
         ("net/ipv4/ip_default_ttl", "99\n"),
         ("kernel/hostname", "nsview-inner\n"),
@@ -589,6 +592,9 @@ fn a_user_namespace_made_inside_a_container_sees_and_writes_as_natively() {
         let path = format!("/proc/sys/{key}");
         let ours = write_outcome(&a, &path, value, inner, false);
         let native = write_outcome(&a, &path, value, inner, true);
-        assert_eq!(ours, native, "{key} <- {value:?} from a user namespace inside");
+        assert_eq!(
+            ours, native,
+            "{key} <- {value:?} from a user namespace inside"
+        );
     }
 }

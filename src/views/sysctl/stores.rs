@@ -43,7 +43,7 @@ pub struct StoreId {
     pub netns: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Store {
     netns: u64,
     values: HashMap<&'static str, String>,
@@ -62,9 +62,26 @@ struct OnDisk {
 #[derive(Debug, Default)]
 struct Inner {
     stores: HashMap<u64, Store>,
+    /// The cookies of the stores by namespace inode (two only when a dead namespace's store
+    /// and its inode's new owner's are both there).
+    by_netns: HashMap<u64, Vec<u64>>,
     /// Containers that used a store, by container key: the janitor watches their inits.
     witnesses: HashMap<u64, Arc<Container>>,
     stop: bool,
+}
+
+impl Inner {
+    /// The store of `cookie` (namespace inode `netns`), made if there is none.
+    fn insert(&mut self, cookie: u64, netns: u64) -> &mut Store {
+        let cookies = self.by_netns.entry(netns).or_default();
+        if !cookies.contains(&cookie) {
+            cookies.push(cookie);
+        }
+        self.stores.entry(cookie).or_insert_with(|| Store {
+            netns,
+            values: HashMap::new(),
+        })
+    }
 }
 
 /// Every network namespace's store.
@@ -115,13 +132,7 @@ impl Stores {
                         .iter()
                         .filter_map(|(p, v)| Some((emulation::find(p)?.path, v.clone())))
                         .collect();
-                    inner.stores.insert(
-                        d.netns_cookie,
-                        Store {
-                            netns: d.netns_inode,
-                            values,
-                        },
-                    );
+                    inner.insert(d.netns_cookie, d.netns_inode).values = values;
                 }
                 _ => {
                     info!("{}: not a store of this boot; deleted", path.display());
@@ -148,8 +159,7 @@ impl Stores {
         if !inner.stores.contains_key(&id.cookie) && inner.stores.len() >= MAX_STORES {
             return false;
         }
-        let store = inner.stores.entry(id.cookie).or_default();
-        store.netns = id.netns;
+        let store = inner.insert(id.cookie, id.netns);
         store.values.insert(path, value);
         self.persist(id.cookie, store);
         self.witness(&mut inner, by);
@@ -174,12 +184,7 @@ impl Stores {
     /// Drops every store of the namespace with inode `netns`.
     pub fn remove_netns(&self, netns: u64) {
         let mut inner = self.inner.lock();
-        let gone: Vec<u64> = inner
-            .stores
-            .iter()
-            .filter(|(_, s)| s.netns == netns)
-            .map(|(cookie, _)| *cookie)
-            .collect();
+        let gone = inner.by_netns.get(&netns).cloned().unwrap_or_default();
         for cookie in gone {
             self.delete(&mut inner, cookie, "its container was unregistered");
         }
@@ -214,10 +219,12 @@ impl Stores {
     /// handed out again: its store goes now.
     fn claim(&self, inner: &mut Inner, id: StoreId) {
         let stale: Vec<u64> = inner
-            .stores
-            .iter()
-            .filter(|(cookie, s)| s.netns == id.netns && **cookie != id.cookie)
-            .map(|(cookie, _)| *cookie)
+            .by_netns
+            .get(&id.netns)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|cookie| *cookie != id.cookie)
             .collect();
         for cookie in stale {
             self.delete(inner, cookie, "its namespace's inode belongs to a new one");
@@ -232,8 +239,14 @@ impl Stores {
     }
 
     fn delete(&self, inner: &mut Inner, cookie: u64, why: &str) {
-        if inner.stores.remove(&cookie).is_some() {
+        if let Some(store) = inner.stores.remove(&cookie) {
             info!("emulated values of netns cookie {cookie} deleted: {why}");
+            if let Some(cookies) = inner.by_netns.get_mut(&store.netns) {
+                cookies.retain(|c| *c != cookie);
+                if cookies.is_empty() {
+                    inner.by_netns.remove(&store.netns);
+                }
+            }
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_file(dir.join(format!("{cookie}.json")));
@@ -457,6 +470,24 @@ mod tests {
             "deleted, not hidden"
         );
         assert!(!dir.path().join("100.json").exists());
+    }
+
+    #[test]
+    fn after_a_restart_the_first_namespace_with_an_inode_drops_the_others_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::load(dir.path(), "b").unwrap();
+        assert!(stores.set(id(1, 7), OVERCOMMIT, "1".into(), &me()));
+        // A second cookie with the same inode, as a dead namespace and its inode's new owner.
+        std::fs::write(
+            dir.path().join("2.json"),
+            r#"{"boot_id":"b","netns_cookie":2,"netns_inode":7,"values":{"vm/overcommit_memory":"2"}}"#,
+        )
+        .unwrap();
+        let again = Stores::load(dir.path(), "b").unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again.get(id(2, 7), OVERCOMMIT).as_deref(), Some("2"));
+        assert_eq!(again.len(), 1);
+        assert!(!dir.path().join("1.json").exists());
     }
 
     #[test]
