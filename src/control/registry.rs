@@ -171,14 +171,16 @@ impl Registrations {
     /// it and its init still runs (a registration whose container died without a poststop
     /// vouches for nothing, least of all for a new container that got its namespace's inode).
     pub fn vouched(&self, pidns: u64) -> Option<Registered> {
-        let r = self
+        let candidates: Vec<Registered> = self
             .map
             .lock()
             .values()
-            .find(|r| r.pidns == pidns)
-            .cloned()?;
-        let same = self.alive(&r) && self.proc.ns_inode(r.pid, "pid").ok() == Some(pidns);
-        same.then_some(r)
+            .filter(|r| r.pidns == pidns)
+            .cloned()
+            .collect();
+        candidates
+            .into_iter()
+            .find(|r| self.alive(r) && self.proc.ns_inode(r.pid, "pid").ok() == Some(pidns))
     }
 
     /// The CPU view registered for the container of pid namespace `pidns`, if any.
@@ -246,6 +248,16 @@ mod tests {
                 .is_ok_and(|r| !r.host_writes)
         );
         assert!(again.set("alive", "host_writes", "maybe").is_err());
+        // A stale registration of the same pid namespace (its init gone) vouches for nothing
+        // and hides nothing.
+        let stale = Registered {
+            id: "a-stale".into(),
+            pidns,
+            ..dead
+        };
+        again.map.lock().insert(stale.id.clone(), stale);
+        assert_eq!(again.vouched(pidns).map(|r| r.id).as_deref(), Some("alive"));
+        again.map.lock().remove("a-stale");
         assert!(again.unregister("alive").is_some());
         assert!(again.unregister("alive").is_none());
         assert!(again.list().is_empty());

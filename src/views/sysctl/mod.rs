@@ -267,7 +267,7 @@ impl<'a> Caller<'a> {
     /// clamp-to-idmap: the kernel refuses ids the writer's user namespace does not map, so
     /// it gets `value` clamped to the caller's gid map (written in the caller's namespaces
     /// with its credentials); the caller reads back what it wrote.
-    fn clamp_to_idmap(&self, e: &'static Emulated, value: &str) -> Result<()> {
+    fn clamp_to_idmap(&self, e: &'static Emulated, value: &str, creds: Creds) -> Result<()> {
         let mut range = value.split('\t').map(|v| v.parse::<u64>().unwrap_or(0));
         let (lo, hi) = (range.next().unwrap_or(0), range.next().unwrap_or(0));
         let (lo, hi) = match self.map("gid_map")? {
@@ -280,19 +280,20 @@ impl<'a> Caller<'a> {
             }
         };
         let data = format!("{lo} {hi}\n").into_bytes();
-        self.kernel_write(e.path, 0, &data).map(drop)
+        self.kernel_write(e.path, 0, &data, creds).map(drop)
     }
 
-    /// Writes emulated `e` for container `c` as the kernel's integer handlers would: a write
-    /// past position 0 is taken and ignored, anything unparsable or out of range is EINVAL.
+    /// Writes emulated `e` for container `c` (which [`Caller::may_write`] allowed, with
+    /// credentials `creds`) as the kernel's integer handlers would: a write past position 0
+    /// is taken and ignored, anything unparsable or out of range is EINVAL.
     fn emulated_write(
         &self,
         e: &'static Emulated,
         c: &Arc<Container>,
         offset: u64,
         data: &[u8],
+        creds: Creds,
     ) -> Result<Written> {
-        self.may_write(e)?;
         if offset != 0 {
             return Ok(Written::all(offset, data.len()));
         }
@@ -313,7 +314,7 @@ impl<'a> Caller<'a> {
             Policy::LiberalWins if value != "0" && self.host_writes() => {
                 write_host(self.env, e, "1")?
             }
-            Policy::ClampToIdmap => self.clamp_to_idmap(e, &value)?,
+            Policy::ClampToIdmap => self.clamp_to_idmap(e, &value, creds)?,
             _ => {}
         }
         if !self.env.sysctl_stores.set(id, e.path, value, c) {
@@ -327,15 +328,15 @@ impl<'a> Caller<'a> {
     }
 
     /// One write(2) of at most [`MAX_WRITE`] bytes of `data` at `offset` to the kernel, in
-    /// the caller's namespaces and with its credentials; the rest counted as taken when the
-    /// kernel took all it was given.
-    fn kernel_write(&self, rel: &str, offset: u64, data: &[u8]) -> Result<Written> {
+    /// the caller's namespaces and with its credentials `creds`; the rest counted as taken
+    /// when the kernel took all it was given.
+    fn kernel_write(&self, rel: &str, offset: u64, data: &[u8], creds: Creds) -> Result<Written> {
         let sent = &data[..data.len().min(MAX_WRITE)];
         let op = Op::Write {
             path: agent_path(rel),
             offset,
             data: sent.to_vec(),
-            creds: self.creds()?,
+            creds,
         };
         match self.call(op)? {
             Payload::Written { n, pos } => {
@@ -535,15 +536,22 @@ pub fn write(
 ) -> Result<Written> {
     let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
     let caller = Caller::new(env, who)?;
+    // Everything about the caller is read before the pin is checked: the decision and the
+    // credentials it writes with are the pinned task's, not a later task's with its id.
     let route = caller.route(rel);
-    // The decision was the pinned task's: its id was not taken over meanwhile.
+    match route {
+        Route::Refused => return Err(Error::Access),
+        Route::Emulated(e) => caller.may_write(e)?,
+        Route::Kernel => {}
+    }
+    let creds = caller.creds()?;
     pin.check(&env.proc)?;
     match route {
         Route::Refused => Err(Error::Access),
-        Route::Kernel => caller.kernel_write(rel, offset, data),
+        Route::Kernel => caller.kernel_write(rel, offset, data, creds),
         Route::Emulated(e) => match subject {
             Subject::Container(c) if !c.is_host_scope() => {
-                caller.emulated_write(e, c, offset, data)
+                caller.emulated_write(e, c, offset, data, creds)
             }
             // Its container's init could not be resolved: it is ending.
             _ => Err(Error::Os(libc::ESRCH)),
