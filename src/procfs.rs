@@ -126,6 +126,13 @@ pub fn parse_start_ticks(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Field 9 (`flags`, the kernel's `PF_*` bits) of a stat line.
+pub fn parse_flags(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the `)` come fields 3, 4, ...: field 9 is the 7th of them.
+    rest.split_whitespace().nth(6)?.parse().ok()
+}
+
 /// The inode in a namespace link target such as `pid:[4026531836]`.
 pub fn parse_ns_link(target: &str) -> Option<u64> {
     let inner = target.split_once(":[")?.1.strip_suffix(']')?;
@@ -177,6 +184,8 @@ mod tests {
         let stat = "77 (a) b (c)) S 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
         assert_eq!(parse_start_ticks(stat), Some(98765));
         assert_eq!(parse_start_ticks("77 (x) S 1"), None);
+        assert_eq!(parse_flags(stat), Some(4194560));
+        assert_eq!(parse_flags("77 (x) S 1"), None);
     }
 
     #[test]

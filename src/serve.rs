@@ -135,9 +135,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let stores_dir = args.runtime_dir.join("stores");
     let boot_id = ProcRoot::default().read_host("sys/kernel/random/boot_id")?;
     let stores =
-        Stores::load(&stores_dir, boot_id.trim()).map_err(|source| ServeError::RuntimeDir {
-            path: stores_dir.clone(),
-            source,
+        Stores::load(&stores_dir, boot_id.trim(), ProcRoot::default()).map_err(|source| {
+            ServeError::RuntimeDir {
+                path: stores_dir.clone(),
+                source,
+            }
         })?;
     service.env.sysctl_stores = Arc::new(stores);
     let service = Arc::new(service);
@@ -184,7 +186,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let janitor = if args.test_keep_stores {
         Err(io::Error::other("--test-keep-stores"))
     } else {
-        stores.spawn_janitor(ProcRoot::default())
+        stores.spawn_janitor()
     };
     if let Err(e) = &janitor {
         warn!("no janitor for the stores ({e}): stores of ended containers stay");

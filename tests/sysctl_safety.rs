@@ -482,3 +482,117 @@ fn container_local_values_need_the_capability_over_the_containers_network_namesp
     assert_eq!(userns.run(&format!("cat {panic}")), "5");
     assert!(saved.changed().is_empty(), "the host's panic changed");
 }
+
+#[test]
+fn host_values_change_only_from_a_registered_containers_own_network_namespace() {
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/sys", "sys/module"])
+        .start();
+    daemon.register("c", c.init_pid(), &[]);
+    let keys = [
+        "net/netfilter/nf_conntrack_max",
+        "net/netfilter/nf_conntrack_tcp_be_liberal",
+    ];
+    let saved = HostSysctls::save(&keys);
+    let hashsize = "/sys/module/nf_conntrack/parameters/hashsize";
+    let host_hashsize = std::fs::read_to_string(hashsize).ok();
+    let max = host("net/netfilter/nf_conntrack_max")
+        .parse::<i64>()
+        .unwrap();
+    let raise = format!("{}\n", max + 100);
+    // A network namespace of its own inside the registered container, where unshare -Urn
+    // gives anyone every capability: its values are its own, the host's stay.
+    let nested = format!(
+        "{}; {}; cat /proc/sys/net/netfilter/nf_conntrack_max",
+        rig::write_probe("/proc/sys/net/netfilter/nf_conntrack_max", &raise, ""),
+        rig::write_probe(
+            "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal",
+            "1\n",
+            ""
+        ),
+    );
+    let out = c.exec(&[
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "unshare",
+        "-Urn",
+        "sh",
+        "-c",
+        &nested,
+    ]);
+    assert_eq!(
+        out.stdout.trim(),
+        format!("ok\nok\n{}", max + 100),
+        "{}",
+        out.stderr
+    );
+    assert!(saved.changed().is_empty(), "changed: {:?}", saved.changed());
+    if let Some(before) = &host_hashsize {
+        let probe = rig::write_probe(hashsize, "524288\n", "");
+        let out = c.exec(&["unshare", "-Urn", "sh", "-c", &probe]);
+        assert_eq!(out.stdout.trim(), "EACCES", "{}", out.stderr);
+        // The container's own root: only up (max-wins), and not without bound.
+        assert_eq!(c.try_write(hashsize, "1\n", ""), "ok");
+        assert_eq!(std::fs::read_to_string(hashsize).unwrap(), *before);
+        assert_eq!(c.try_write(hashsize, "1073741824\n", ""), "EINVAL");
+        assert_eq!(std::fs::read_to_string(hashsize).unwrap(), *before);
+    }
+}
+
+#[test]
+fn a_container_making_namespaces_by_the_dozen_fills_only_its_own_share_of_stores() {
+    let daemon = Daemon::start();
+    let (a, b) = (container(&daemon), container(&daemon));
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().display();
+    let probe = rig::write_probe("/proc/sys/vm/overcommit_memory", "1\n", "");
+    let count = 70;
+    // 70 live network namespaces of A's, each setting a value of its own, all kept alive.
+    let script = format!(
+        "for i in $(seq {count}); do unshare -n sh -c \"{probe} > {out}/t.$i && mv {out}/t.$i {out}/o.$i; \
+         exec sleep 60\" </dev/null >/dev/null 2>&1 & done; \
+         while [ $(ls {out} | grep -c '^o') -lt {count} ]; do sleep 0.05; done; cat {out}/o.*",
+        probe = probe.replace('"', "\\\""),
+    );
+    let results = a.run(&script);
+    let ok = results.lines().filter(|l| *l == "ok").count();
+    let full = results.lines().filter(|l| *l == "ENOSPC").count();
+    assert_eq!(
+        (ok, full),
+        (nsview::views::sysctl::stores::PER_CONTAINER, count - ok),
+        "{results}"
+    );
+    // Another container still gets its own.
+    assert_eq!(
+        b.try_write("/proc/sys/vm/overcommit_memory", "2\n", ""),
+        "ok"
+    );
+    assert_eq!(b.run("cat /proc/sys/vm/overcommit_memory"), "2");
+}
+
+#[test]
+fn a_descriptor_written_from_other_namespaces_than_its_openers_is_refused() {
+    // Natively the file is the opener's network namespace's for good; a writer elsewhere (a
+    // host task handed a container's descriptor, here a new namespace inside) is refused
+    // rather than writing its own namespace's knob.
+    let daemon = Daemon::start();
+    let c = container(&daemon);
+    let before = c.run("cat /proc/sys/net/ipv4/ip_default_ttl");
+    let out = c.sh(
+        "exec 3>/proc/sys/net/ipv4/ip_default_ttl; \
+         unshare -n sh -c 'echo 99 >&3 && echo taken || echo refused; cat /proc/sys/net/ipv4/ip_default_ttl'",
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, ["refused", "64"], "{}", out.stderr);
+    assert_eq!(c.run("cat /proc/sys/net/ipv4/ip_default_ttl"), before);
+    // The opener's own namespaces write through it as before.
+    assert_eq!(
+        c.run("exec 3>/proc/sys/net/ipv4/ip_default_ttl; echo 77 >&3; cat /proc/sys/net/ipv4/ip_default_ttl"),
+        "77"
+    );
+}

@@ -14,6 +14,10 @@ fn setup(args: &join::Args) -> Result<(OwnedFd, Option<u64>), String> {
     // daemon's (its FUSE device among them) must not live on in here.
     join::close_fds_from(3 + args.ns.len() as u32);
     join::die_with_parent(nix::unistd::getppid())?;
+    // No supplementary groups of the daemon's: a caller's group checks are its own (the
+    // kernel counts group 0 for files of root's group), and a user namespace may forbid
+    // setgroups later.
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::join(&args.ns, &join::BEFORE_USER)?;

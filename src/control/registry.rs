@@ -183,6 +183,13 @@ impl Registrations {
             .find(|r| self.alive(r) && self.proc.ns_inode(r.pid, "pid").ok() == Some(pidns))
     }
 
+    /// The inode of `r`'s network namespace now, while its init runs (a dead init's recorded
+    /// inode may be a new namespace's by now).
+    pub fn current_netns(&self, r: &Registered) -> Option<u64> {
+        let netns = self.proc.ns_inode(r.pid, "net").ok()?;
+        self.alive(r).then_some(netns)
+    }
+
     /// The CPU view registered for the container of pid namespace `pidns`, if any.
     pub fn cpu_view_for(&self, pidns: u64) -> Option<CpuView> {
         let map = self.map.lock();

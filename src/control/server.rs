@@ -151,9 +151,20 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
         CtlRequest::Unregister { id } => match registry.unregister(&id) {
             Some(r) => {
                 // Its emulated values go with it, unless another registered container
-                // shares its network namespace.
-                if !registry.list().iter().any(|other| other.netns == r.netns) {
-                    service.env.sysctl_stores.remove_netns(r.netns);
+                // shares its network namespace; by inode only while its init still shows
+                // which namespace that is, else the janitor finds the dead namespace's.
+                let stores = &service.env.sysctl_stores;
+                match registry.current_netns(&r) {
+                    Some(netns) => {
+                        let list = registry.list();
+                        let shared = list
+                            .iter()
+                            .any(|other| registry.current_netns(other) == Some(netns));
+                        if !shared {
+                            stores.remove_netns(netns);
+                        }
+                    }
+                    None => stores.sweep_soon(),
                 }
                 CtlResponse::ok(json!({ "id": id }))
             }

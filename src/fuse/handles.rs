@@ -35,6 +35,9 @@ pub struct Handle {
     pub who: Requester,
     /// Opened for writing (only `proc/sys` files can be).
     pub writable: bool,
+    /// For a `proc/sys` file opened for writing: the opener's namespaces, whose knob the
+    /// file is (a writer in other namespaces is refused).
+    pub opened_in: Option<crate::agent::NsKey>,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
     /// After a write: where it left the descriptor (see [`WriteEnd`]). Held while a write
@@ -157,6 +160,7 @@ mod tests {
                     gid: 0,
                 },
                 writable: false,
+                opened_in: None,
                 snapshot: Mutex::new(None),
                 written: Mutex::new(None),
             })

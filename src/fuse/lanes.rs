@@ -10,11 +10,14 @@
 //! the workers go on serving everyone else. At most a few workers wait on agents at once
 //! over all sets (a container can make new sets). A lane's thread ends after [`IDLE`]
 //! without work; at most [`MAX_LANES`] exist, each with at most [`QUEUE`] requests waiting
-//! (beyond either, EIO).
+//! (beyond either, EIO). When all lanes exist, the idle ones are ended at once to make room:
+//! a container making namespace sets by the hundred (`unshare -n` in a loop) must not leave
+//! every other container without a lane for 30 s.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -36,10 +39,20 @@ pub const QUEUE: usize = 256;
 /// A lane thread's stack: a request renders a few KiB and talks JSON to an agent.
 const STACK: usize = 512 << 10;
 
+/// One lane as the registry keeps it: its queue, and how many of its requests are queued or
+/// running (shared with its thread; also what tells this lane from a later one of its set).
+#[derive(Debug)]
+struct Lane {
+    tx: SyncSender<Job>,
+    pending: Arc<AtomicUsize>,
+}
+
+type Registry = Mutex<HashMap<NsKey, Lane>>;
+
 /// The lanes by namespace set.
 #[derive(Debug)]
 pub struct Lanes {
-    lanes: Arc<Mutex<HashMap<NsKey, SyncSender<Job>>>>,
+    lanes: Arc<Registry>,
     /// Sets with a request running on a FUSE worker.
     inline: Mutex<HashSet<NsKey>>,
     /// Most workers waiting on agents at once, over all sets: a container can make new sets
@@ -95,8 +108,11 @@ impl Lanes {
         let mut lanes = self.lanes.lock();
         let job = match lanes.get(&key) {
             None => job,
-            Some(tx) => match tx.try_send(job) {
-                Ok(()) => return,
+            Some(lane) => match lane.tx.try_send(job) {
+                Ok(()) => {
+                    lane.pending.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 Err(TrySendError::Full(job)) => {
                     drop(lanes);
                     warn!("lane for {key} has {QUEUE} requests waiting: EIO");
@@ -108,21 +124,28 @@ impl Lanes {
             },
         };
         if lanes.len() >= MAX_LANES {
+            // Idle lanes end when their queue goes (nothing is queued on them, and sends
+            // happen under this lock).
+            lanes.retain(|_, lane| lane.pending.load(Ordering::Relaxed) > 0);
+        }
+        if lanes.len() >= MAX_LANES {
             drop(lanes);
             warn!("{MAX_LANES} lanes busy: EIO for a request of {key}");
             return drop(job);
         }
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let registry = self.lanes.clone();
+        let pending = Arc::new(AtomicUsize::new(1));
+        let ours = pending.clone();
         let spawned = std::thread::Builder::new()
             .name("nsview-lane".into())
             .stack_size(STACK)
-            .spawn(move || serve(key, &rx, &registry));
+            .spawn(move || serve(key, &rx, &ours, &registry));
         match spawned {
             Ok(_) => {
                 // The thread cannot have ended (it needs this lock to), the queue is empty.
                 let _ = tx.try_send(job);
-                lanes.insert(key, tx);
+                lanes.insert(key, Lane { tx, pending });
             }
             Err(e) => {
                 drop(lanes);
@@ -143,11 +166,16 @@ impl Lanes {
     }
 }
 
-/// A lane's thread: runs its jobs in order until it has none for [`IDLE`].
-fn serve(key: NsKey, rx: &Receiver<Job>, registry: &Mutex<HashMap<NsKey, SyncSender<Job>>>) {
+/// A lane's thread: runs its jobs in order until it has none for [`IDLE`] (or the registry
+/// dropped it to make room).
+fn serve(key: NsKey, rx: &Receiver<Job>, pending: &Arc<AtomicUsize>, registry: &Registry) {
+    let run = |job: Job| {
+        run_guarded(job);
+        pending.fetch_sub(1, Ordering::Relaxed);
+    };
     loop {
         match rx.recv_timeout(IDLE) {
-            Ok(job) => run_guarded(job),
+            Ok(job) => run(job),
             Err(RecvTimeoutError::Timeout) => {
                 // Senders send while holding the registry lock: once the lane is out of the
                 // registry under it, and the queue is empty, nothing more can come.
@@ -155,10 +183,16 @@ fn serve(key: NsKey, rx: &Receiver<Job>, registry: &Mutex<HashMap<NsKey, SyncSen
                 match rx.try_recv() {
                     Ok(job) => {
                         drop(lanes);
-                        run_guarded(job);
+                        run(job);
                     }
                     Err(_) => {
-                        lanes.remove(&key);
+                        // Only this lane's entry: a later lane of the set may have its key.
+                        if lanes
+                            .get(&key)
+                            .is_some_and(|lane| Arc::ptr_eq(&lane.pending, pending))
+                        {
+                            lanes.remove(&key);
+                        }
                         debug!("lane for {key} idle; ended");
                         return;
                     }
@@ -221,6 +255,35 @@ mod tests {
         drop(first);
         assert!(lanes.inline(key(4)).is_some());
         drop(second);
+    }
+
+    #[test]
+    fn idle_lanes_make_room_when_all_exist() {
+        let lanes = Lanes::default();
+        let (release, blocked) = mpsc::channel::<()>();
+        let blocked = Arc::new(Mutex::new(blocked));
+        // One lane held up, every other one idle after its job.
+        let hold = blocked.clone();
+        lanes.run(
+            key(0),
+            Box::new(move || {
+                let _ = hold.lock().recv();
+            }),
+        );
+        let (tx, rx) = mpsc::channel();
+        for n in 1..MAX_LANES as u64 {
+            let tx = tx.clone();
+            lanes.run(key(n), Box::new(move || tx.send(n).unwrap()));
+        }
+        for _ in 1..MAX_LANES {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        assert_eq!(lanes.len(), MAX_LANES);
+        let tx2 = tx.clone();
+        lanes.run(key(9999), Box::new(move || tx2.send(9999).unwrap()));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 9999);
+        assert!(lanes.len() <= 2, "the idle ones went: {}", lanes.len());
+        release.send(()).unwrap();
     }
 
     #[test]

@@ -193,11 +193,19 @@ impl Core {
             Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
             _ => {}
         }
+        let opened_in = match &source {
+            Source::Subtree(id, _) if write && nodes::agent_subtree(*id) => {
+                let pool = self.service.env.agents.as_ref();
+                Some(pool.ok_or(Error::Os(libc::EIO))?.key_of(who.pid)?)
+            }
+            _ => None,
+        };
         let handle = Handle {
             source,
             subject: ctx.subject,
             who: ctx.who,
             writable: write,
+            opened_in,
             snapshot: Mutex::new(None),
             written: Mutex::new(None),
         };
@@ -252,12 +260,17 @@ impl Core {
             _ => offset,
         };
         let env = &self.service.env;
+        let op = views::WriteOp {
+            data,
+            at,
+            opened_in: handle.opened_in,
+        };
         let done = match &handle.source {
             Source::Subtree(id, rel) => {
                 let subject = self.ctx(who).subject;
-                views::sys::write(env, *id, &subject, &who, rel, at, data)?
+                views::sys::write(env, *id, &subject, &who, rel, op)?
             }
-            Source::View(view) => views::write_view(env, *view, &who, at, data)?,
+            Source::View(view) => views::write_view(env, *view, &who, op)?,
         };
         *written = Some(WriteEnd {
             fuse: offset + done.n as u64,

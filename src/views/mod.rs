@@ -77,6 +77,18 @@ impl Written {
     }
 }
 
+/// A write as the FUSE layer hands it on.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOp<'a> {
+    /// The bytes.
+    pub data: &'a [u8],
+    /// The native file position they go to.
+    pub at: u64,
+    /// The namespaces of the task that opened the file, where they decide whose knob it is
+    /// (`proc/sys`).
+    pub opened_in: Option<crate::agent::NsKey>,
+}
+
 /// Who made a request, as the kernel told: the task and its fsuid and fsgid (in the
 /// daemon's user namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,21 +215,15 @@ pub const HASHSIZE: &str = "module/nf_conntrack/parameters/hashsize";
 /// Whether `who` may write host-global `view` (see `sysctl::host_global_access`).
 pub fn access_write_view(env: &Env, view: ViewId, who: &Requester) -> Result<()> {
     match view {
-        ViewId::ConntrackHashsize => sysctl::host_global_access(env, who),
+        ViewId::ConntrackHashsize => sysctl::host_global_access(env, who).map(drop),
         _ => Err(crate::error::Error::Access),
     }
 }
 
-/// Writes `data` at `offset` to host-global `view` for `who`.
-pub fn write_view(
-    env: &Env,
-    view: ViewId,
-    who: &Requester,
-    offset: u64,
-    data: &[u8],
-) -> Result<Written> {
+/// Writes `op` to host-global `view` for `who`.
+pub fn write_view(env: &Env, view: ViewId, who: &Requester, op: WriteOp<'_>) -> Result<Written> {
     match view {
-        ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, offset, data),
+        ViewId::ConntrackHashsize => sysctl::host_global_write(env, who, HASHSIZE, op),
         _ => Err(crate::error::Error::Access),
     }
 }

@@ -13,7 +13,7 @@ use log::debug;
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry, SubtreeId};
 use crate::views::cpus::container_cpus;
-use crate::views::{Env, Requester, Subject, Written, sysctl};
+use crate::views::{Env, Requester, Subject, WriteOp, Written, sysctl};
 
 /// The host CPUs `subject` sees; `None` for the host's view, also when a container's CPUs
 /// cannot be read (its cgroup vanished): then the host's directory is served, and counted.
@@ -118,21 +118,19 @@ pub fn access_write(env: &Env, id: SubtreeId, who: &Requester, rel: &str) -> Res
     }
 }
 
-/// Writes `data` at file position `offset` of file `rel` of subtree `id` for `who` (whose
-/// view is `subject`).
+/// Writes `op` to file `rel` of subtree `id` for `who` (whose view is `subject`).
 pub fn write(
     env: &Env,
     id: SubtreeId,
     subject: &Subject,
     who: &Requester,
     rel: &str,
-    offset: u64,
-    data: &[u8],
+    op: WriteOp<'_>,
 ) -> Result<Written> {
     match id {
         SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
         }
-        SubtreeId::ProcSys => sysctl::write(env, subject, who, rel, offset, data),
+        SubtreeId::ProcSys => sysctl::write(env, subject, who, rel, op),
     }
 }

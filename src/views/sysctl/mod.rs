@@ -42,7 +42,7 @@ use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::nsfs::{Ns, capable_over};
 use crate::vfs::{DirEntry, Entry, EntryKind};
-use crate::views::{Env, Requester, Subject, Written};
+use crate::views::{Env, Requester, Subject, WriteOp, Written};
 
 pub use ids::{IdMap, parse_cap_eff};
 
@@ -72,6 +72,9 @@ struct Caller<'a> {
     standing: Standing,
 }
 
+/// `PF_IO_WORKER` in a task's flags (`linux/sched.h`).
+const PF_IO_WORKER: u64 = 0x10;
+
 /// What `/proc/<tid>/status` says of the caller.
 struct Task {
     euid: u32,
@@ -81,8 +84,20 @@ struct Task {
 impl<'a> Caller<'a> {
     fn new(env: &'a Env, who: &'a Requester) -> Result<Caller<'a>> {
         let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
-        let host = env.host_ns.as_ref().ok_or(Error::Os(libc::EIO))?;
         let key = pool.key_of(who.pid)?;
+        Caller::with_key(env, who, key)
+    }
+
+    /// The caller `who`, pinned by `_pin`: its namespaces read afresh now (the key a request
+    /// was dispatched with was read before the pin, maybe long before, while it queued).
+    fn pinned(env: &'a Env, who: &'a Requester, _pin: &crate::caller::Pin) -> Result<Caller<'a>> {
+        let key = NsKey::of(&env.proc, who.pid)?;
+        Caller::with_key(env, who, key)
+    }
+
+    fn with_key(env: &'a Env, who: &'a Requester, key: NsKey) -> Result<Caller<'a>> {
+        let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
+        let host = env.host_ns.as_ref().ok_or(Error::Os(libc::EIO))?;
         let standing = host.standing(&key, || env.proc.ns_inode(who.pid, "mnt"));
         Ok(Caller {
             env,
@@ -107,11 +122,19 @@ impl<'a> Caller<'a> {
         IdMap::read(&self.env.proc, self.who.pid, file).map(Some)
     }
 
+    /// The caller's effective uid and capabilities. An io_uring worker thread shows its own
+    /// credentials in `status` while the request runs with its submitter's, which may hold
+    /// fewer: it gets none, and the uid the request came with.
     fn task(&self) -> Result<Task> {
-        let status = self
-            .env
-            .proc
-            .read_host(&format!("{}/status", self.who.pid))?;
+        let pid = self.who.pid;
+        let stat = self.env.proc.read_host(&format!("{pid}/stat"))?;
+        if crate::procfs::parse_flags(&stat).is_none_or(|f| f & PF_IO_WORKER != 0) {
+            return Ok(Task {
+                euid: self.who.uid,
+                caps: 0,
+            });
+        }
+        let status = self.env.proc.read_host(&format!("{pid}/status"))?;
         let euid = crate::procfs::parse_status(&status).map_or(u32::MAX, |s| s.euid);
         Ok(Task {
             euid,
@@ -183,14 +206,15 @@ impl<'a> Caller<'a> {
         capable_over(&subject, owner, cap)
     }
 
-    /// Whether a runtime registered the caller's container and lets it change host values.
+    /// Whether the caller may change host values: a runtime registered its container, lets
+    /// it, and the caller is in that container's own network namespace (not one of its own
+    /// making, where `unshare -Urn` gives anyone every capability).
     fn host_writes(&self) -> bool {
         let pidns = self.key.0[5];
-        self.env
-            .registered
-            .as_ref()
-            .and_then(|r| r.vouched(pidns))
-            .is_some_and(|r| r.host_writes)
+        let Some(r) = self.env.registered.as_ref().and_then(|r| r.vouched(pidns)) else {
+            return false;
+        };
+        r.host_writes && self.env.proc.ns_inode(r.pid, "net").ok() == Some(self.key.0[1])
     }
 
     /// Whether the caller may write emulated `e`: a writable line, the caller's own network
@@ -306,7 +330,7 @@ impl<'a> Caller<'a> {
         let seen = &data[..data.len().min(4095)];
         let (value, used) =
             emulation::parse(e.check, seen, &current).ok_or(Error::Os(libc::EINVAL))?;
-        if !self.env.sysctl_stores.fits(id) {
+        if !self.env.sysctl_stores.fits(id, c) {
             return Err(Error::Os(libc::ENOSPC));
         }
         match e.policy {
@@ -504,7 +528,7 @@ pub fn read(env: &Env, subject: &Subject, who: &Requester, rel: &str) -> Result<
 /// check where the write would go to the kernel.
 pub fn access_write(env: &Env, who: &Requester, rel: &str) -> Result<()> {
     let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
-    let caller = Caller::new(env, who)?;
+    let caller = Caller::pinned(env, who, &pin)?;
     let allowed = match caller.route(rel) {
         Route::Refused => Err(Error::Access),
         Route::Emulated(e) => caller.may_write(e),
@@ -524,18 +548,27 @@ pub fn access_write(env: &Env, who: &Requester, rel: &str) -> Result<()> {
     allowed
 }
 
-/// Writes `data` at file position `offset` of `rel` for `who` (whose view is `subject`), by
-/// the write rule.
+/// Writes `op` to `rel` for `who` (whose view is `subject`), by the write rule. A writer
+/// in other namespaces than the file's opener gets EACCES: natively the file is the opener's
+/// namespaces' for good, and a host task writing into a descriptor a container passed it
+/// must not write the host's knob.
 pub fn write(
     env: &Env,
     subject: &Subject,
     who: &Requester,
     rel: &str,
-    offset: u64,
-    data: &[u8],
+    op: WriteOp<'_>,
 ) -> Result<Written> {
+    let WriteOp {
+        data,
+        at: offset,
+        opened_in,
+    } = op;
     let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
-    let caller = Caller::new(env, who)?;
+    let caller = Caller::pinned(env, who, &pin)?;
+    if opened_in.is_some_and(|k| k != caller.key) {
+        return Err(Error::Access);
+    }
     // Everything about the caller is read before the pin is checked: the decision and the
     // credentials it writes with are the pinned task's, not a later task's with its id.
     let route = caller.route(rel);
@@ -586,11 +619,16 @@ pub fn host_global_read(env: &Env, rel: &str) -> Result<Vec<u8>> {
     std::fs::read(&path).map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
+/// The most hash buckets a container may raise the conntrack `hashsize` to: 2^21 buckets
+/// are a 16 MiB table, which the kernel allocates at once.
+pub const HASHSIZE_MAX: i64 = 1 << 21;
+
 /// Whether `who` may write a host-global file: the host's root, or a container a runtime
-/// registered with host writes on, holding CAP_NET_ADMIN over its network namespace.
-pub fn host_global_access(env: &Env, who: &Requester) -> Result<()> {
+/// registered with host writes on, in that container's own network namespace and holding
+/// CAP_NET_ADMIN over it. Its standing, when it may.
+pub fn host_global_access(env: &Env, who: &Requester) -> Result<Standing> {
     let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
-    let caller = Caller::new(env, who)?;
+    let caller = Caller::pinned(env, who, &pin)?;
     let allowed = match caller.standing {
         Standing::Host => who.uid == 0,
         Standing::Container => {
@@ -599,24 +637,39 @@ pub fn host_global_access(env: &Env, who: &Requester) -> Result<()> {
         Standing::Outsider => false,
     };
     pin.check(&env.proc)?;
-    if allowed { Ok(()) } else { Err(Error::Access) }
+    if allowed {
+        Ok(caller.standing)
+    } else {
+        Err(Error::Access)
+    }
 }
 
 /// Writes a host-global file below the host's sysfs for `who` (see [`host_global_access`]):
-/// a positive integer, else EINVAL. A module parameter takes its value whatever the position.
+/// a positive integer, else EINVAL. The host's root sets any value; a container only raises
+/// it (max-wins), up to [`HASHSIZE_MAX`]. A module parameter takes its value whatever the
+/// position.
 pub fn host_global_write(
     env: &Env,
     who: &Requester,
     rel: &str,
-    offset: u64,
-    data: &[u8],
+    op: WriteOp<'_>,
 ) -> Result<Written> {
-    host_global_access(env, who)?;
+    let standing = host_global_access(env, who)?;
     let check = emulation::Check::Ints(1, 1, i64::from(i32::MAX));
-    let (value, _) = emulation::parse(check, data, "0").ok_or(Error::Os(libc::EINVAL))?;
+    let (value, _) = emulation::parse(check, op.data, "0").ok_or(Error::Os(libc::EINVAL))?;
     let path = env.sys.join(rel);
+    let wanted: i64 = value.parse().map_err(|_| Error::Os(libc::EINVAL))?;
+    if standing == Standing::Container {
+        if wanted > HASHSIZE_MAX {
+            return Err(Error::Os(libc::EINVAL));
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current.trim().parse::<i64>().is_ok_and(|c| c >= wanted) {
+            return Ok(Written::all(op.at, op.data.len()));
+        }
+    }
     std::fs::write(&path, format!("{value}\n"))
         .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
     log::info!("{} set to {value} for caller {}", path.display(), who.pid);
-    Ok(Written::all(offset, data.len()))
+    Ok(Written::all(op.at, op.data.len()))
 }

@@ -30,9 +30,15 @@ use crate::procfs::ProcRoot;
 use super::emulation;
 
 /// Most stores kept at once: one per live network namespace that set a value, so this is
-/// reached only by a container making namespaces by the thousand; beyond it, a namespace
+/// reached only by containers making namespaces by the thousand; beyond it, a namespace
 /// without a store yet gets ENOSPC for its first write.
 pub const MAX_STORES: usize = 8192;
+/// Most stores one container (pid namespace) makes: a pod has one network namespace, a
+/// container with containers inside a few dozen. Beyond, the stores of dead namespaces are
+/// swept first, and then its next new namespace gets ENOSPC, not everybody else's.
+pub const PER_CONTAINER: usize = 64;
+/// Least time between two sweeps a full store table asks for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Which network namespace a store belongs to: its cookie (the identity) and its inode now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub struct StoreId {
 #[derive(Debug)]
 struct Store {
     netns: u64,
+    /// The key of the container that made it (0: loaded from disk, unknown).
+    creator: u64,
     values: HashMap<&'static str, String>,
 }
 
@@ -67,20 +75,37 @@ struct Inner {
     by_netns: HashMap<u64, Vec<u64>>,
     /// Containers that used a store, by container key: the janitor watches their inits.
     witnesses: HashMap<u64, Arc<Container>>,
+    /// When a full table last swept.
+    swept: Option<Instant>,
+    /// A sweep was asked for (an unregistration).
+    sweep: bool,
     stop: bool,
 }
 
 impl Inner {
-    /// The store of `cookie` (namespace inode `netns`), made if there is none.
-    fn insert(&mut self, cookie: u64, netns: u64) -> &mut Store {
+    /// The store of `cookie` (namespace inode `netns`), made by container `creator` if
+    /// there is none.
+    fn insert(&mut self, cookie: u64, netns: u64, creator: u64) -> &mut Store {
         let cookies = self.by_netns.entry(netns).or_default();
         if !cookies.contains(&cookie) {
             cookies.push(cookie);
         }
         self.stores.entry(cookie).or_insert_with(|| Store {
             netns,
+            creator,
             values: HashMap::new(),
         })
+    }
+
+    /// Whether a new store by container `creator` stays within the bounds.
+    fn room_for(&self, creator: u64) -> bool {
+        self.stores.len() < MAX_STORES
+            && self
+                .stores
+                .values()
+                .filter(|s| s.creator == creator)
+                .count()
+                < PER_CONTAINER
     }
 }
 
@@ -90,32 +115,35 @@ pub struct Stores {
     inner: Mutex<Inner>,
     dir: Option<PathBuf>,
     boot_id: String,
-    /// Written to wake the janitor (a new witness, or stop).
+    /// Where live namespaces are looked up.
+    proc: ProcRoot,
+    /// Written to wake the janitor (a new witness, a sweep asked for, or stop).
     wake: OwnedFd,
 }
 
 impl Default for Stores {
     fn default() -> Self {
-        Stores::new(None, String::new())
+        Stores::new(None, String::new(), ProcRoot::default())
     }
 }
 
 impl Stores {
-    fn new(dir: Option<PathBuf>, boot_id: String) -> Stores {
+    fn new(dir: Option<PathBuf>, boot_id: String, proc: ProcRoot) -> Stores {
         Stores {
             inner: Mutex::new(Inner::default()),
             dir,
             boot_id,
+            proc,
             wake: eventfd(),
         }
     }
 
-    /// The stores persisted in `dir` (created if missing) for boot `boot_id`; files of
-    /// another boot and files that are not stores are deleted, values of paths no longer in
-    /// the table dropped.
-    pub fn load(dir: &Path, boot_id: &str) -> std::io::Result<Stores> {
+    /// The stores persisted in `dir` (created if missing) for boot `boot_id`, whose
+    /// namespaces are looked up in `proc`; files of another boot and files that are not
+    /// stores are deleted, values of paths no longer in the table dropped.
+    pub fn load(dir: &Path, boot_id: &str, proc: ProcRoot) -> std::io::Result<Stores> {
         std::fs::create_dir_all(dir)?;
-        let stores = Stores::new(Some(dir.to_path_buf()), boot_id.to_owned());
+        let stores = Stores::new(Some(dir.to_path_buf()), boot_id.to_owned(), proc);
         let mut inner = stores.inner.lock();
         for entry in std::fs::read_dir(dir)?.flatten() {
             let path = entry.path();
@@ -132,7 +160,7 @@ impl Stores {
                         .iter()
                         .filter_map(|(p, v)| Some((emulation::find(p)?.path, v.clone())))
                         .collect();
-                    inner.insert(d.netns_cookie, d.netns_inode).values = values;
+                    inner.insert(d.netns_cookie, d.netns_inode, 0).values = values;
                 }
                 _ => {
                     info!("{}: not a store of this boot; deleted", path.display());
@@ -152,24 +180,42 @@ impl Stores {
     }
 
     /// Sets `path` in `id`'s store, used by container `by` (whose end the janitor watches);
-    /// `false` when that would make more than [`MAX_STORES`].
+    /// `false` when a new store would be beyond the bounds (see [`Stores::fits`]).
     pub fn set(&self, id: StoreId, path: &'static str, value: String, by: &Arc<Container>) -> bool {
         let mut inner = self.inner.lock();
         self.claim(&mut inner, id);
-        if !inner.stores.contains_key(&id.cookie) && inner.stores.len() >= MAX_STORES {
+        if !inner.stores.contains_key(&id.cookie) && !inner.room_for(by.key()) {
             return false;
         }
-        let store = inner.insert(id.cookie, id.netns);
+        let store = inner.insert(id.cookie, id.netns, by.key());
         store.values.insert(path, value);
         self.persist(id.cookie, store);
         self.witness(&mut inner, by);
         true
     }
 
-    /// Whether `id` has a store or there is room for one.
-    pub fn fits(&self, id: StoreId) -> bool {
+    /// Whether `id` has a store or there is room for container `by` to make one: at most
+    /// [`MAX_STORES`] in all and [`PER_CONTAINER`] of its own. When there is none, the stores
+    /// of dead namespaces are deleted first (at most once per [`SWEEP_EVERY`]).
+    pub fn fits(&self, id: StoreId, by: &Container) -> bool {
         let inner = self.inner.lock();
-        inner.stores.contains_key(&id.cookie) || inner.stores.len() < MAX_STORES
+        if inner.stores.contains_key(&id.cookie) || inner.room_for(by.key()) {
+            return true;
+        }
+        let recent = inner.swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY);
+        drop(inner);
+        if !recent {
+            let live = live_netns(&self.proc);
+            self.prune(&live);
+            self.inner.lock().swept = Some(Instant::now());
+        }
+        self.inner.lock().room_for(by.key())
+    }
+
+    /// Asks the janitor to delete the stores of dead namespaces soon.
+    pub fn sweep_soon(&self) {
+        self.inner.lock().sweep = true;
+        self.poke();
     }
 
     /// Records that container `c` reads `id`'s store (if there is one): the store must not
@@ -280,15 +326,14 @@ impl Stores {
     }
 
     /// Starts the janitor: deletes the stores of namespaces already gone, then again each
-    /// time a container that used a store ends. It runs until [`Stores::stop`].
-    pub fn spawn_janitor(
-        self: &Arc<Self>,
-        proc: ProcRoot,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// time a container that used a store ends or a sweep is asked for. It runs until
+    /// [`Stores::stop`].
+    pub fn spawn_janitor(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("nsview-stores".into())
             .spawn(move || {
+                let proc = me.proc.clone();
                 me.sweep(&proc);
                 // A namespace outlives its container's init by a moment when a process
                 // outside the pid namespace is in it too (`unshare`'s parent, a runtime
@@ -297,7 +342,7 @@ impl Stores {
                 loop {
                     match me.wait_for_an_end(later.last().copied()) {
                         Wake::Stop => return,
-                        Wake::Ended => {
+                        Wake::Ended | Wake::Asked => {
                             later = vec![
                                 Duration::from_secs(5),
                                 Duration::from_secs(1),
@@ -336,9 +381,12 @@ impl Stores {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let watched: Vec<Arc<Container>> = {
-                let inner = self.inner.lock();
+                let mut inner = self.inner.lock();
                 if inner.stop {
                     return Wake::Stop;
+                }
+                if std::mem::take(&mut inner.sweep) {
+                    return Wake::Asked;
                 }
                 inner.witnesses.values().cloned().collect()
             };
@@ -377,6 +425,8 @@ impl Stores {
 enum Wake {
     /// A watched container ended.
     Ended,
+    /// A sweep was asked for.
+    Asked,
     /// The time to look again came.
     Timeout,
     /// The daemon stops.
@@ -441,11 +491,11 @@ mod tests {
     #[test]
     fn stores_survive_a_reload_of_the_same_boot_only() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::load(dir.path(), "boot-a").unwrap();
+        let stores = Stores::load(dir.path(), "boot-a", ProcRoot::default()).unwrap();
         assert!(stores.set(id(70, 7), OVERCOMMIT, "2".into(), &me()));
         std::fs::write(dir.path().join("8.json"), r#"{"vm/overcommit_memory":"1"}"#).unwrap();
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
-        let again = Stores::load(dir.path(), "boot-a").unwrap();
+        let again = Stores::load(dir.path(), "boot-a", ProcRoot::default()).unwrap();
         assert_eq!(again.get(id(70, 7), OVERCOMMIT).as_deref(), Some("2"));
         assert_eq!(again.len(), 1);
         assert!(
@@ -453,7 +503,7 @@ mod tests {
             "an old-format store is deleted"
         );
         assert!(!dir.path().join("junk.json").exists());
-        let next_boot = Stores::load(dir.path(), "boot-b").unwrap();
+        let next_boot = Stores::load(dir.path(), "boot-b", ProcRoot::default()).unwrap();
         assert!(next_boot.is_empty());
         assert!(!dir.path().join("70.json").exists());
     }
@@ -461,7 +511,7 @@ mod tests {
     #[test]
     fn a_reused_inode_with_a_new_cookie_never_sees_the_old_values() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::load(dir.path(), "b").unwrap();
+        let stores = Stores::load(dir.path(), "b", ProcRoot::default()).unwrap();
         assert!(stores.set(id(100, 7), OVERCOMMIT, "2".into(), &me()));
         assert_eq!(stores.get(id(101, 7), OVERCOMMIT), None);
         assert_eq!(
@@ -475,7 +525,7 @@ mod tests {
     #[test]
     fn after_a_restart_the_first_namespace_with_an_inode_drops_the_others_stores() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::load(dir.path(), "b").unwrap();
+        let stores = Stores::load(dir.path(), "b", ProcRoot::default()).unwrap();
         assert!(stores.set(id(1, 7), OVERCOMMIT, "1".into(), &me()));
         // A second cookie with the same inode, as a dead namespace and its inode's new owner.
         std::fs::write(
@@ -483,7 +533,7 @@ mod tests {
             r#"{"boot_id":"b","netns_cookie":2,"netns_inode":7,"values":{"vm/overcommit_memory":"2"}}"#,
         )
         .unwrap();
-        let again = Stores::load(dir.path(), "b").unwrap();
+        let again = Stores::load(dir.path(), "b", ProcRoot::default()).unwrap();
         assert_eq!(again.len(), 2);
         assert_eq!(again.get(id(2, 7), OVERCOMMIT).as_deref(), Some("2"));
         assert_eq!(again.len(), 1);
@@ -503,17 +553,46 @@ mod tests {
         assert!(stores.is_empty());
     }
 
+    /// A container with a key of its own (a host scope of cgroup `/c<n>`).
+    fn container(n: usize) -> Arc<Container> {
+        let paths = crate::cgroup::CgroupPaths {
+            unified: Some(format!("/c{n}")),
+            ..Default::default()
+        };
+        Arc::new(Container::host_scope(1, paths, Default::default()))
+    }
+
     #[test]
-    fn stores_are_bounded() {
+    fn stores_are_bounded_per_container_and_in_all() {
         let stores = Stores::default();
-        for n in 0..MAX_STORES as u64 {
-            assert!(stores.set(id(n, n), OVERCOMMIT, "1".into(), &me()));
+        let (a, b) = (container(0), container(1));
+        for n in 0..PER_CONTAINER as u64 {
+            assert!(stores.set(id(n, n), OVERCOMMIT, "1".into(), &a));
         }
-        assert!(!stores.set(id(u64::MAX, 1 << 40), OVERCOMMIT, "1".into(), &me()));
+        assert!(!stores.set(id(1000, 1000), OVERCOMMIT, "1".into(), &a));
         assert!(
-            stores.set(id(0, 0), OVERCOMMIT, "2".into(), &me()),
-            "existing ones still"
+            stores.set(id(0, 0), OVERCOMMIT, "2".into(), &a),
+            "its own still"
         );
+        assert!(
+            stores.set(id(1000, 1000), OVERCOMMIT, "1".into(), &b),
+            "others' not"
+        );
+        // Full: a sweep first (none of these fake namespaces lives), then room again.
+        assert!(stores.fits(id(2000, 2000), &a));
+        assert_eq!(stores.len(), 0);
+        let mut n = 0;
+        while stores.len() < MAX_STORES {
+            let c = container(10 + n / PER_CONTAINER);
+            assert!(stores.set(id(n as u64, n as u64), OVERCOMMIT, "1".into(), &c));
+            n += 1;
+        }
+        assert!(!stores.set(
+            id(u64::MAX, 1 << 40),
+            OVERCOMMIT,
+            "1".into(),
+            &container(999_999)
+        ));
     }
 
     #[test]
