@@ -162,21 +162,6 @@ fn emulated_entries_exist_only_where_the_host_kernel_has_them() {
     assert_eq!(names.len(), before);
 }
 
-/// Puts a host file's content back on drop, also when the test fails.
-struct RestoreHost(&'static str, String);
-
-impl RestoreHost {
-    fn save(path: &'static str) -> Option<RestoreHost> {
-        Some(RestoreHost(path, std::fs::read_to_string(path).ok()?))
-    }
-}
-
-impl Drop for RestoreHost {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.0, &self.1);
-    }
-}
-
 #[test]
 fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     let daemon = Daemon::start();
@@ -185,7 +170,7 @@ fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     daemon.register("c", c.init_pid(), &["--host-writes", "false"]);
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
     let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
-    let _restore = RestoreHost::save("/proc/sys/net/netfilter/nf_conntrack_max");
+    let _restore = rig::HostFiles::sysctls(&["net/netfilter/nf_conntrack_max"]);
     a.run(&format!("echo {} > {key}", host_value - 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value - 100).to_string());
     assert_eq!(
@@ -355,10 +340,10 @@ fn sys_devices_virtual_net_lists_the_containers_own_devices() {
 #[test]
 fn conntrack_hashsize_is_host_global_for_registered_container_root_only() {
     let host_path = "/sys/module/nf_conntrack/parameters/hashsize";
-    let Some(restore) = RestoreHost::save(host_path) else {
+    let restore = rig::HostFiles::save(&[host_path]);
+    let Some(before) = restore.saved(host_path).map(str::to_owned) else {
         return; // no conntrack on this kernel
     };
-    let before = restore.1.clone();
     let daemon = Daemon::start();
     let (a, b) = (container(&daemon), container(&daemon));
     daemon.register("a", a.init_pid(), &[]);

@@ -268,35 +268,6 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
     }
 }
 
-/// Host sysctls saved now and put back on drop where they changed (also when a test fails).
-struct HostSysctls(Vec<(&'static str, String)>);
-
-impl HostSysctls {
-    fn save(keys: &[&'static str]) -> HostSysctls {
-        let read = |k: &str| std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap();
-        HostSysctls(keys.iter().map(|k| (*k, read(k))).collect())
-    }
-
-    fn changed(&self) -> Vec<&'static str> {
-        let read = |k: &str| std::fs::read_to_string(format!("/proc/sys/{k}")).ok();
-        self.0
-            .iter()
-            .filter(|(k, v)| read(k).as_ref() != Some(v))
-            .map(|(k, _)| *k)
-            .collect()
-    }
-}
-
-impl Drop for HostSysctls {
-    fn drop(&mut self) {
-        for k in self.changed() {
-            if let Some((_, v)) = self.0.iter().find(|(key, _)| *key == k) {
-                let _ = std::fs::write(format!("/proc/sys/{k}"), v);
-            }
-        }
-    }
-}
-
 #[test]
 fn a_patched_runc_containers_root_cannot_write_machine_wide_knobs() {
     // CAP_SYS_ADMIN and CAP_NET_ADMIN on top of runc's defaults, no user namespace, and
@@ -321,7 +292,7 @@ fn a_patched_runc_containers_root_cannot_write_machine_wide_knobs() {
     }
     script.push_str("echo 1 > /proc/sys/net/ipv4/ip_forward && echo ip_forward taken");
     let bundle = Bundle::new(&daemon, &script);
-    let saved = HostSysctls::save(&keys);
+    let saved = rig::HostFiles::sysctls(&keys);
     let (ok, out, err) = bundle.run();
     assert!(ok, "runc run: {err}\n{out}");
     assert!(

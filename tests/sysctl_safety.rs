@@ -12,7 +12,7 @@ mod rig;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::{Container, ContainerBuilder, Daemon};
+use rig::{Container, ContainerBuilder, Daemon, HostFiles};
 
 /// Docker's default capabilities, as a `setpriv` prefix for root: after exec, a root
 /// process's capabilities are its bounding set.
@@ -33,39 +33,6 @@ const MACHINE_WIDE: &[&str] = &[
     "fs/pipe-max-size",
     "fs/mount-max",
 ];
-
-/// Host sysctls saved now and put back on drop wherever they changed, also when a test
-/// fails.
-struct HostSysctls(Vec<(String, String)>);
-
-impl HostSysctls {
-    fn save(keys: &[&str]) -> HostSysctls {
-        HostSysctls(
-            keys.iter()
-                .filter_map(|k| Some(((*k).to_owned(), host_raw(k)?)))
-                .collect(),
-        )
-    }
-
-    /// The keys whose host value is no longer the saved one.
-    fn changed(&self) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, v)| host_raw(k).as_ref() != Some(v))
-            .map(|(k, _)| k.as_str())
-            .collect()
-    }
-}
-
-impl Drop for HostSysctls {
-    fn drop(&mut self) {
-        for (k, v) in &self.0 {
-            if host_raw(k).as_ref() != Some(v) {
-                let _ = std::fs::write(format!("/proc/sys/{k}"), v);
-            }
-        }
-    }
-}
 
 fn host_raw(key: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/sys/{key}")).ok()
@@ -102,7 +69,7 @@ fn container_root_cannot_write_machine_wide_knobs() {
         .userns(true)
         .bind_from(&daemon, &["proc/sys"])
         .start();
-    let saved = HostSysctls::save(MACHINE_WIDE);
+    let saved = HostFiles::sysctls(MACHINE_WIDE);
     for key in MACHINE_WIDE {
         let current = host(key);
         let path = format!("/proc/sys/{key}");
@@ -139,7 +106,7 @@ fn the_host_network_and_uts_namespaces_are_never_a_containers_to_write() {
         "kernel/panic",
         "vm/overcommit_memory",
     ];
-    let saved = HostSysctls::save(&keys);
+    let saved = HostFiles::sysctls(&keys);
     for key in keys {
         let current = host(key);
         let value = match key {
@@ -181,7 +148,7 @@ fn an_unprivileged_users_user_namespace_changes_nothing_outside_itself() {
     let daemon = Daemon::start();
     let other = container(&daemon);
     let keys = ["kernel/panic", "net/netfilter/nf_conntrack_max"];
-    let saved = HostSysctls::save(&keys);
+    let saved = HostFiles::sysctls(&keys);
     let panic = daemon.path("proc/sys/kernel/panic").display().to_string();
     let max = daemon
         .path("proc/sys/net/netfilter/nf_conntrack_max")
@@ -218,7 +185,7 @@ fn an_unprivileged_users_user_namespace_changes_nothing_outside_itself() {
 #[test]
 fn callers_in_the_host_pid_namespace_write_only_their_own_namespaces() {
     let daemon = Daemon::start();
-    let saved = HostSysctls::save(&["kernel/core_pattern", "net/ipv4/ip_forward"]);
+    let saved = HostFiles::sysctls(&["kernel/core_pattern", "net/ipv4/ip_forward"]);
     let core = daemon
         .path("proc/sys/kernel/core_pattern")
         .display()
@@ -437,7 +404,7 @@ fn emulated_integers_take_writes_as_the_kernels_integers_do() {
     // the same handler, proc_dointvec, over any int.
     let daemon = Daemon::start();
     let c = container(&daemon);
-    let saved = HostSysctls::save(&["kernel/panic"]);
+    let saved = HostFiles::sysctls(&["kernel/panic"]);
     let emulated = write_semantics("/proc/sys/kernel/panic", "100\n", ["77\n", "1", "00\n"]);
     let native = write_semantics(
         "/proc/sys/net/unix/max_dgram_qlen",
@@ -459,7 +426,7 @@ fn container_local_values_need_the_capability_over_the_containers_network_namesp
         .userns(true)
         .bind_from(&daemon, &["proc/sys"])
         .start();
-    let saved = HostSysctls::save(&["kernel/panic"]);
+    let saved = HostFiles::sysctls(&["kernel/panic"]);
     let panic = "/proc/sys/kernel/panic";
     let capless = "setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all";
     assert_eq!(
@@ -494,9 +461,10 @@ fn host_values_change_only_from_a_registered_containers_own_network_namespace() 
         "net/netfilter/nf_conntrack_max",
         "net/netfilter/nf_conntrack_tcp_be_liberal",
     ];
-    let saved = HostSysctls::save(&keys);
+    let saved = HostFiles::sysctls(&keys);
     let hashsize = "/sys/module/nf_conntrack/parameters/hashsize";
-    let host_hashsize = std::fs::read_to_string(hashsize).ok();
+    let saved_hashsize = HostFiles::save(&[hashsize]);
+    let host_hashsize = saved_hashsize.saved(hashsize).map(str::to_owned);
     let max = host("net/netfilter/nf_conntrack_max")
         .parse::<i64>()
         .unwrap();
@@ -540,6 +508,10 @@ fn host_values_change_only_from_a_registered_containers_own_network_namespace() 
         assert_eq!(c.try_write(hashsize, "1\n", ""), "ok");
         assert_eq!(std::fs::read_to_string(hashsize).unwrap(), *before);
         assert_eq!(c.try_write(hashsize, "1073741824\n", ""), "EINVAL");
+        assert!(
+            saved_hashsize.changed().is_empty(),
+            "the host's hashsize changed"
+        );
         assert_eq!(std::fs::read_to_string(hashsize).unwrap(), *before);
     }
 }

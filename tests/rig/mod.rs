@@ -16,6 +16,7 @@
 mod cgroup;
 mod container;
 mod daemon;
+mod host;
 mod mounts;
 
 use std::io;
@@ -31,6 +32,8 @@ pub use cgroup::{Cgroup, Limits};
 pub use container::{Container, ContainerBuilder, write_probe};
 #[allow(unused_imports)]
 pub use daemon::{Daemon, StaleMount};
+#[allow(unused_imports)]
+pub use host::HostFiles;
 #[allow(unused_imports)]
 pub use mounts::{MountEntry, is_mounted, mount_fstype, mounts_at, parse_mountinfo};
 
