@@ -61,14 +61,19 @@ fn container(daemon: &Daemon) -> Container {
         .start()
 }
 
+/// A container with a user namespace of its own (its root is host root, one id mapped).
+fn userns_container(daemon: &Daemon) -> Container {
+    ContainerBuilder::new()
+        .userns(true)
+        .bind_from(daemon, &["proc/sys"])
+        .start()
+}
+
 #[test]
 fn container_root_cannot_write_machine_wide_knobs() {
     let daemon = Daemon::start();
     let plain = container(&daemon);
-    let userns = ContainerBuilder::new()
-        .userns(true)
-        .bind_from(&daemon, &["proc/sys"])
-        .start();
+    let userns = userns_container(&daemon);
     let saved = HostFiles::sysctls(MACHINE_WIDE);
     for key in MACHINE_WIDE {
         let current = host(key);
@@ -422,10 +427,7 @@ fn emulated_integers_take_writes_as_the_kernels_integers_do() {
 fn container_local_values_need_the_capability_over_the_containers_network_namespace() {
     let daemon = Daemon::start();
     let c = container(&daemon);
-    let userns = ContainerBuilder::new()
-        .userns(true)
-        .bind_from(&daemon, &["proc/sys"])
-        .start();
+    let userns = userns_container(&daemon);
     let saved = HostFiles::sysctls(&["kernel/panic"]);
     let panic = "/proc/sys/kernel/panic";
     let capless = "setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all";
