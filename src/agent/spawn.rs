@@ -49,11 +49,27 @@ impl NsKey {
     pub fn same_user_namespace(&self, other: &NsKey) -> bool {
         self.0[0] == other.0[0]
     }
+
+    /// The network namespace's inode.
+    pub fn net(&self) -> u64 {
+        self.0[1]
+    }
+
+    /// The pid namespace's inode.
+    pub fn pid(&self) -> u64 {
+        self.0[5]
+    }
 }
 
 impl std::fmt::Display for NsKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "net:{} pid:{} user:{}", self.0[1], self.0[5], self.0[0])
+        write!(
+            f,
+            "net:{} pid:{} user:{}",
+            self.net(),
+            self.pid(),
+            self.0[0]
+        )
     }
 }
 

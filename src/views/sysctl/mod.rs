@@ -189,7 +189,7 @@ impl<'a> Caller<'a> {
         let cookie = self.pool.netns_cookie(self.who.pid, self.key)?;
         Ok(cookie.map(|cookie| StoreId {
             cookie,
-            netns: self.key.0[1],
+            netns: self.key.net(),
         }))
     }
 
@@ -210,11 +210,11 @@ impl<'a> Caller<'a> {
     /// it, and the caller is in that container's own network namespace (not one of its own
     /// making, where `unshare -Urn` gives anyone every capability).
     fn host_writes(&self) -> bool {
-        let pidns = self.key.0[5];
-        let Some(r) = self.env.registered.as_ref().and_then(|r| r.vouched(pidns)) else {
+        let vouched = self.env.registered.as_ref();
+        let Some(r) = vouched.and_then(|r| r.vouched(self.key.pid())) else {
             return false;
         };
-        r.host_writes && self.env.proc.ns_inode(r.pid, "net").ok() == Some(self.key.0[1])
+        r.host_writes && self.env.proc.ns_inode(r.pid, "net").ok() == Some(self.key.net())
     }
 
     /// Whether the caller may write emulated `e`: a writable line, the caller's own network
