@@ -165,3 +165,30 @@ fn sendfile_readers_get_the_whole_file_whoever_read_before() {
     let copied = String::from_utf8_lossy(&out.stdout);
     assert_eq!(copied.lines().count(), plain.lines().count());
 }
+
+/// `isatty()` (Python's `open()`, mawk) and the hole probes of coreutils get the kernel's
+/// answers for a file that is no terminal and has no holes, and leave no log line behind.
+#[test]
+fn ioctls_and_hole_probes_are_answered_quietly() {
+    let daemon = rig::Daemon::start();
+    let meminfo = daemon.path("proc/meminfo");
+    let probe = format!(
+        "import os\nfd = os.open({path:?}, os.O_RDONLY)\nprint(os.isatty(fd))\n\
+         print(os.lseek(fd, 0, os.SEEK_DATA))\nprint(os.lseek(fd, 0, os.SEEK_HOLE) > 0)\n",
+        path = meminfo.display().to_string()
+    );
+    for _ in 0..3 {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "False\n0\nTrue\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = daemon.log();
+    assert!(!log.contains("Not Implemented"), "{log}");
+}

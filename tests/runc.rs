@@ -45,8 +45,8 @@ impl Bundle {
         patch_args: Option<&[&str]>,
         adjust: impl FnOnce(&mut serde_json::Value, &Path),
     ) -> Bundle {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let state = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = rig::scratch_dir();
+        let state = rig::scratch_dir();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("nsview-test-runc-{}-{n}", std::process::id());
         let rootfs = dir.path().join("rootfs");

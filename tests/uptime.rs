@@ -6,7 +6,7 @@
 
 mod rig;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rig::{Container, ContainerBuilder, Daemon, Limits};
 
@@ -53,23 +53,44 @@ fn read_inside(c: &Container) -> (f64, f64) {
 }
 
 #[test]
-fn container_two_seconds_old_reads_an_uptime_between_2_and_3() {
+fn a_containers_uptime_is_the_age_of_its_init() {
     let daemon = Daemon::start();
+    // The init starts between these two instants; the read happens between the next two.
+    let before_start = Instant::now();
     let c = container_with_uptime(&daemon, Limits::default());
+    let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
+    let before_read = Instant::now();
     let (up, idle) = read_inside(&c);
-    assert!((2.0..3.0).contains(&up), "uptime {up}");
+    let youngest = before_read.duration_since(started).as_secs_f64();
+    let oldest =
+        started.elapsed().as_secs_f64() + started.duration_since(before_start).as_secs_f64();
+    // Start times tick in hundredths of a second.
+    assert!(
+        (youngest - 0.01..=oldest + 0.01).contains(&up),
+        "uptime {up}, expected between {youngest:.2} and {oldest:.2}"
+    );
     assert!(idle >= 0.0, "idle {idle}");
 }
 
 #[test]
 fn host_caller_reads_the_host_uptime() {
     let daemon = Daemon::start();
+    // Ours is read between two reads of the host's: its values lie between theirs.
+    let before = std::fs::read_to_string("/proc/uptime").unwrap();
     let ours = std::fs::read_to_string(daemon.path("proc/uptime")).unwrap();
-    let host = std::fs::read_to_string("/proc/uptime").unwrap();
-    let ((up, idle), (host_up, host_idle)) = (parse(&ours), parse(&host));
-    assert!((up - host_up).abs() < 0.5, "{ours:?} vs host {host:?}");
-    assert!((idle - host_idle).abs() < 2.0, "{ours:?} vs host {host:?}");
+    let after = std::fs::read_to_string("/proc/uptime").unwrap();
+    let (up, idle) = parse(&ours);
+    let ((up0, idle0), (up1, idle1)) = (parse(&before), parse(&after));
+    // Both columns tick in hundredths of a second.
+    assert!(
+        (up0 - 0.01..=up1 + 0.01).contains(&up),
+        "{ours:?} between {before:?} and {after:?}"
+    );
+    assert!(
+        (idle0 - 0.01..=idle1 + 0.01).contains(&idle),
+        "{ours:?} between {before:?} and {after:?}"
+    );
     assert!(
         up > 10.0,
         "the host has been up longer than this test: {ours:?}"

@@ -246,13 +246,23 @@ impl Agent {
         Ok(items)
     }
 
+    /// The whole file, at most [`MAX_READ`] bytes. The first read(2) asks for all of them:
+    /// some handlers give their text only to a read at position 0 and end-of-file after
+    /// (`dev/cdrom/info`), so a small first read (`read_to_end` probes with 32 bytes) would
+    /// cut them short.
     fn read(&self, path: &str) -> Result<Vec<u8>, Failure> {
-        let fd = self.open(path, OFlag::O_RDONLY)?;
-        let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .take(MAX_READ as u64)
-            .read_to_end(&mut data)
-            .map_err(|e| io_fail(e, path))?;
+        let mut file = std::fs::File::from(self.open(path, OFlag::O_RDONLY)?);
+        let mut data = vec![0; MAX_READ];
+        let mut len = 0;
+        while len < data.len() {
+            match file.read(&mut data[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_fail(e, path)),
+            }
+        }
+        data.truncate(len);
         Ok(data)
     }
 

@@ -368,6 +368,38 @@ impl Filesystem for Fs {
         reply.error(fuser::Errno::ENOSYS);
     }
 
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        // The kernel asks only about SEEK_DATA and SEEK_HOLE (coreutils probe for holes).
+        // ENOSYS makes it answer them itself for the rest of the mount's life, as for any
+        // file without holes: no round trip, and no log line per probe.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No file here takes an ioctl: isatty() (Python's open(), mawk) gets ENOTTY, as on
+        // procfs, without a log line.
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.core.service.vfs.dynamic.forget(ino.0, nlookup);
     }

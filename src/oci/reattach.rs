@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, openat2, statx};
+use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 use serde::{Deserialize, Serialize};
 
 use super::devices::{self, Dev};
@@ -315,13 +315,20 @@ pub fn reattach(
                 .push(format!("{}: {e}", stack.target.display())),
         }
     }
-    // Our own descriptors, reachable after the join: umount through /proc/self/fd/N.
-    let own_fds = rustix::fs::open(
-        "/proc/self/fd",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("/proc/self/fd: {e}"))?;
+    // Our own descriptors, reachable after the join: umount through /proc/self/fd/N, mount
+    // ids from /proc/self/fdinfo/N.
+    let own_dir = |path: &str| {
+        rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{path}: {e}"))
+    };
+    let own_fds = Own {
+        fds: own_dir("/proc/self/fd")?,
+        fdinfo: own_dir("/proc/self/fdinfo")?,
+    };
     inject::join_mount_namespace(&pidfd)?;
     let root = rustix::fs::open(
         "/",
@@ -421,12 +428,7 @@ pub fn stacks(mounts: &[MountEntry], ours: &HashSet<Dev>) -> Vec<Stack> {
 }
 
 /// Replaces the stale stack `stack` with `tree`: `Ok(false)` when its topmost bind answers.
-fn replace(
-    root: &OwnedFd,
-    own_fds: &OwnedFd,
-    stack: &Stack,
-    tree: &OwnedFd,
-) -> Result<bool, String> {
+fn replace(root: &OwnedFd, own_fds: &Own, stack: &Stack, tree: &OwnedFd) -> Result<bool, String> {
     let in_root = stack
         .target
         .strip_prefix("/")
@@ -473,22 +475,52 @@ enum Peeled {
 }
 
 /// Looks at the topmost mount on the target and unmounts it if it is a stale layer.
-fn peel(root: &OwnedFd, own_fds: &OwnedFd, stack: &Stack, in_root: &str) -> Result<Peeled, String> {
+fn peel(root: &OwnedFd, own: &Own, stack: &Stack, in_root: &str) -> Result<Peeled, String> {
     let target = open_target(root, in_root)?;
-    let id = statx(&target, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-        .map_err(|e| format!("statx: {e}"))?
-        .stx_mnt_id;
-    if !stack.layers.contains(&id) {
+    if !stack.layers.contains(&mount_id(own, &target)?) {
         return Ok(Peeled::NotOurs);
     }
     match rustix::fs::fstatfs(&target) {
         Ok(_) => Ok(Peeled::Live),
         Err(rustix::io::Errno::NOTCONN) => {
-            unmount(own_fds, &target)?;
+            unmount(&own.fds, &target)?;
             Ok(Peeled::Stale)
         }
         Err(e) => Err(format!("statfs: {e}")),
     }
+}
+
+/// This process's `/proc/self/fd` and `/proc/self/fdinfo`, opened before it joined a
+/// container's mount namespace (whose procfs does not show it).
+struct Own {
+    fds: OwnedFd,
+    fdinfo: OwnedFd,
+}
+
+/// The id of the mount `target` is on, from its fdinfo: no request reaches the filesystem
+/// (statx asks a FUSE daemon for attributes on older kernels, which a dead one answers with
+/// ENOTCONN, and a stuck one never).
+fn mount_id(own: &Own, target: &OwnedFd) -> Result<u64, String> {
+    let name = target.as_raw_fd().to_string();
+    let fd = rustix::fs::openat(
+        &own.fdinfo,
+        name.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("fdinfo: {e}"))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+        .map_err(|e| format!("fdinfo: {e}"))?;
+    parse_mnt_id(&text).ok_or_else(|| "fdinfo: no mnt_id".to_owned())
+}
+
+/// The `mnt_id:` field of an fdinfo text.
+fn parse_mnt_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The mount point `rel` beneath `root`, opened O_PATH without following any symlink.
@@ -518,6 +550,39 @@ fn unmount(own_fds: &OwnedFd, target: &OwnedFd) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_id_comes_from_fdinfo() {
+        assert_eq!(
+            parse_mnt_id("pos:\t0\nflags:\t02000000\nmnt_id:\t29\nino:\t1\n"),
+            Some(29)
+        );
+        assert_eq!(parse_mnt_id("pos:\t0\n"), None);
+        // And agrees with statx for this process's own root.
+        let own = Own {
+            fds: rustix::fs::open(
+                "/proc/self/fd",
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap(),
+            fdinfo: rustix::fs::open(
+                "/proc/self/fdinfo",
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap(),
+        };
+        let root = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let statx = rustix::fs::statx(
+            &root,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::MNT_ID,
+        )
+        .unwrap();
+        assert_eq!(mount_id(&own, &root).unwrap(), statx.stx_mnt_id);
+    }
     use crate::mounts::parse_mountinfo;
 
     #[test]

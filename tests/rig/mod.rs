@@ -33,9 +33,28 @@ pub use container::{Container, ContainerBuilder, write_probe};
 #[allow(unused_imports)]
 pub use daemon::{Daemon, StaleMount};
 #[allow(unused_imports)]
-pub use host::HostFiles;
+pub use host::{HostFiles, has_conntrack};
 #[allow(unused_imports)]
 pub use mounts::{MountEntry, is_mounted, mount_fstype, mounts_at, parse_mountinfo};
+
+/// A fresh directory for a test's files, removed on drop: under `$NSVIEW_TEST_SCRATCH` when
+/// set (the VM suite points it at a tmpfs, since its 9p-shared target directory takes no
+/// device nodes), else under Cargo's target tmpdir.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("NSVIEW_TEST_SCRATCH")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    std::fs::create_dir_all(&base).expect("create the scratch base");
+    tempfile::tempdir_in(base).expect("create a scratch dir")
+}
+
+/// Like [`scratch_dir`], on a real block device (IO tests): under `$NSVIEW_TEST_BLOCK_DIR`
+/// when set (the VM suite's disk), else under Cargo's target tmpdir.
+pub fn block_scratch_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("NSVIEW_TEST_BLOCK_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    std::fs::create_dir_all(&base).expect("create the block scratch base");
+    tempfile::tempdir_in(base).expect("create a block scratch dir")
+}
 
 /// The `nsview` binary Cargo built for this test run.
 pub fn nsview_bin() -> PathBuf {
