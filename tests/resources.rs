@@ -476,3 +476,66 @@ fn pressure_and_slabinfo_answer_and_slabinfo_is_root_only() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
 }
+
+/// A PSI trigger written to `proc/pressure/cpu` fires through the FUSE file as through the
+/// kernel's: the container's cgroup's pressure on cgroup v2, the host's on v1 placements.
+#[test]
+fn a_psi_trigger_on_proc_pressure_fires_when_the_container_stalls() {
+    if !std::path::Path::new("/proc/pressure/cpu").exists() {
+        return; // no PSI on this kernel
+    }
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .limits(limited())
+        .bind_from(&daemon, &["proc/pressure"])
+        .start();
+    let script = r#"import errno, os, select, subprocess
+p = "/proc/pressure/cpu"
+def attempt(text):
+    fd = os.open(p, os.O_RDWR)
+    try:
+        return os.write(fd, text), fd
+    except OSError as e:
+        os.close(fd)
+        return errno.errorcode[e.errno], None
+print(attempt(b"sometimes 1 2\n")[0])
+print(attempt(b"some 100000 1000000\n")[0])
+n, fd = attempt(b"some 100000 2000000\n")
+print(n)
+try:
+    os.write(fd, b"some 100000 2000000\n")
+    print("again")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(3)]
+poller = select.poll()
+poller.register(fd, select.POLLPRI)
+events = poller.poll(20000)
+print("fired" if events and events[0][1] & select.POLLPRI else "timeout")
+print("error" if events and events[0][1] & select.POLLERR else "no error")
+for h in hogs:
+    h.kill()
+# A pressure file without a trigger polls as the kernel's: at once, POLLERR and POLLPRI.
+bare = os.open(p, os.O_RDONLY)
+poller = select.poll()
+poller.register(bare, select.POLLPRI)
+events = poller.poll(0)
+print("bare", bool(events and events[0][1] & select.POLLERR))
+"#;
+    let out = c.exec(&[PYTHON, "-c", script]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines[0], "EINVAL", "a malformed trigger");
+    // A 1 s window: refused without CAP_SYS_RESOURCE on Linux 6.5+, as natively.
+    let native = std::process::Command::new(PYTHON)
+        .args(["-c", "import errno, os\nfd = os.open('/proc/pressure/cpu', os.O_RDWR)\ntry:\n    print(os.write(fd, b'some 100000 1000000\\n'))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"])
+        .output()
+        .unwrap();
+    assert_eq!(lines[1], String::from_utf8_lossy(&native.stdout).trim());
+    assert_eq!(
+        &lines[2..],
+        ["20", "EBUSY", "fired", "no error", "bare True"],
+        "{}",
+        out.stderr
+    );
+}

@@ -154,10 +154,16 @@ impl CgroupSet {
     /// The cgroup's pressure-stall text for `kind` (`cpu.pressure`, ...), from its cgroup2
     /// directory; `None` on v1 placements and where the kernel has no PSI.
     pub fn pressure(&self, kind: crate::cgroup::PressureKind) -> Result<Option<String>> {
-        let Some(dir) = self.cpuacct.as_ref().filter(|d| d.v2) else {
+        let Some(path) = self.pressure_file(kind) else {
             return Ok(None);
         };
-        self.files
-            .read(&dir.path().join(format!("{}.pressure", kind.name())))
+        self.files.read(&path)
+    }
+
+    /// The cgroup's pressure file for `kind` in its cgroup2 directory (where triggers are
+    /// made); `None` on v1 placements.
+    pub fn pressure_file(&self, kind: crate::cgroup::PressureKind) -> Option<std::path::PathBuf> {
+        let dir = self.cpuacct.as_ref().filter(|d| d.v2)?;
+        Some(dir.path().join(format!("{}.pressure", kind.name())))
     }
 }

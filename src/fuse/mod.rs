@@ -5,6 +5,7 @@
 mod handles;
 mod lanes;
 mod nodes;
+mod triggers;
 
 use std::ffi::OsStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::vfs::NodeKind;
 use crate::views;
-use crate::views::{Requester, Subject};
+use crate::views::{Requester, Subject, ViewId};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Source, WriteEnd, slice_at};
 
@@ -52,6 +53,8 @@ struct Core {
     handles: Handles,
     /// Listings of open subtree directories.
     dirs: Handles<Vec<Listed>>,
+    /// PSI triggers made through open `proc/pressure/*` files.
+    triggers: triggers::Triggers,
     /// Timestamp shown on every node: when the daemon started.
     started: SystemTime,
 }
@@ -65,6 +68,7 @@ impl Fs {
                 service,
                 handles: Handles::default(),
                 dirs: Handles::default(),
+                triggers: triggers::Triggers::default(),
                 started: SystemTime::now(),
             }),
             lanes: Lanes::new(threads / 2),
@@ -190,6 +194,8 @@ impl Core {
             Source::View(view) if write && view.is_host_global() => {
                 views::access_write_view(&self.service.env, *view, &ctx.who)?;
             }
+            // Pressure files take triggers from anyone, as the kernel's (which checks them).
+            Source::View(ViewId::Pressure(_)) => {}
             Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
             _ => {}
         }
@@ -270,6 +276,12 @@ impl Core {
                 let subject = self.ctx(who).subject;
                 views::sys::write(env, *id, &subject, &who, rel, op)?
             }
+            Source::View(ViewId::Pressure(kind)) => {
+                let path = views::proc::resources::pressure_file(env, &handle.subject, *kind);
+                let privileged = triggers::holds_sys_resource(&env.proc, who.pid);
+                let n = self.triggers.create(fh.0, &path, data, privileged)?;
+                views::Written::all(offset, n)
+            }
             Source::View(view) => views::write_view(env, *view, &who, op)?,
         };
         *written = Some(WriteEnd {
@@ -300,9 +312,10 @@ impl Core {
     }
 }
 
-/// Whether a table node is a view that takes writes through to the host.
-fn node_is_host_global(node: &crate::vfs::Node) -> bool {
-    matches!(node.kind, NodeKind::File(view) if view.is_host_global())
+/// Whether a table node is a view that takes writes: through to the host, or a PSI
+/// trigger (a truncation of it, from `O_TRUNC`, is ignored as procfs ignores it).
+fn node_takes_writes(node: &crate::vfs::Node) -> bool {
+    matches!(node.kind, NodeKind::File(view) if view.is_host_global() || matches!(view, ViewId::Pressure(_)))
 }
 
 /// The requesting task and its ids, as the kernel gave them.
@@ -475,7 +488,7 @@ impl Filesystem for Fs {
                 {
                     core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0))
                 }
-                Ok(Target::Table(node)) if truncating && node_is_host_global(node) => {
+                Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
                     core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0))
                 }
                 Ok(_) => Err(Error::Access),
@@ -573,7 +586,37 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         self.core.handles.remove(fh.0);
+        self.core.triggers.remove(fh.0);
         reply.ok();
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // Answered for every file: an ENOSYS would make the kernel stop asking for the
+        // whole mount, pressure files included.
+        let pressure = self
+            .core
+            .handles
+            .get(fh.0)
+            .is_some_and(|h| matches!(h.source, Source::View(ViewId::Pressure(_))));
+        let events = if pressure {
+            let schedule = flags.contains(fuser::PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
+            self.core.triggers.poll(fh.0, ph, schedule)
+        } else {
+            fuser::PollEvents::POLLIN
+                | fuser::PollEvents::POLLOUT
+                | fuser::PollEvents::POLLRDNORM
+                | fuser::PollEvents::POLLWRNORM
+        };
+        reply.poll(events);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -96,12 +96,22 @@ pub const TABLE: &[Spec] = &[
         mode: 0o400,
         ..view("proc/slabinfo", ViewId::Slabinfo)
     },
-    view("proc/pressure/cpu", ViewId::Pressure(PressureKind::Cpu)),
-    view(
-        "proc/pressure/memory",
-        ViewId::Pressure(PressureKind::Memory),
-    ),
-    view("proc/pressure/io", ViewId::Pressure(PressureKind::Io)),
+    // Writable by all, as the kernel's: a write makes a PSI trigger (see `fuse::triggers`).
+    Spec {
+        mode: 0o666,
+        ..view("proc/pressure/cpu", ViewId::Pressure(PressureKind::Cpu))
+    },
+    Spec {
+        mode: 0o666,
+        ..view(
+            "proc/pressure/memory",
+            ViewId::Pressure(PressureKind::Memory),
+        )
+    },
+    Spec {
+        mode: 0o666,
+        ..view("proc/pressure/io", ViewId::Pressure(PressureKind::Io))
+    },
     dir("sys"),
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
     subtree("proc/sys", SubtreeId::ProcSys),

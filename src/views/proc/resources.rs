@@ -103,6 +103,20 @@ pub fn slabinfo(env: &Env, c: &Container) -> Result<String> {
     }
 }
 
+/// The kernel file behind `proc/pressure/<kind>` for `subject`: its cgroup's (cgroup v2),
+/// else the host's. A trigger written to the view is made there.
+pub fn pressure_file(
+    env: &Env,
+    subject: &crate::views::Subject,
+    kind: PressureKind,
+) -> std::path::PathBuf {
+    let cgroup = match subject {
+        crate::views::Subject::Container(c) => c.cgroups.pressure_file(kind),
+        crate::views::Subject::Host => None,
+    };
+    cgroup.unwrap_or_else(|| env.proc.path().join(format!("pressure/{}", kind.name())))
+}
+
 /// `proc/pressure/<kind>`: the cgroup's (cgroup v2); on v1 placements the host's.
 pub fn pressure(env: &Env, c: &Container, kind: PressureKind) -> Result<String> {
     match c.cgroups.pressure(kind)? {
