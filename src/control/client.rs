@@ -144,6 +144,7 @@ fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
         CtlRequest::Register { id, .. } => format!("registered {id}\n"),
         CtlRequest::Unregister { id } => format!("unregistered {id}\n"),
         CtlRequest::Bound { id, .. } => format!("reported the binds of {id}\n"),
+        CtlRequest::Failed { id, .. } => format!("reported the failed start of {id}\n"),
         CtlRequest::Set { id, key, value } => format!("{id}: {key} = {value}\n"),
     }
 }

@@ -54,6 +54,14 @@ pub enum CtlRequest {
         /// Paths skipped because the container has no such target.
         skipped: Vec<String>,
     },
+    /// The hook failed container `id`'s start with `error` (the daemon logs it: runtimes
+    /// such as crun drop a failed hook's stderr too).
+    Failed {
+        /// The runtime's id.
+        id: String,
+        /// Why.
+        error: String,
+    },
     /// The registered containers.
     List,
     /// The daemon's status.

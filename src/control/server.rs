@@ -185,6 +185,10 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             }
             CtlResponse::ok(json!({ "id": id }))
         }
+        CtlRequest::Failed { id, error } => {
+            warn!("container {id}: nsview's hook failed its start: {error}");
+            CtlResponse::ok(json!({ "id": id }))
+        }
         CtlRequest::List => CtlResponse::ok(json!(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {
             Ok(r) => CtlResponse::ok(json!(r)),

@@ -129,7 +129,11 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            // The start fails: leave no registration behind.
+            // The start fails: say why where it is kept, leave no registration behind.
+            let _ = daemon.request(&CtlRequest::Failed {
+                id: state.id.clone(),
+                error: e.clone(),
+            });
             let rollback = daemon.request(&CtlRequest::Unregister {
                 id: state.id.clone(),
             });
