@@ -539,3 +539,29 @@ print("bare", bool(events and events[0][1] & select.POLLERR))
         out.stderr
     );
 }
+
+/// A container in a cgroup inside a limited one (a pod's, a slice's) sees the tighter limit
+/// up its hierarchy: the outer memory limit and CPU quota, the outer cpuset.
+#[test]
+fn a_container_in_a_limited_parent_cgroup_sees_the_parents_limits() {
+    let daemon = Daemon::start();
+    let outer = Limits {
+        memory_bytes: Some(192 * MIB),
+        cpu_quota_us: Some(100_000),
+        cpu_period_us: Some(100_000),
+        cpuset_cpus: Some("0".into()),
+    };
+    let inner = Limits {
+        memory_bytes: Some(512 * MIB),
+        ..Limits::default()
+    };
+    let c = ContainerBuilder::new()
+        .limits(inner)
+        .inside(outer)
+        .bind_from(&daemon, BINDS)
+        .start();
+    let meminfo = run(&c, "cat /proc/meminfo");
+    assert_eq!(meminfo_bytes(&meminfo, "MemTotal"), 192 * MIB, "{meminfo}");
+    assert_eq!(run(&c, "nproc"), "1");
+    assert_eq!(run(&c, "cat /sys/devices/system/cpu/online"), "0");
+}

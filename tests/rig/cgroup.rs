@@ -55,6 +55,52 @@ impl Cgroup {
     /// Creates the cgroup directories with `limits` applied. Panics (after removing what it
     /// created) if a directory cannot be made or a limit cannot be set.
     pub fn create(limits: &Limits) -> Cgroup {
+        Cgroup::create_nested(None, limits)
+    }
+
+    /// Like [`Cgroup::create`]; with `outer`, the cgroup is `<name>/inner`, and `<name>` has
+    /// the `outer` limits (a container in a pod's or a slice's cgroup). Tasks go into the
+    /// inner one.
+    pub fn create_nested(outer: Option<&Limits>, limits: &Limits) -> Cgroup {
+        let mut cgroup = match outer {
+            None => Cgroup::create_one(limits),
+            Some(outer) => Cgroup::create_one(outer),
+        };
+        if outer.is_some() {
+            cgroup.descend(limits);
+        }
+        cgroup
+    }
+
+    /// Makes `inner` below every directory and moves there, with `limits` applied.
+    fn descend(&mut self, limits: &Limits) {
+        if self.version == Version::V2 {
+            let outer = self.dirs[0].clone();
+            // The controllers the root delegates, delegated on to the inner cgroup.
+            let delegated = read(&Path::new(ROOT).join("cgroup.subtree_control"));
+            let wanted: Vec<String> = delegated
+                .split_whitespace()
+                .filter(|c| ["memory", "cpu", "cpuset", "io", "pids"].contains(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            write(&outer.join("cgroup.subtree_control"), &wanted.join(" "));
+            self.mkdir(&outer.join("inner"));
+            self.apply_v2(&outer.join("inner"), limits);
+            return;
+        }
+        let outer: Vec<(String, PathBuf)> = self.controllers.clone();
+        self.controllers.clear();
+        for (controller, dir) in outer {
+            let inner = dir.join("inner");
+            if !self.dirs.contains(&inner) {
+                self.mkdir(&inner);
+            }
+            self.controllers.push((controller, inner));
+        }
+        self.apply_v1(limits);
+    }
+
+    fn create_one(limits: &Limits) -> Cgroup {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("nsview-test-{}-{n}", std::process::id());
@@ -153,6 +199,10 @@ impl Cgroup {
         }
         let dir = root.join(&self.name);
         self.mkdir(&dir);
+        self.apply_v2(&dir, limits);
+    }
+
+    fn apply_v2(&self, dir: &Path, limits: &Limits) {
         if let Some(bytes) = limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string());
         }
@@ -189,7 +239,7 @@ impl Cgroup {
     /// cgroup2 tree); on a pure v2 host, the one directory whatever the controller.
     pub fn path(&self, controller: &str) -> PathBuf {
         if self.version == Version::V2 {
-            return self.dirs[0].clone();
+            return self.dirs.last().expect("a cgroup has a directory").clone();
         }
         match self.controllers.iter().find(|(c, _)| c == controller) {
             Some((_, dir)) => dir.clone(),
@@ -202,17 +252,30 @@ impl Cgroup {
         self.version == Version::V2
     }
 
-    /// Every `cgroup.procs` a process must be written into to be fully inside this cgroup.
+    /// Every `cgroup.procs` a process must be written into to be fully inside this cgroup
+    /// (its innermost directories).
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+        self.innermost()
+            .iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// The directories tasks go into: the inner ones of a nested cgroup.
+    fn innermost(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|d| !self.dirs.iter().any(|o| o.parent() == Some(d.as_path())))
+            .cloned()
+            .collect()
     }
 
     /// The pids (in the host pid namespace) in any of this cgroup's directories, sorted.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self
-            .procs_files()
+            .dirs
             .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
             .flat_map(|text| {
                 text.lines()
                     .filter_map(|l| l.trim().parse().ok())
@@ -228,7 +291,8 @@ impl Cgroup {
     /// as if a runtime had torn the cgroup down under a running container. The container's
     /// processes live on (their owner still ends them on drop).
     pub fn evacuate_and_remove(&self) {
-        for dir in &self.dirs {
+        // Innermost first: a nested cgroup's tasks go up twice, to the hierarchy's root.
+        for dir in self.dirs.iter().rev() {
             let parent = dir
                 .parent()
                 .expect("a cgroup has a parent")

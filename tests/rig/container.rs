@@ -29,6 +29,7 @@ const INIT_ARGV: &str = "exec sleep 1000000";
 #[derive(Debug, Default)]
 pub struct ContainerBuilder {
     limits: Limits,
+    outer: Option<Limits>,
     userns: bool,
     shared: Vec<&'static str>,
     binds: Vec<(PathBuf, String)>,
@@ -43,6 +44,13 @@ impl ContainerBuilder {
     /// The limits of the container's cgroup.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Puts the container's cgroup inside one of its own with `outer` limits (a pod's or a
+    /// slice's cgroup): its limits are then the tighter of both.
+    pub fn inside(mut self, outer: Limits) -> Self {
+        self.outer = Some(outer);
         self
     }
 
@@ -80,7 +88,7 @@ impl ContainerBuilder {
     /// with `unshare`'s stderr if that fails; whatever was made by then is cleaned up.
     pub fn start(self) -> Container {
         require_root();
-        let cgroup = Cgroup::create(&self.limits);
+        let cgroup = Cgroup::create_nested(self.outer.as_ref(), &self.limits);
         let stderr = NamedTempFile::new().expect("create a file for unshare's stderr");
         let mut cmd = Command::new("unshare");
         cmd.args(["--fork", "--kill-child", "--pid", "--mount"]);
