@@ -41,6 +41,8 @@ pub struct Agent {
     root: OwnedFd,
     netns_cookie: Option<u64>,
     allow_faults: bool,
+    /// The buffer reads go through ([`MAX_READ`] bytes, made once).
+    buffer: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Agent {
@@ -49,6 +51,7 @@ impl Agent {
     pub fn new(root: OwnedFd, netns_cookie: Option<u64>, allow_faults: bool) -> Agent {
         Agent {
             root,
+            buffer: std::cell::RefCell::new(vec![0; MAX_READ]),
             netns_cookie,
             allow_faults,
         }
@@ -252,7 +255,7 @@ impl Agent {
     /// cut them short.
     fn read(&self, path: &str) -> Result<Vec<u8>, Failure> {
         let mut file = std::fs::File::from(self.open(path, OFlag::O_RDONLY)?);
-        let mut data = vec![0; MAX_READ];
+        let mut data = self.buffer.borrow_mut();
         let mut len = 0;
         while len < data.len() {
             match file.read(&mut data[len..]) {
@@ -262,8 +265,7 @@ impl Agent {
                 Err(e) => return Err(io_fail(e, path)),
             }
         }
-        data.truncate(len);
-        Ok(data)
+        Ok(data[..len].to_vec())
     }
 
     /// One write(2) at file position `offset`; the bytes taken and the position after (a
