@@ -13,8 +13,9 @@ use tempfile::TempDir;
 use super::mounts::{self, MountEntry};
 use super::{nsview_bin, require_root, signal_child, stop_child, wait_child_for};
 
-/// How long a daemon may take to mount, and to exit after SIGTERM in [`Daemon::terminate`].
-const START_LIMIT: Duration = Duration::from_secs(10);
+/// How long a daemon may take to mount (a hang detector: the cgroup v2 VM emulates its
+/// CPUs and once took over 10 s), and to exit after SIGTERM in [`Daemon::terminate`].
+const START_LIMIT: Duration = Duration::from_secs(30);
 const TERMINATE_LIMIT: Duration = Duration::from_secs(10);
 /// How long [`Drop`] gives SIGTERM before it uses SIGKILL.
 const DROP_GRACE: Duration = Duration::from_secs(5);
@@ -152,9 +153,14 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "nsview serve did not mount {} within {START_LIMIT:?}; log:\n{}",
+                    "nsview serve did not mount {} within {START_LIMIT:?}; log:\n{}\n\
+                     where its threads, its children's and this process's FUSE waiters are:\n{}",
                     self.mountpoint.display(),
-                    self.log()
+                    self.log(),
+                    self.child
+                        .as_ref()
+                        .map(|c| where_threads_are(c.id()))
+                        .unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -304,6 +310,60 @@ impl Drop for StaleMount {
 }
 
 /// The topmost mount at `path` if it is an nsview mount.
+/// For a hang's report: every thread of `pid` and of its children, and this process's
+/// threads waiting in FUSE, each with its state, wait channel and kernel stack.
+fn where_threads_are(pid: u32) -> String {
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then_some(child)
+        });
+    let mut report = String::new();
+    let own = std::process::id();
+    for proc_pid in std::iter::once(pid)
+        .chain(children)
+        .chain(std::iter::once(own))
+    {
+        let tasks = std::fs::read_dir(format!("/proc/{proc_pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let read =
+                |name: &str| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+            let stack = read("stack");
+            if proc_pid == own && !stack.contains("fuse") {
+                continue;
+            }
+            let stat = read("stat");
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("?");
+            report.push_str(&format!(
+                "{proc_pid}/{} {} {state} wchan={}\n{stack}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan"),
+            ));
+        }
+    }
+    report
+}
+
 fn topmost_nsview(path: &Path) -> Option<MountEntry> {
     mounts::topmost(&mounts::mounts_at(path))
         .filter(|m| is_nsview(m))
