@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rig::Daemon;
+use rig::oci::{field, outcome, registered, wait_for_reattach};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -158,16 +159,6 @@ impl Drop for Bundle {
     }
 }
 
-/// Runs `cmd` to completion: (success, stdout, stderr).
-fn outcome(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Binds the host's /usr read-only into the bundle (for procps), with usrmerge's links.
 fn with_host_usr(config: &mut serde_json::Value, rootfs: &Path) {
     std::fs::create_dir_all(rootfs.join("usr")).unwrap();
@@ -179,38 +170,6 @@ fn with_host_usr(config: &mut serde_json::Value, rootfs: &Path) {
         .push(serde_json::json!({
             "destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"],
         }));
-}
-
-/// `nsview ctl --json list` of `daemon`: the registered ids.
-fn registered(daemon: &Daemon) -> Vec<String> {
-    let list = Command::new(env!("CARGO_BIN_EXE_nsview"))
-        .args(["ctl", "--json", "list", "--runtime-dir"])
-        .arg(daemon.runtime_dir())
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Waits (at most 5 s) until `daemon` logs that its start-up reattach is done.
-fn wait_for_reattach(daemon: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !daemon.log().contains("reattach done in") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The value after `key` on the line starting with it.
-fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key:?} in {text}"))
-        .trim()
 }
 
 #[test]

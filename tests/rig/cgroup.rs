@@ -270,11 +270,13 @@ impl Cgroup {
             .collect()
     }
 
-    /// The pids (in the host pid namespace) in any of this cgroup's directories, sorted.
+    /// The pids (in the host pid namespace) in any of this cgroup's directories or the ones
+    /// beneath them (a runtime given this cgroup as its parent makes its own there), sorted.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self
             .dirs
             .iter()
+            .flat_map(|d| beneath(d).into_iter().chain(std::iter::once(d.clone())))
             .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
             .flat_map(|text| {
                 text.lines()
@@ -341,10 +343,33 @@ impl Drop for Cgroup {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        for dir in self.dirs.iter().rev() {
+        // A runtime given this cgroup as a parent also makes it in hierarchies the rig does
+        // not use (podman: name=systemd); the name is this cgroup's own in each of them.
+        let elsewhere = std::fs::read_dir(ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join(&self.name))
+            .filter(|d| d.is_dir() && !self.dirs.contains(d));
+        let dirs: Vec<PathBuf> = self.dirs.iter().cloned().chain(elsewhere).collect();
+        for dir in dirs.iter().rev() {
+            for inner in beneath(dir) {
+                rmdir_retrying(&inner, Duration::from_secs(2));
+            }
             rmdir_retrying(dir, Duration::from_secs(2));
         }
     }
+}
+
+/// The cgroup directories beneath `dir`, innermost first (children before their parents).
+fn beneath(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let children = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for child in children.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+        found.extend(beneath(&child.path()));
+        found.push(child.path());
+    }
+    found
 }
 
 /// `rmdir`, retried every 10 ms while the kernel still reports the cgroup busy (its last

@@ -18,6 +18,7 @@ mod container;
 mod daemon;
 mod host;
 mod mounts;
+pub mod oci;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,7 +36,9 @@ pub use daemon::{Daemon, StaleMount};
 #[allow(unused_imports)]
 pub use host::{HostFiles, has_conntrack};
 #[allow(unused_imports)]
-pub use mounts::{MountEntry, is_mounted, mount_fstype, mounts_at, parse_mountinfo};
+pub use mounts::{
+    MountEntry, detach_beneath, is_mounted, mount_fstype, mounts_at, parse_mountinfo,
+};
 
 /// A fresh directory for a test's files, removed on drop: under `$NSVIEW_TEST_SCRATCH` when
 /// set (the VM suite points it at a tmpfs, since its 9p-shared target directory takes no

@@ -63,6 +63,17 @@ pub(crate) fn detach_ours(path: &Path, ours: impl Fn(&MountEntry) -> bool) {
     }
 }
 
+/// Detaches every mount at or beneath `dir` (a directory the caller owns: what a runtime
+/// it ran left mounted there), the last mounted first.
+pub fn detach_beneath(dir: &Path) {
+    let dir = normalize(dir);
+    for m in mounts().iter().rev() {
+        if m.mount_point.starts_with(&dir) {
+            umount_detach(&m.mount_point);
+        }
+    }
+}
+
 /// `umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW)`; errors are ignored (drop paths call this).
 fn umount_detach(path: &Path) {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {

@@ -1,0 +1,501 @@
+//! Rootful podman wired to nsview through the OCI hook pairs of `deploy/hooks.d`, as a user
+//! installs them (only the binary's, mountpoint's and runtime directory's paths replaced).
+//!
+//! Every [`Podman`] is a podman of its own: storage (`vfs`), run and temporary directories in
+//! a scratch directory, a `containers.conf` of its own (`CONTAINERS_CONF`) with file locks
+//! (no shared memory segment), no network (`netns = "none"`, so podman never sets up a
+//! bridge, which would turn on the host's `ip_forward`), the cgroupfs manager and a fresh
+//! `nsview-test-<pid>-<n>` cgroup as the parent of every container's cgroup. Its image is a
+//! busybox rootfs imported from a tarball made here, offline. The OCI runtime is
+//! `$NSVIEW_TEST_RUNTIME` (the VM suite runs these tests with crun, which refuses this
+//! host's hybrid cgroups), else runc.
+
+mod rig;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rig::oci::{field, outcome, registered, wait_for_reattach};
+use rig::{Cgroup, Daemon, HostFiles, Limits};
+
+const IMAGE: &str = "localhost/nsview-test-busybox";
+/// The host values a container here might try to change.
+const HOST_KEYS: [&str; 4] = [
+    "net/ipv4/ip_forward",
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/core_pattern",
+];
+
+fn runtime() -> String {
+    std::env::var("NSVIEW_TEST_RUNTIME").unwrap_or_else(|_| "runc".into())
+}
+
+/// A podman of its own; drop removes its pods and containers, then its files and cgroups.
+struct Podman {
+    dir: tempfile::TempDir,
+    cgroup: Cgroup,
+}
+
+impl Podman {
+    /// A podman whose hooks are the `deploy/hooks.d` files named in `hooks`, pointed at
+    /// nsview's mount at `mountpoint` and its runtime directory `runtime_dir`.
+    fn new(mountpoint: &Path, runtime_dir: &Path, hooks: &[&str]) -> Podman {
+        let dir = rig::scratch_dir();
+        let hooks_dir = dir.path().join("hooks.d");
+        std::fs::create_dir(&hooks_dir).unwrap();
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/hooks.d");
+        for name in hooks {
+            let text = std::fs::read_to_string(deploy.join(format!("{name}.json"))).unwrap();
+            let text = text
+                .replace("/usr/local/bin/nsview", rig::nsview_bin().to_str().unwrap())
+                .replace("/var/lib/nsview", mountpoint.to_str().unwrap())
+                .replace("/run/nsview", runtime_dir.to_str().unwrap());
+            std::fs::write(hooks_dir.join(format!("{name}.json")), text).unwrap();
+        }
+        // Limits no higher than the hard ones here: raising one needs CAP_SYS_RESOURCE, which
+        // a session's root may lack (podman's defaults for root raise both).
+        let conf = format!(
+            "[containers]\nnetns = \"none\"\n\
+             default_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+             [engine]\nlock_type = \"file\"\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\nruntime = \"{}\"\nhooks_dir = [\"{}\"]\n",
+            runtime(),
+            hooks_dir.display()
+        );
+        std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
+        let podman = Podman {
+            cgroup: Cgroup::create(&Limits::default()),
+            dir,
+        };
+        podman.import_image();
+        podman
+    }
+
+    /// `busybox` with its applets, `/bin/pause` (an init that ends on SIGTERM) and the
+    /// directories procps from the host's `/usr` needs.
+    fn import_image(&self) {
+        let rootfs = self.dir.path().join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "usr"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "cat", "head", "grep", "nproc", "sleep", "echo", "hostname",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+        let pause = rootfs.join("bin/pause");
+        std::fs::write(
+            &pause,
+            "#!/bin/sh\ntrap 'exit 0' TERM INT\nsleep 100000 &\nwait\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&pause, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tar = self.dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar of the rootfs");
+        let (ok, _, err) = outcome(self.cmd().arg("import").arg(&tar).arg(IMAGE));
+        assert!(ok, "podman import: {err}");
+    }
+
+    fn cmd(&self) -> Command {
+        let dir = self.dir.path();
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .arg("--root")
+            .arg(dir.join("storage"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
+            .args(["--storage-driver", "vfs"]);
+        cmd
+    }
+
+    /// `podman <args>` to completion: (success, stdout, stderr).
+    fn podman(&self, args: &[&str]) -> (bool, String, String) {
+        outcome(self.cmd().args(args))
+    }
+
+    /// `podman run --cgroup-parent <ours> <args> IMAGE <command>`, which must succeed: its
+    /// stdout (with `-d`, the container's id).
+    fn run(&self, args: &[&str], command: &[&str]) -> String {
+        let parent = format!("/{}", self.cgroup.name());
+        let mut all = vec!["run", "--cgroup-parent", &parent];
+        all.extend_from_slice(args);
+        all.push(IMAGE);
+        all.extend_from_slice(command);
+        let (ok, out, err) = self.podman(&all);
+        assert!(ok, "podman {all:?}: {err}\n{out}");
+        out
+    }
+
+    /// `podman exec <id> sh -c <script>`: (success, stdout, stderr).
+    fn exec(&self, id: &str, script: &str) -> (bool, String, String) {
+        self.podman(&["exec", id, "sh", "-c", script])
+    }
+
+    /// `podman <verb> [-t 0] <id>`, which must succeed.
+    fn lifecycle(&self, verb: &str, id: &str) {
+        let mut args = vec![verb];
+        match verb {
+            "start" => {}
+            "rm" => args.extend(["--force", "-t", "0"]),
+            _ => args.extend(["-t", "0"]),
+        }
+        args.push(id);
+        let (ok, out, err) = self.podman(&args);
+        assert!(ok, "podman {verb}: {err}\n{out}");
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["pod", "rm", "--all", "--force", "-t", "0"]);
+        let _ = self.podman(&["rm", "--all", "--force", "-t", "0"]);
+        // Whatever podman left mounted in its directories (a container's /dev/shm).
+        rig::detach_beneath(self.dir.path());
+    }
+}
+
+/// The host's `MemTotal` line value.
+fn host_memtotal() -> String {
+    field(
+        &std::fs::read_to_string("/proc/meminfo").unwrap(),
+        "MemTotal:",
+    )
+    .to_owned()
+}
+
+/// Polls `nsview ctl list` (at most 5 s) until it is `want`: a poststop hook runs after
+/// podman's command returns.
+fn wait_registered(daemon: &Daemon, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = registered(daemon);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "registered {now:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_podman_container_sees_its_limits_and_its_own_sysctls() {
+    let daemon = Daemon::start();
+    let podman = Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let host = HostFiles::sysctls(&HOST_KEYS);
+    let script = "echo \"mem $(head -1 /proc/meminfo)\"; \
+                  echo \"online $(cat /sys/devices/system/cpu/online)\"; \
+                  echo \"nproc $(nproc)\"; \
+                  echo \"up $(cat /proc/uptime)\"; \
+                  echo \"free $(/usr/bin/free -m | grep Mem:)\"; \
+                  echo \"uptime $(/usr/bin/uptime)\"; \
+                  echo 1 > /proc/sys/net/ipv4/ip_forward && echo \"fwd $(cat /proc/sys/net/ipv4/ip_forward)\"; \
+                  echo 1 > /proc/sys/vm/overcommit_memory && echo \"oc $(cat /proc/sys/vm/overcommit_memory)\"; \
+                  echo x > /proc/sys/kernel/core_pattern && echo core taken || echo core refused";
+    let out = podman.run(
+        &[
+            "--rm",
+            "--annotation",
+            "io.nsview.enabled=true",
+            "--memory",
+            "128m",
+            "--cpuset-cpus",
+            "0",
+            "--cap-add",
+            "NET_ADMIN,SYS_ADMIN",
+            "--security-opt",
+            "unmask=/proc/sys",
+            "-v",
+            "/usr:/usr:ro",
+        ],
+        &["sh", "-c", script],
+    );
+    assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB");
+    assert_eq!(field(&out, "online "), "0");
+    assert_eq!(field(&out, "nproc "), "1");
+    let up: f64 = field(&out, "up ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(up < 10.0, "uptime {up}");
+    let free: Vec<&str> = field(&out, "free ").split_whitespace().collect();
+    assert_eq!(free[..2], ["Mem:", "128"], "procps free -m");
+    assert!(field(&out, "uptime ").contains("up 0 min"), "{out}");
+    assert_eq!(field(&out, "fwd "), "1");
+    assert_eq!(field(&out, "oc "), "1");
+    assert_eq!(field(&out, "core "), "refused");
+    assert!(
+        host.changed().is_empty(),
+        "changed on the host: {:?}",
+        host.changed()
+    );
+    // --rm: podman removed it, and the poststop hook unregistered it.
+    wait_registered(&daemon, &[]);
+
+    // Without the annotation the annotated pair leaves a container alone.
+    let out = podman.run(
+        &["--rm", "--memory", "128m"],
+        &["head", "-1", "/proc/meminfo"],
+    );
+    assert_eq!(field(&out, "MemTotal:"), host_memtotal());
+    let log = daemon.log();
+    assert_eq!(log.matches(" registered (init ").count(), 1, "{log}");
+}
+
+#[test]
+fn stop_start_restart_and_rm_register_and_unregister_the_container() {
+    let daemon = Daemon::start();
+    let podman = Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let id = podman.run(
+        &[
+            "-d",
+            "--annotation",
+            "io.nsview.enabled=true",
+            "--memory",
+            "96m",
+        ],
+        &["/bin/pause"],
+    );
+    let id = id.trim();
+    let meminfo = || {
+        let (ok, out, err) = podman.exec(id, "head -1 /proc/meminfo");
+        assert!(ok, "{err}");
+        field(&out, "MemTotal:").to_owned()
+    };
+    wait_registered(&daemon, &[id]);
+    assert_eq!(meminfo(), "98304 kB");
+    podman.lifecycle("stop", id);
+    wait_registered(&daemon, &[]);
+    podman.lifecycle("start", id);
+    wait_registered(&daemon, &[id]);
+    assert_eq!(meminfo(), "98304 kB");
+    podman.lifecycle("restart", id);
+    wait_registered(&daemon, &[id]);
+    assert_eq!(meminfo(), "98304 kB");
+    podman.lifecycle("rm", id);
+    wait_registered(&daemon, &[]);
+    let stores = daemon.runtime_dir().join("stores");
+    assert!(
+        std::fs::read_dir(&stores).unwrap().next().is_none(),
+        "a store outlived it"
+    );
+}
+
+#[test]
+fn podman_exec_reads_the_files_again_after_the_daemon_is_killed_and_restarted() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_on(mountpoint.path(), runtime.path(), &[]);
+    let podman = Podman::new(
+        mountpoint.path(),
+        runtime.path(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let id = podman.run(
+        &[
+            "-d",
+            "--annotation",
+            "io.nsview.enabled=true",
+            "--memory",
+            "128m",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "unmask=/proc/sys",
+        ],
+        &["/bin/pause"],
+    );
+    let id = id.trim();
+    let (ok, out, err) = podman.exec(
+        id,
+        "echo 1 > /proc/sys/vm/overcommit_memory && head -1 /proc/meminfo",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "MemTotal:"), "131072 kB");
+
+    let stale = daemon.kill_leaving_stale_mount();
+    let (ok, _, err) = podman.exec(id, "cat /proc/meminfo");
+    assert!(
+        !ok && err.contains("not connected"),
+        "a dead daemon's bind: {err}"
+    );
+    let daemon = Daemon::start_on(stale.path(), runtime.path(), &[]);
+    wait_for_reattach(&daemon);
+    let (ok, out, err) = podman.exec(
+        id,
+        "head -1 /proc/meminfo; cat /proc/sys/vm/overcommit_memory /sys/devices/system/cpu/online",
+    );
+    assert!(ok, "{err}\n{}", daemon.log());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "MemTotal:         131072 kB");
+    // The stored value survived the restart with the container's network namespace.
+    assert_eq!(lines[1], "1");
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("reattach: {id}: reattached")),
+        "{}",
+        daemon.log()
+    );
+    podman.lifecycle("rm", id);
+    wait_registered(&daemon, &[]);
+    drop(podman);
+    drop(daemon);
+}
+
+#[test]
+fn the_containers_of_a_pod_share_their_values_and_no_one_else_sees_them() {
+    let daemon = Daemon::start();
+    let podman = Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let host = HostFiles::sysctls(&HOST_KEYS);
+    let parent = format!("/{}", podman.cgroup.name());
+    let (ok, _, err) = podman.podman(&[
+        "pod",
+        "create",
+        "--name",
+        "p",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        &parent,
+        "--infra-image",
+        IMAGE,
+        "--infra-command",
+        "/bin/pause",
+    ]);
+    assert!(ok, "pod create: {err}");
+    let member = [
+        "--annotation",
+        "io.nsview.enabled=true",
+        "--security-opt",
+        "unmask=/proc/sys",
+    ];
+    let writer: Vec<&str> = ["-d", "--pod", "p", "--cap-add", "SYS_ADMIN"]
+        .into_iter()
+        .chain(member)
+        .collect();
+    let a = podman.run(&writer, &["/bin/pause"]);
+    let (ok, out, err) = podman.exec(
+        a.trim(),
+        "echo 3 > /proc/sys/kernel/panic && cat /proc/sys/kernel/panic",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "3");
+    let reader: Vec<&str> = ["--rm", "--pod", "p"].into_iter().chain(member).collect();
+    let out = podman.run(&reader, &["cat", "/proc/sys/kernel/panic"]);
+    assert_eq!(out.trim(), "3", "a container of the same pod");
+    let outsider: Vec<&str> = ["--rm"].into_iter().chain(member).collect();
+    let out = podman.run(&outsider, &["cat", "/proc/sys/kernel/panic"]);
+    assert_eq!(
+        out.trim(),
+        host.saved("/proc/sys/kernel/panic").unwrap().trim(),
+        "outside the pod"
+    );
+    assert!(
+        host.changed().is_empty(),
+        "changed on the host: {:?}",
+        host.changed()
+    );
+}
+
+#[test]
+fn a_container_with_its_own_user_namespace_sees_its_limits_and_keeps_its_values() {
+    let daemon = Daemon::start();
+    let podman = Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let host = HostFiles::sysctls(&HOST_KEYS);
+    let script = "cat /proc/self/uid_map; head -1 /proc/meminfo; \
+                  echo 1 > /proc/sys/vm/overcommit_memory && cat /proc/sys/vm/overcommit_memory; \
+                  echo x > /proc/sys/kernel/core_pattern && echo core taken || echo core refused";
+    let out = podman.run(
+        &[
+            "--rm",
+            "--annotation",
+            "io.nsview.enabled=true",
+            "--uidmap",
+            "0:200000:65536",
+            "--gidmap",
+            "0:200000:65536",
+            "--memory",
+            "64m",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "unmask=/proc/sys",
+        ],
+        &["sh", "-c", script],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", "200000", "65536"]
+    );
+    assert_eq!(lines[1], "MemTotal:          65536 kB");
+    assert_eq!(lines[2], "1");
+    assert_eq!(lines[3], "core refused");
+    assert!(
+        host.changed().is_empty(),
+        "changed on the host: {:?}",
+        host.changed()
+    );
+}
+
+#[test]
+fn the_always_pair_starts_containers_with_and_without_a_daemon() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let podman = Podman::new(
+        mountpoint.path(),
+        runtime.path(),
+        &["nsview-always", "nsview-always-poststop"],
+    );
+    let read = ["--rm", "--memory", "128m"];
+    // No daemon: the container starts, without nsview.
+    let out = podman.run(&read, &["head", "-1", "/proc/meminfo"]);
+    assert_eq!(field(&out, "MemTotal:"), host_memtotal());
+    let daemon = Daemon::start_on(mountpoint.path(), runtime.path(), &[]);
+    let out = podman.run(&read, &["head", "-1", "/proc/meminfo"]);
+    assert_eq!(
+        field(&out, "MemTotal:"),
+        "131072 kB",
+        "no annotation needed"
+    );
+    wait_registered(&daemon, &[]);
+    drop(podman);
+    drop(daemon);
+}

@@ -1,0 +1,49 @@
+//! What the runtime tests (runc, crun, podman) share: running a runtime's command, asking
+//! the daemon which containers are registered, and reading `key value` lines.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Daemon, nsview_bin};
+
+/// Runs `cmd` to completion: (success, stdout, stderr).
+pub fn outcome(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nsview ctl --json list` of `daemon`: the registered ids.
+pub fn registered(daemon: &Daemon) -> Vec<String> {
+    let list = Command::new(nsview_bin())
+        .args(["ctl", "--json", "list", "--runtime-dir"])
+        .arg(daemon.runtime_dir())
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits (at most 5 s) until `daemon` logs that its start-up reattach is done.
+pub fn wait_for_reattach(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains("reattach done in") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value after `key` on the line starting with it.
+pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key:?} in {text}"))
+        .trim()
+}
