@@ -34,6 +34,7 @@ fn limited() -> Limits {
         cpuset_cpus: Some("0".into()),
         cpu_quota_us: Some(50_000),
         cpu_period_us: Some(100_000),
+        swap_bytes: None,
     }
 }
 
@@ -101,6 +102,10 @@ fn free_and_top_show_the_memory_limit() {
     let top = run(&c, "top -bn1 | grep 'Mem :'");
     assert!(top.contains("256.0 total"), "{top}");
     run(&c, "vmstat 1 1");
+    // In its own cgroup namespace the container's cgroup is its root (`0::/` on v2): the
+    // limit came from where the host sees that cgroup.
+    let own = run(&c, "cat /proc/self/cgroup");
+    assert!(own.lines().all(|l| l.ends_with(":/")), "{own}");
 }
 
 #[test]
@@ -266,8 +271,104 @@ fn a_busy_loop_lifts_its_containers_load_and_not_its_siblings() {
     assert!(fields[4].parse::<u32>().unwrap() < 100, "{}", fields[4]);
 }
 
+/// The swap tests one at a time: one of them adds swap to the machine, which the other must
+/// not see.
+static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A swap file on the scratch block device, swapped off and removed on drop. Only where the
+/// machine is a throwaway one that says tests may add swap (the VM: `NSVIEW_TEST_MAY_SWAPON`);
+/// on any other host, `None` and a line saying why.
+struct SwapFile {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SwapFile {
+    fn add(bytes: u64) -> Option<SwapFile> {
+        if std::env::var_os("NSVIEW_TEST_MAY_SWAPON").is_none_or(|v| v != "1") {
+            eprintln!(
+                "NSVIEW_TEST_MAY_SWAPON is not 1: no swap is added to this host (the VM suite does)"
+            );
+            return None;
+        }
+        let dir = rig::block_scratch_dir();
+        let path = dir.path().join("swap");
+        // Written, not fallocated: swapon refuses files with holes or unwritten extents.
+        std::fs::write(&path, vec![0u8; bytes as usize]).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mkswap = std::process::Command::new("mkswap")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            mkswap.status.success(),
+            "mkswap: {}",
+            String::from_utf8_lossy(&mkswap.stderr)
+        );
+        let swap = SwapFile { path, _dir: dir };
+        let on = std::process::Command::new("swapon")
+            .arg(&swap.path)
+            .output()
+            .unwrap();
+        assert!(
+            on.status.success(),
+            "swapon: {}",
+            String::from_utf8_lossy(&on.stderr)
+        );
+        Some(swap)
+    }
+}
+
+impl Drop for SwapFile {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("swapoff")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn swaps_and_meminfo_show_the_containers_swap_limit_and_what_it_swapped() {
+    let _one = SWAP.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_swap) = SwapFile::add(128 * MIB) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let c = container(
+        &daemon,
+        Limits {
+            memory_bytes: Some(32 * MIB),
+            swap_bytes: Some(64 * MIB),
+            ..Limits::default()
+        },
+    );
+    // 48 MiB written under a 32 MiB limit: the rest goes to swap. Read while it is held.
+    let script = format!(
+        "{PYTHON} -c 'b = bytearray(b\"x\") * (48 << 20); \
+         print(open(\"/proc/swaps\").read() + open(\"/proc/meminfo\").read())'"
+    );
+    let out = run(&c, &script);
+    let swaps: Vec<&str> = out
+        .lines()
+        .take_while(|l| !l.starts_with("MemTotal"))
+        .collect();
+    assert_eq!(swaps.len(), 2, "{out}");
+    let fields: Vec<&str> = swaps[1].split_whitespace().collect();
+    assert_eq!(fields[..3], ["none", "virtual", "65536"], "{}", swaps[1]);
+    let used_kb: u64 = fields[3].parse().unwrap();
+    assert!(
+        (8 * 1024..=64 * 1024).contains(&used_kb),
+        "swapped {used_kb} kB"
+    );
+    assert_eq!(meminfo_bytes(&out, "SwapTotal"), 64 * MIB);
+    let free = meminfo_bytes(&out, "SwapFree");
+    assert!(free < 64 * MIB - 8 * MIB, "SwapFree {free}");
+}
+
 #[test]
 fn swaps_show_the_header_only_without_swap() {
+    let _one = SWAP.lock().unwrap_or_else(|e| e.into_inner());
     let daemon = Daemon::start();
     let c = container(&daemon, limited());
     let swaps = run(&c, "cat /proc/swaps");
@@ -550,6 +651,7 @@ fn a_container_in_a_limited_parent_cgroup_sees_the_parents_limits() {
         cpu_quota_us: Some(100_000),
         cpu_period_us: Some(100_000),
         cpuset_cpus: Some("0".into()),
+        swap_bytes: None,
     };
     let inner = Limits {
         memory_bytes: Some(512 * MIB),

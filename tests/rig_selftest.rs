@@ -133,6 +133,7 @@ fn cgroup_limits_read_back_on_the_host() {
         cpu_quota_us: Some(50_000),
         cpu_period_us: Some(200_000),
         cpuset_cpus: Some("0".into()),
+        swap_bytes: Some(16 * MIB),
     });
     assert!(
         cg.name()
@@ -147,12 +148,17 @@ fn cgroup_limits_read_back_on_the_host() {
     if cg.is_v2() {
         assert_eq!(read("cpu", "cpu.max"), "50000 200000");
         assert_eq!(read("memory", "memory.max"), (32 * MIB).to_string());
+        assert_eq!(read("memory", "memory.swap.max"), (16 * MIB).to_string());
     } else {
         assert_eq!(read("cpu", "cpu.cfs_period_us"), "200000");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
             (32 * MIB).to_string()
+        );
+        assert_eq!(
+            read("memory", "memory.memsw.limit_in_bytes"),
+            (48 * MIB).to_string()
         );
     }
     assert_eq!(read("cpuset", "cpuset.cpus"), "0");

@@ -32,6 +32,9 @@ pub struct Limits {
     pub cpu_period_us: Option<u64>,
     /// `cpuset.cpus`, e.g. `"0"` or `"0-1"`; the parent's CPUs when `None`.
     pub cpuset_cpus: Option<String>,
+    /// Swap on top of the memory limit: `memory.swap.max` (v2) / `memory.memsw.limit_in_bytes`
+    /// less the memory limit (v1, which then needs `memory_bytes`).
+    pub swap_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +157,15 @@ impl Cgroup {
                 &bytes.to_string(),
             );
         }
+        if let Some(swap) = limits.swap_bytes {
+            let memory = limits
+                .memory_bytes
+                .expect("a v1 swap limit needs a memory limit");
+            write(
+                &self.path("memory").join("memory.memsw.limit_in_bytes"),
+                &(memory + swap).to_string(),
+            );
+        }
         if let Some(period) = limits.cpu_period_us {
             write(
                 &self.path("cpu").join("cpu.cfs_period_us"),
@@ -205,6 +217,9 @@ impl Cgroup {
     fn apply_v2(&self, dir: &Path, limits: &Limits) {
         if let Some(bytes) = limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string());
+        }
+        if let Some(bytes) = limits.swap_bytes {
+            write(&dir.join("memory.swap.max"), &bytes.to_string());
         }
         if limits.cpu_quota_us.is_some() || limits.cpu_period_us.is_some() {
             let quota = match limits.cpu_quota_us {
@@ -389,7 +404,7 @@ fn rmdir_retrying(dir: &Path, limit: Duration) {
 /// Whether `limits` sets something in `controller`.
 fn needs(limits: &Limits, controller: &str) -> bool {
     match controller {
-        "memory" => limits.memory_bytes.is_some(),
+        "memory" => limits.memory_bytes.is_some() || limits.swap_bytes.is_some(),
         "cpu" => limits.cpu_quota_us.is_some() || limits.cpu_period_us.is_some(),
         "cpuset" => limits.cpuset_cpus.is_some(),
         _ => false,
