@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+    FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 use log::{debug, error};
 use parking_lot::Mutex;
@@ -121,7 +121,6 @@ impl Fs {
 
 impl Core {
     fn attr(&self, a: &Attrs) -> FileAttr {
-        let nlink = if a.kind == FileType::Directory { 2 } else { 1 };
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
@@ -132,11 +131,11 @@ impl Core {
             crtime: self.started,
             kind: a.kind,
             perm: a.mode,
-            nlink,
+            nlink: a.nlink,
             uid: a.uid,
             gid: a.gid,
             rdev: 0,
-            blksize: 4096,
+            blksize: a.blksize,
             flags: 0,
         }
     }
@@ -491,7 +490,8 @@ impl Filesystem for Fs {
                 Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
                     core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0))
                 }
-                Ok(_) => Err(Error::Access),
+                // As procfs's sysctl files answer a chmod or chown, whoever asks.
+                Ok(_) => Err(Error::Os(libc::EPERM)),
                 Err(e) => Err(e),
             };
             match result {

@@ -10,7 +10,7 @@ use super::{Core, STATIC_TTL};
 use crate::error::{Error, Result};
 use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
 use crate::views;
-use crate::views::{Requester, Subject};
+use crate::views::{Requester, Subject, ViewId};
 
 /// What an inode names.
 #[derive(Debug)]
@@ -45,8 +45,32 @@ pub struct Attrs {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Hard links, as the kernel's filesystem counts them (see [`links`]).
+    pub nlink: u32,
+    /// Preferred I/O size: procfs says 1024, sysfs (and nsview's own directories) 4096.
+    pub blksize: u32,
     /// How long the kernel may cache the entry and these attributes.
     pub ttl: Duration,
+}
+
+/// Whether `path` (relative to the mountpoint) stands for a procfs file, not a sysfs one.
+fn in_proc(path: &str) -> bool {
+    path == "proc" || path.starts_with("proc/")
+}
+
+fn blksize(path: &str) -> u32 {
+    if in_proc(path) { 1024 } else { 4096 }
+}
+
+/// Links as the kernel counts them: 1 for a file and for a `proc/sys` directory (procfs's
+/// sysctl directories), 2 plus its subdirectories for any other directory (`subdirs`, when
+/// they are not known, as in a subtree served from elsewhere: 0).
+fn links(kind: FileType, path: &str, subdirs: usize) -> u32 {
+    if kind != FileType::Directory || path == "proc/sys" || path.starts_with("proc/sys/") {
+        1
+    } else {
+        2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2)
+    }
 }
 
 /// One name of a directory listing: inode, type, name.
@@ -101,7 +125,7 @@ pub fn needs_subject(target: &Target<'_>) -> bool {
 /// shrinks the kernel's idea of the size to that one caller's content).
 pub const VIEW_SIZE: u64 = 1 << 20;
 
-fn table_attrs(node: &Node) -> Attrs {
+fn table_attrs(node: &Node, subdirs: usize) -> Attrs {
     let kind = if node.kind.is_dir() {
         FileType::Directory
     } else {
@@ -115,18 +139,61 @@ fn table_attrs(node: &Node) -> Attrs {
     } else {
         STATIC_TTL
     };
+    // sysfs reports a page for every attribute (its content never exceeds one), procfs 0,
+    // which nsview cannot (see VIEW_SIZE).
+    let size = match node.kind {
+        _ if node.kind.is_dir() => 0,
+        _ if in_proc(&node.path) => VIEW_SIZE,
+        _ => 4096,
+    };
     Attrs {
         ino: node.ino,
         kind,
         mode: node.mode,
-        size: if node.kind.is_dir() { 0 } else { VIEW_SIZE },
+        size,
         uid: 0,
         gid: 0,
+        nlink: links(kind, &node.path, subdirs),
+        blksize: blksize(&node.path),
         ttl,
     }
 }
 
 impl Core {
+    /// A table node's attributes, its subdirectories counted for its links.
+    fn table_attrs(&self, node: &Node) -> Attrs {
+        let subdirs = match node.kind {
+            NodeKind::Dir => self
+                .service
+                .vfs
+                .children(node.ino)
+                .map_or(0, |c| c.filter(|c| c.kind.is_dir()).count()),
+            _ => 0,
+        };
+        table_attrs(node, subdirs)
+    }
+
+    /// Whether table node `node` exists for caller `who`, so that whatever is listed also
+    /// opens: a container's product UUID is derived (from the host's, else its machine-id),
+    /// but the host's own is there only where the host has DMI; hashsize only where the host
+    /// has nf_conntrack.
+    fn present(&self, node: &Node, who: Requester) -> bool {
+        match node.kind {
+            NodeKind::File(ViewId::ProductUuid) => {
+                self.service
+                    .env
+                    .sys
+                    .join(views::sys::dmi::PRODUCT_UUID)
+                    .exists()
+                    || matches!(self.ctx(who).subject, Subject::Container(c) if !c.is_host_scope())
+            }
+            NodeKind::File(ViewId::ConntrackHashsize) => {
+                self.service.env.sys.join(views::HASHSIZE).exists()
+            }
+            _ => true,
+        }
+    }
+
     /// What `ino` names.
     pub(super) fn target(&self, ino: u64) -> Result<Target<'_>> {
         if let Some(node) = self.service.vfs.get(ino) {
@@ -144,16 +211,27 @@ impl Core {
     /// every caller).
     pub(super) fn attrs(&self, target: &Target<'_>, ctx: &Ctx) -> Result<Attrs> {
         match target {
-            Target::Table(node) => Ok(table_attrs(node)),
+            Target::Table(node) => Ok(self.table_attrs(node)),
             Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, ctx),
         }
     }
 
     fn subtree_attrs(&self, id: SubtreeId, rel: &str, ino: u64, ctx: &Ctx) -> Result<Attrs> {
         let entry = views::sys::lookup(&self.service.env, id, &ctx.subject, &ctx.who, rel)?;
+        let root = self
+            .service
+            .vfs
+            .subtree_root(id)
+            .map_or("", |r| r.path.as_str());
+        let path = if rel.is_empty() {
+            root.to_owned()
+        } else {
+            format!("{root}/{rel}")
+        };
+        let kind = file_type(entry.kind);
         Ok(Attrs {
             ino,
-            kind: file_type(entry.kind),
+            kind,
             mode: entry.mode,
             // procfs reports 0 for its files; sendfile readers need a bound (see VIEW_SIZE).
             size: if entry.kind == EntryKind::File && entry.size == 0 {
@@ -163,6 +241,8 @@ impl Core {
             },
             uid: entry.uid,
             gid: entry.gid,
+            nlink: links(kind, &path, 0),
+            blksize: blksize(&path),
             ttl: Duration::ZERO,
         })
     }
@@ -189,8 +269,9 @@ impl Core {
                 .service
                 .vfs
                 .child(parent, name)
+                .filter(|c| self.present(c, ctx.who))
                 .ok_or(Error::NotFound)?;
-            return Ok(table_attrs(child));
+            return Ok(self.table_attrs(child));
         }
         let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let rel = child_rel(&dir_rel, name);
@@ -227,8 +308,8 @@ impl Core {
                 .vfs
                 .children(ino)
                 .ok_or(Error::Os(libc::ENOTDIR))?;
-            out.extend(children.map(|c| {
-                let a = table_attrs(c);
+            out.extend(children.filter(|c| self.present(c, ctx.who)).map(|c| {
+                let a = self.table_attrs(c);
                 (a.ino, a.kind, c.name.clone())
             }));
             return Ok(out);

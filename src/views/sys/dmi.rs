@@ -32,9 +32,12 @@ pub fn derive_uuid(host: &str, container: &str) -> String {
     )
 }
 
+/// The host's file, below the sysfs root.
+pub const PRODUCT_UUID: &str = "devices/virtual/dmi/id/product_uuid";
+
 /// The host's own identity: its DMI product UUID, else its machine-id.
 fn host_identity(env: &Env) -> String {
-    let dmi = env.sys.join("devices/virtual/dmi/id/product_uuid");
+    let dmi = env.sys.join(PRODUCT_UUID);
     let machine_id = env
         .proc
         .path()
@@ -76,7 +79,7 @@ pub fn read(env: &Env, c: &Container) -> Result<String> {
 
 /// The host's file, for host callers.
 pub fn host(env: &Env) -> Result<String> {
-    let path = env.sys.join("devices/virtual/dmi/id/product_uuid");
+    let path = env.sys.join(PRODUCT_UUID);
     std::fs::read_to_string(&path).map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::ENOENT)))
 }
 

@@ -1,0 +1,157 @@
+//! Files that look like the kernel's: attributes as `stat` prints them, the errors of a chmod
+//! or chown, and listings in which every name opens.
+
+mod rig;
+
+use std::process::Command;
+
+use rig::{ContainerBuilder, Daemon, HostFiles};
+
+/// `stat -c FORMAT PATH` (coreutils), which must succeed.
+fn stat(format: &str, path: &str) -> String {
+    let out = Command::new("stat")
+        .args(["-c", format, path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stat {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn stat_prints_the_kernels_links_block_size_mode_and_type() {
+    let daemon = Daemon::start();
+    // Links, block size, type and mode (`%f`, raw): procfs files and sysctl directories have one link
+    // and 1024-byte blocks, procfs's other directories 2 links, sysfs 4096-byte blocks.
+    let mut compared = 0;
+    for path in [
+        "proc/meminfo",
+        "proc/uptime",
+        "proc/stat",
+        "proc/swaps",
+        "proc/pressure",
+        "proc/pressure/cpu",
+        "proc/sys",
+        "proc/sys/kernel",
+        "proc/sys/kernel/hostname",
+        "proc/sys/net/ipv4/ip_forward",
+        "proc/sys/net/ipv4/conf",
+        "sys/devices/system/cpu/online",
+    ] {
+        let kernel = format!("/{path}");
+        if !std::path::Path::new(&kernel).exists() {
+            continue;
+        }
+        let ours = daemon.path(path);
+        assert_eq!(
+            stat("%h %o %f", ours.to_str().unwrap()),
+            stat("%h %o %f", &kernel),
+            "{path}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} files to compare");
+    // sysfs says a page for every attribute.
+    let online = daemon.path("sys/devices/system/cpu/online");
+    assert_eq!(
+        stat("%s", online.to_str().unwrap()),
+        stat("%s", "/sys/devices/system/cpu/online")
+    );
+}
+
+#[test]
+fn chmod_and_chown_are_not_permitted_as_on_the_kernels_sysctls_and_change_nothing() {
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/sys", "proc/meminfo"])
+        .start();
+    let host = HostFiles::save(&["/proc/sys/kernel/panic"]);
+    let before = stat("%a %u %g", "/proc/sys/kernel/panic");
+    let script = "for f in /proc/sys/kernel/panic /proc/sys/kernel /proc/meminfo; do \
+                    chown 1 $f 2>&1; chmod 600 $f 2>&1; chgrp 1 $f 2>&1; \
+                  done; stat -c '%a %u %g' /proc/sys/kernel/panic /proc/meminfo";
+    let out = c.sh(script);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 11, "{}\n{}", out.stdout, out.stderr);
+    for line in &lines[..9] {
+        assert!(line.ends_with("Operation not permitted"), "{line}");
+    }
+    assert_eq!(lines[9..], ["644 0 0", "444 0 0"]);
+    // The kernel answers its sysctl files the same, and nothing moved on the host.
+    let native = Command::new("chown")
+        .args(["1", "/proc/sys/kernel/panic"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&native.stderr).ends_with("Operation not permitted\n"),
+        "{}",
+        String::from_utf8_lossy(&native.stderr)
+    );
+    assert_eq!(stat("%a %u %g", "/proc/sys/kernel/panic"), before);
+    assert!(host.changed().is_empty());
+}
+
+/// Every file nsview's own table lists, outside the subtrees it passes through.
+fn listed_files(dir: &std::path::Path, skip: &[&std::path::Path], out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if skip.contains(&path.as_path()) {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            listed_files(&path, skip, out);
+        } else {
+            out.push(path.to_str().unwrap().to_owned());
+        }
+    }
+}
+
+#[test]
+fn every_file_that_is_listed_opens() {
+    let daemon = Daemon::start();
+    let subtrees = [
+        "proc/sys",
+        "sys/kernel",
+        "sys/devices/system/cpu",
+        "sys/devices/virtual/net",
+    ]
+    .map(|s| daemon.path(s));
+    let skip: Vec<&std::path::Path> = subtrees.iter().map(|p| p.as_path()).collect();
+    let mut files = Vec::new();
+    listed_files(daemon.mountpoint(), &skip, &mut files);
+    assert!(files.len() >= 10, "{files:?}");
+    for file in &files {
+        if let Err(e) = std::fs::read(file) {
+            panic!("{file} is listed but reads {e}");
+        }
+    }
+    // Host files nsview cannot stand in for without them are there exactly when the host's are.
+    for (ours, host) in [
+        (
+            "sys/devices/virtual/dmi/id/product_uuid",
+            "/sys/devices/virtual/dmi/id/product_uuid",
+        ),
+        (
+            "sys/module/nf_conntrack/parameters/hashsize",
+            "/sys/module/nf_conntrack/parameters/hashsize",
+        ),
+    ] {
+        let listed = files.contains(&daemon.path(ours).to_str().unwrap().to_owned());
+        let exists = std::path::Path::new(host).exists();
+        assert_eq!(
+            listed, exists,
+            "{ours} listed {listed}, host's exists {exists}"
+        );
+        assert_eq!(daemon.path(ours).exists(), exists, "{ours}");
+    }
+    // A container's product UUID is its own, derived: listed and read with or without DMI.
+    let c = ContainerBuilder::new().start();
+    let dmi = daemon.path("sys/devices/virtual/dmi/id");
+    let out = c.sh(&format!("ls {0}; cat {0}/product_uuid", dmi.display()));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!((lines[0], lines[1].len()), ("product_uuid", 36));
+}
