@@ -155,3 +155,36 @@ fn every_file_that_is_listed_opens() {
     assert_eq!(lines.len(), 2, "{}\n{}", out.stdout, out.stderr);
     assert_eq!((lines[0], lines[1].len()), ("product_uuid", 36));
 }
+
+#[test]
+fn a_large_sysfs_file_reads_whole_and_at_any_offset_and_bpftool_dumps_it() {
+    let host = "/sys/kernel/btf/vmlinux";
+    if !std::path::Path::new(host).exists() {
+        eprintln!("{host}: not on this kernel; nothing to compare");
+        return;
+    }
+    let daemon = Daemon::start();
+    let ours = daemon.path("sys/kernel/btf/vmlinux");
+    let whole = std::fs::read(host).unwrap();
+    assert!(whole.len() > 1 << 20, "{} bytes", whole.len());
+    assert!(
+        std::fs::read(&ours).unwrap() == whole,
+        "not the host's bytes"
+    );
+    let file = std::fs::File::open(&ours).unwrap();
+    let mut piece = [0u8; 4096];
+    let at = 409_600;
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut piece, at as u64).unwrap();
+    assert_eq!(piece[..n], whole[at..at + n]);
+    assert_eq!(n, 4096);
+    let dump = "bpftool btf dump file /sys/kernel/btf/vmlinux format c | wc -l";
+    let c = ContainerBuilder::new()
+        .bind_from(&daemon, &["sys/kernel"])
+        .start();
+    let inside = c.sh(dump);
+    assert!(inside.status.success(), "{}", inside.stderr);
+    let native = Command::new("sh").args(["-c", dump]).output().unwrap();
+    let native = String::from_utf8_lossy(&native.stdout);
+    assert!(native.trim().parse::<u64>().unwrap() > 1000, "{native}");
+    assert_eq!(inside.stdout.trim(), native.trim());
+}

@@ -38,6 +38,9 @@ pub struct Handle {
     /// For a `proc/sys` file opened for writing: the opener's namespaces, whose knob the
     /// file is (a writer in other namespaces is refused).
     pub opened_in: Option<crate::agent::NsKey>,
+    /// For a host file passed through as it is (sysfs): that file, read at the requested
+    /// offset, however large (`/sys/kernel/btf/vmlinux`), never held in memory whole.
+    pub host_file: Option<std::fs::File>,
     /// The bytes rendered by the last read at offset 0 (`None` before the first render).
     pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
     /// After a write: where it left the descriptor (see [`WriteEnd`]). Held while a write
@@ -161,6 +164,7 @@ mod tests {
                 },
                 writable: false,
                 opened_in: None,
+                host_file: None,
                 snapshot: Mutex::new(None),
                 written: Mutex::new(None),
             })

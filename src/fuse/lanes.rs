@@ -164,6 +164,16 @@ impl Lanes {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Lanes with a job queued or running.
+    #[cfg(test)]
+    fn busy(&self) -> usize {
+        let lanes = self.lanes.lock();
+        lanes
+            .values()
+            .filter(|l| l.pending.load(Ordering::Relaxed) > 0)
+            .count()
+    }
 }
 
 /// A lane's thread: runs its jobs in order until it has none for [`IDLE`] (or the registry
@@ -279,6 +289,11 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(5)).unwrap();
         }
         assert_eq!(lanes.len(), MAX_LANES);
+        // A lane counts as idle once its job has returned, just after the job's send.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lanes.busy() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let tx2 = tx.clone();
         lanes.run(key(9999), Box::new(move || tx2.send(9999).unwrap()));
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 9999);

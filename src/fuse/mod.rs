@@ -205,23 +205,37 @@ impl Core {
             }
             _ => None,
         };
+        let host_file = match (&source, write) {
+            (Source::Subtree(id, rel), false) => {
+                views::sys::open_host(&self.service.env, *id, &ctx.subject, &ctx.who, rel)?
+            }
+            _ => None,
+        };
         let handle = Handle {
             source,
             subject: ctx.subject,
             who: ctx.who,
             writable: write,
             opened_in,
+            host_file,
             snapshot: Mutex::new(None),
             written: Mutex::new(None),
         };
         self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
     }
 
-    /// The bytes a read at `offset` returns: a read at offset 0 renders the view afresh into
-    /// the handle's snapshot; any other offset is served from that snapshot (rendered first if
+    /// The bytes a read at `offset` returns: a passed-through host file's at that offset; else
+    /// a read at offset 0 renders the view afresh into the handle's snapshot; any other offset is served from that snapshot (rendered first if
     /// the handle has none yet), so a reader that reads in pieces sees one consistent file.
     fn read_file(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>> {
         let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
+        if let Some(file) = &handle.host_file {
+            let mut data = vec![0; size as usize];
+            let n = std::os::unix::fs::FileExt::read_at(file, &mut data, offset)
+                .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            data.truncate(n);
+            return Ok(data);
+        }
         let mut snapshot = handle.snapshot.lock();
         let data = match &*snapshot {
             Some(data) if offset != 0 => data.clone(),
@@ -490,8 +504,12 @@ impl Filesystem for Fs {
                 Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
                     core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0))
                 }
-                // As procfs's sysctl files answer a chmod or chown, whoever asks.
-                Ok(_) => Err(Error::Os(libc::EPERM)),
+                // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
+                Ok(_) if mode.is_some() || uid.is_some() || gid.is_some() => {
+                    Err(Error::Os(libc::EPERM))
+                }
+                // A truncation (O_TRUNC) of a file that takes no writes, or new times.
+                Ok(_) => Err(Error::Access),
                 Err(e) => Err(e),
             };
             match result {

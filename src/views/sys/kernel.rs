@@ -50,6 +50,14 @@ pub fn read(root: &Path, rel: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// The host's file `rel` (its path), unless it lies in a directory shown empty.
+pub fn host_path(root: &Path, rel: &str) -> Result<std::path::PathBuf> {
+    match hidden(rel) {
+        Some(_) => Err(Error::NotFound),
+        None => Ok(join(root, rel)),
+    }
+}
+
 /// The target of symlink `rel`.
 pub fn readlink(root: &Path, rel: &str) -> Result<Vec<u8>> {
     match hidden(rel) {

@@ -91,6 +91,36 @@ pub fn read(
     }
 }
 
+/// For file `rel` of subtree `id`, when it is a host file passed through as it is (the
+/// sysfs subtrees), that file opened for reading, to be read at any offset (a large binary
+/// attribute such as `/sys/kernel/btf/vmlinux` whole). A file without the world-read bit is
+/// root's only, as the host's. `None` for files rendered here.
+pub fn open_host(
+    env: &Env,
+    id: SubtreeId,
+    subject: &Subject,
+    who: &Requester,
+    rel: &str,
+) -> Result<Option<std::fs::File>> {
+    use crate::error::Error;
+    use std::os::unix::fs::PermissionsExt;
+    let path = match id {
+        SubtreeId::SysCpu => match target(env, subject, rel)? {
+            cpu::Target::Host(path) => path,
+            cpu::Target::Synth(_) => return Ok(None),
+        },
+        SubtreeId::SysKernel => kernel::host_path(&kernel_root(env), rel)?,
+        SubtreeId::SysNet | SubtreeId::ProcSys => return Ok(None),
+    };
+    let os = |e: std::io::Error| Error::Os(e.raw_os_error().unwrap_or(libc::EIO));
+    let file = std::fs::File::open(&path).map_err(os)?;
+    let mode = file.metadata().map_err(os)?.permissions().mode();
+    if who.uid != 0 && mode & 0o004 == 0 {
+        return Err(Error::Access);
+    }
+    Ok(Some(file))
+}
+
 /// The target of symlink `rel` in subtree `id`.
 pub fn readlink(
     env: &Env,
