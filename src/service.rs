@@ -68,11 +68,9 @@ impl Service {
         match self.registry.get(pidns, tid) {
             Ok(c) => Subject::Container(c),
             Err(e) => {
-                self.env
-                    .stats
-                    .host_fallbacks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                debug!("container of pidns {pidns} not resolved ({e}); host view");
+                self.env.stats.host_fallback(format_args!(
+                    "a caller in pidns {pidns}, whose container is not resolved ({e})"
+                ));
                 Subject::Host
             }
         }

@@ -489,6 +489,30 @@ fn a_container_whose_cgroup_vanishes_gets_an_answer_not_a_hang() {
 }
 
 #[test]
+fn a_container_moved_out_of_a_removed_cgroup_sees_the_limits_of_the_one_it_is_in() {
+    let daemon = Daemon::start();
+    let outer = Limits {
+        memory_bytes: Some(192 * MIB),
+        ..Limits::default()
+    };
+    let inner = Limits {
+        memory_bytes: Some(128 * MIB),
+        ..Limits::default()
+    };
+    let mut c = ContainerBuilder::new()
+        .limits(inner)
+        .inside(outer)
+        .bind_from(&daemon, BINDS)
+        .start();
+    let memtotal = |c: &Container| meminfo_bytes(&run(c, "cat /proc/meminfo"), "MemTotal");
+    assert_eq!(memtotal(&c), 128 * MIB);
+    // The runtime moves it up and removes its cgroup: the next read follows it.
+    c.cgroup_mut().evacuate_inner();
+    assert_eq!(memtotal(&c), 192 * MIB, "{}", daemon.log());
+    assert!(daemon.log().contains("is gone; now"), "{}", daemon.log());
+}
+
+#[test]
 fn reading_sys_cpu_online_in_a_loop_leaves_the_daemons_memory_flat() {
     let daemon = Daemon::start();
     let c = container(&daemon, limited());

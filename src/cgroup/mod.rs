@@ -118,6 +118,32 @@ pub struct CgroupSet {
     files: Arc<OpenFiles>,
 }
 
+impl CgroupSet {
+    /// Whether a directory of these cgroups is gone (the runtime removed the cgroup, and the
+    /// tasks that were in it live elsewhere now): one `stat` per distinct directory.
+    pub fn gone(&self) -> bool {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        [
+            &self.cpu,
+            &self.cpuacct,
+            &self.cpuset,
+            &self.memory,
+            &self.blkio,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|dir| {
+            let path = dir.path();
+            if seen.contains(&path) {
+                return false;
+            }
+            let gone = !path.is_dir();
+            seen.push(path);
+            gone
+        })
+    }
+}
+
 impl CgroupReader {
     /// A reader of the hierarchies mounted under `root` (normally `/sys/fs/cgroup`). A root
     /// holding `cgroup.controllers` is a pure cgroup2 host; otherwise v1 controllers are

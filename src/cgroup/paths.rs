@@ -10,6 +10,13 @@ pub struct CgroupPaths {
 }
 
 impl CgroupPaths {
+    /// The path to name the cgroups by in a log line: the cgroup2 one, else the first v1.
+    pub fn shown(&self) -> Option<&str> {
+        self.unified
+            .as_deref()
+            .or_else(|| self.v1.first().map(|(_, p)| p.as_str()))
+    }
+
     /// Whether every hierarchy with controllers (and the unified one) places the task at its
     /// root; named hierarchies such as `name=systemd` do not count.
     pub fn is_root(&self) -> bool {

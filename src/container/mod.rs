@@ -206,12 +206,15 @@ impl Registry {
     }
 
     /// The container of pid namespace `pidns`, which task `member` belongs to. The slow path
-    /// (a namespace not seen before, or whose init died) finds the init without forking.
+    /// (a namespace not seen before, or whose init died) finds the init without forking; a
+    /// container whose cgroup is gone is looked up again in the cgroups its init is in now.
     pub fn get(&self, pidns: u64, member: u32) -> Result<Arc<Container>> {
-        if let Some(c) = self.map.read().get(&pidns)
-            && c.is_alive()
-        {
-            return Ok(c.clone());
+        let cached = self.map.read().get(&pidns).cloned();
+        if let Some(c) = cached.filter(|c| c.is_alive()) {
+            if !c.cgroups.gone() {
+                return Ok(c);
+            }
+            return self.recgroup(&c);
         }
         let container = Arc::new(self.discover(pidns, member)?);
         let mut map = self.map.write();
@@ -223,13 +226,53 @@ impl Registry {
         info!(
             "container seen: pidns {pidns}, init pid {}, cgroup {:?}",
             container.init_pid().unwrap_or(0),
+            container.cgroup_paths.shown()
+        );
+        map.insert(pidns, container.clone());
+        Ok(container)
+    }
+
+    /// `old` in the cgroups its init is in now (its own were removed under it), with the
+    /// counters it served kept, so that nothing it showed goes backwards.
+    fn recgroup(&self, old: &Arc<Container>) -> Result<Arc<Container>> {
+        let (init_pid, pidfd) = old.init.as_ref().ok_or(Error::Gone(0))?;
+        let cgroup_paths = parse_proc_cgroup(&self.proc.cgroup(*init_pid)?);
+        let pidfd = pidfd
+            .try_clone()
+            .map_err(|e| Error::task("dup pidfd", *init_pid, e))?;
+        let container = Arc::new(Container {
+            pidns: old.pidns,
+            init: Some((*init_pid, pidfd)),
+            ns_level: old.ns_level,
+            start_ticks: old.start_ticks,
+            cgroups: self.cgroups.resolve(&cgroup_paths),
+            cgroup_paths,
+            ns: old.ns,
+            last_idle_cs: AtomicU64::new(old.last_idle_cs.load(Ordering::Relaxed)),
+            visible_cpus: Mutex::new(None),
+            last_stat: Mutex::new(old.last_stat.lock().clone()),
+        });
+        let mut map = self.map.write();
+        match map.get(&old.pidns) {
+            // Another request moved it on meanwhile.
+            Some(current) if !Arc::ptr_eq(current, old) => return Ok(current.clone()),
+            _ => {}
+        }
+        info!(
+            "container pidns {}: its cgroup {:?} is gone; now {:?}",
+            old.pidns,
+            old.cgroup_paths.unified.as_deref().or_else(|| old
+                .cgroup_paths
+                .v1
+                .first()
+                .map(|(_, p)| p.as_str())),
             container
                 .cgroup_paths
                 .unified
                 .as_deref()
-                .or_else(|| { container.cgroup_paths.v1.first().map(|(_, p)| p.as_str()) })
+                .or_else(|| container.cgroup_paths.v1.first().map(|(_, p)| p.as_str())),
         );
-        map.insert(pidns, container.clone());
+        map.insert(old.pidns, container.clone());
         Ok(container)
     }
 

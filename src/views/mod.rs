@@ -9,7 +9,7 @@ pub mod sysctl;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use log::debug;
+use log::warn;
 
 use std::path::PathBuf;
 
@@ -127,6 +127,34 @@ pub enum Subject {
 pub struct Stats {
     /// Renders that fell back to the host file because the container's facts were unreadable.
     pub host_fallbacks: AtomicU64,
+    /// When the last fallback was logged (ms since the Unix epoch) and how many were not.
+    fallback_logged: parking_lot::Mutex<(u64, u64)>,
+}
+
+/// At most one log line about host fallbacks per this many milliseconds.
+const FALLBACK_LOG_MS: u64 = 10_000;
+
+impl Stats {
+    /// Counts a render that served the host's values to a container, and says so in the log:
+    /// at warn, at most once per 10 s, with how many more there were meanwhile.
+    pub fn host_fallback(&self, why: std::fmt::Arguments<'_>) {
+        self.host_fallbacks.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut logged = self.fallback_logged.lock();
+        if now.saturating_sub(logged.0) < FALLBACK_LOG_MS {
+            logged.1 += 1;
+            return;
+        }
+        let unlogged = std::mem::replace(&mut *logged, (now, 0)).1;
+        drop(logged);
+        if unlogged > 0 {
+            warn!("host values served: {why} ({unlogged} more since the last such line)");
+        } else {
+            warn!("host values served: {why}");
+        }
+    }
 }
 
 /// What every view may read: the host's procfs, the cgroup reader, host facts.
@@ -268,13 +296,10 @@ fn with_host_fallback(
     if let Subject::Container(c) = subject {
         match container_view(c) {
             Ok(text) => return Ok(text.into_bytes()),
-            Err(e) => {
-                env.stats.host_fallbacks.fetch_add(1, Ordering::Relaxed);
-                debug!(
-                    "{host_file}: container pidns {} unreadable ({e}); host file served",
-                    c.pidns
-                );
-            }
+            Err(e) => env.stats.host_fallback(format_args!(
+                "{host_file} for container pidns {}, whose facts are unreadable ({e})",
+                c.pidns
+            )),
         }
     }
     Ok(env.host(host_file)?.into_bytes())

@@ -325,6 +325,36 @@ impl Cgroup {
         }
     }
 
+    /// Moves every task of the innermost directories of a nested cgroup into the outer ones
+    /// and removes the inner directories, as a runtime moving a container out of a cgroup it
+    /// then removes would; the outer cgroup stays (drop removes it).
+    pub fn evacuate_inner(&mut self) {
+        let inner = self.innermost();
+        assert!(
+            inner.iter().all(|d| d.ends_with("inner")),
+            "not a nested cgroup: {inner:?}"
+        );
+        for dir in &inner {
+            let parent = dir
+                .parent()
+                .expect("a cgroup has a parent")
+                .join("cgroup.procs");
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                let _ = std::fs::write(&parent, pid);
+            }
+        }
+        for dir in &inner {
+            rmdir_retrying(dir, Duration::from_secs(2));
+        }
+        self.dirs.retain(|d| !inner.contains(d));
+        for (_, dir) in &mut self.controllers {
+            if inner.contains(dir) {
+                *dir = dir.parent().expect("a cgroup has a parent").to_path_buf();
+            }
+        }
+    }
+
     /// SIGKILLs `pid` if it is (still) in this cgroup: the pidfd pins the process, so the
     /// membership check and the signal are about the same process even if the pid is reused.
     fn kill_member(&self, pid: u32) {

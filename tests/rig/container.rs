@@ -214,6 +214,11 @@ impl Container {
         &self.cgroup
     }
 
+    /// Its cgroup, to change under it.
+    pub fn cgroup_mut(&mut self) -> &mut Cgroup {
+        &mut self.cgroup
+    }
+
     /// Runs `argv` inside all the container's namespaces and cgroups and waits for it.
     pub fn exec(&self, argv: &[&str]) -> Output {
         let out = self

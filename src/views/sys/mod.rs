@@ -6,9 +6,6 @@ pub mod kernel;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use log::debug;
 
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry, SubtreeId};
@@ -24,8 +21,10 @@ fn subject_cpus(env: &Env, subject: &Subject) -> Option<Arc<[u32]>> {
     match container_cpus(env, c) {
         Ok(cpus) => Some(cpus),
         Err(e) => {
-            env.stats.host_fallbacks.fetch_add(1, Ordering::Relaxed);
-            debug!("CPUs of pidns {} unreadable ({e}); host view", c.pidns);
+            env.stats.host_fallback(format_args!(
+                "sys/devices/system/cpu for container pidns {}, whose CPUs are unreadable ({e})",
+                c.pidns
+            ));
             None
         }
     }
