@@ -5,7 +5,7 @@ mod rig;
 
 use std::process::Command;
 
-use rig::{ContainerBuilder, Daemon, HostFiles};
+use rig::{ContainerBuilder, Daemon, HostFiles, Limits};
 
 /// `stat -c FORMAT PATH` (coreutils), which must succeed.
 fn stat(format: &str, path: &str) -> String {
@@ -187,4 +187,50 @@ fn a_large_sysfs_file_reads_whole_and_at_any_offset_and_bpftool_dumps_it() {
     let native = String::from_utf8_lossy(&native.stdout);
     assert!(native.trim().parse::<u64>().unwrap() > 1000, "{native}");
     assert_eq!(inside.stdout.trim(), native.trim());
+}
+
+#[test]
+fn sendfile_readers_read_their_own_containers_file_never_anothers() {
+    const MIB: u64 = 1 << 20;
+    let daemon = Daemon::start();
+    let start = |mib: u64| {
+        ContainerBuilder::new()
+            .limits(Limits {
+                memory_bytes: Some(mib * MIB),
+                ..Limits::default()
+            })
+            .bind_from(&daemon, &["proc/meminfo"])
+            .start()
+    };
+    let (a, b) = (start(100), start(200));
+    // busybox cat sends the file with sendfile(2), which reads through the page cache the
+    // two containers' meminfo share on Linux 6.5+; here both read at once, for 3 s.
+    let script = "end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do \
+                  busybox cat /proc/meminfo | head -1; done";
+    let readers = [&a, &b].map(|c| c.spawn(&["sh", "-c", script]));
+    for (reader, own) in readers.into_iter().zip(["102400 kB", "204800 kB"]) {
+        let out = reader.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 20, "{} reads", lines.len());
+        let others: Vec<&&str> = lines.iter().filter(|l| !l.ends_with(own)).collect();
+        assert!(
+            others.is_empty(),
+            "{} of {} reads were not {own}: {:?}",
+            others.len(),
+            lines.len(),
+            others.first()
+        );
+    }
+    // Whole, through sendfile's fallbacks: busybox's to read(2), Python's shutil's likewise.
+    let script = format!(
+        "busybox cat /proc/meminfo | wc -c; cat /proc/meminfo | wc -c; \
+         {} -c 'import shutil, os; shutil.copyfile(\"/proc/meminfo\", \"/dev/null\"); print(\"copied\")'",
+        "/usr/bin/python3"
+    );
+    let out = a.sh(&script);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines[0], lines[1], "busybox cat and coreutils cat");
+    assert_eq!(lines[2], "copied");
 }

@@ -227,8 +227,18 @@ impl Core {
     /// The bytes a read at `offset` returns: a passed-through host file's at that offset; else
     /// a read at offset 0 renders the view afresh into the handle's snapshot; any other offset is served from that snapshot (rendered first if
     /// the handle has none yet), so a reader that reads in pieces sees one consistent file.
-    fn read_file(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>> {
+    ///
+    /// A `fill` (a read for the kernel's page cache, not a direct one) gets EINVAL unless the
+    /// file is a host file, the same for every reader. The page cache belongs to the inode,
+    /// which every container reading the file shares, and `sendfile`/`splice` read through
+    /// it on Linux 6.5+ even for direct-I/O files (until the kernel's FUSE splice fix): what
+    /// one container's `sendfile` put there, another's would read. `sendfile` then fails at
+    /// once and its callers fall back to `read(2)` (busybox `cat`, Python's `shutil`).
+    fn read_file(&self, fh: FileHandle, offset: u64, size: u32, fill: bool) -> Result<Vec<u8>> {
         let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
+        if fill && handle.host_file.is_none() {
+            return Err(Error::Os(libc::EINVAL));
+        }
         if let Some(file) = &handle.host_file {
             let mut data = vec![0; size as usize];
             let n = std::os::unix::fs::FileExt::read_at(file, &mut data, offset)
@@ -545,13 +555,16 @@ impl Filesystem for Fs {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         crate::stats::request();
+        // The kernel's direct reads name their lock owner; a read without one fills the page
+        // cache (see `read_file`).
+        let fill = lock_owner.is_none();
         let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
         self.dispatch(agent, who, move |core| {
-            match core.read_file(fh, offset, size) {
+            match core.read_file(fh, offset, size, fill) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }

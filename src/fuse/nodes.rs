@@ -119,10 +119,11 @@ pub fn needs_subject(target: &Target<'_>) -> bool {
 }
 
 /// The size a view file reports. Reads never depend on it (direct I/O), but `sendfile` and
-/// `splice` go through the page cache, which stops at the inode's size: procfs's 0 makes
-/// busybox `cat` (which uses sendfile) print nothing. So views report an upper bound on
-/// their content, and with TTL 0 every open's lookup resets it (a short page-cache read
-/// shrinks the kernel's idea of the size to that one caller's content).
+/// `splice` on Linux 6.5+ go through the page cache, which stops at the inode's size:
+/// procfs's 0 would make them see an empty file (busybox `cat` prints nothing), where a bound
+/// makes them ask for the content, which nsview refuses for the page cache (see `read_file`),
+/// so that they fall back to `read(2)`. With TTL 0 every open's lookup resets it (a short
+/// page-cache read would shrink the kernel's idea of the size).
 pub const VIEW_SIZE: u64 = 1 << 20;
 
 fn table_attrs(node: &Node, subdirs: usize) -> Attrs {
