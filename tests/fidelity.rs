@@ -212,7 +212,7 @@ fn sendfile_readers_read_their_own_containers_file_never_anothers() {
         let out = reader.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.len() >= 20, "{} reads", lines.len());
+        assert!(lines.len() >= 5, "{} reads", lines.len());
         let others: Vec<&&str> = lines.iter().filter(|l| !l.ends_with(own)).collect();
         assert!(
             others.is_empty(),

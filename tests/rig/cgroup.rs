@@ -335,13 +335,27 @@ impl Cgroup {
             "not a nested cgroup: {inner:?}"
         );
         for dir in &inner {
-            let parent = dir
-                .parent()
-                .expect("a cgroup has a parent")
-                .join("cgroup.procs");
+            let outer = dir.parent().expect("a cgroup has a parent");
+            // cgroup v2 takes no tasks into a cgroup that hands controllers to children:
+            // take them back first, as a runtime folding the cgroup in would.
+            if self.version == Version::V2 {
+                let enabled = read(&outer.join("cgroup.subtree_control"));
+                let off: Vec<String> = enabled
+                    .split_whitespace()
+                    .map(|c| format!("-{c}"))
+                    .collect();
+                if !off.is_empty() {
+                    write(&outer.join("cgroup.subtree_control"), &off.join(" "));
+                }
+            }
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines() {
-                let _ = std::fs::write(&parent, pid);
+                match std::fs::write(outer.join("cgroup.procs"), pid) {
+                    // The task ended meanwhile.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => panic!("move {pid} to {}: {e}", outer.display()),
+                    Ok(()) => {}
+                }
             }
         }
         for dir in &inner {
