@@ -159,7 +159,11 @@ impl Agent {
             Op::Fault { .. } => Err((libc::EPERM, "faults are not enabled".into())),
             Op::Lookup { path } => {
                 checked(&path)?;
-                Ok(Payload::Entry(self.stat(&path)?))
+                let mut stat = self.stat(&path)?;
+                if stat.kind == Kind::File {
+                    stat.len = Some(self.len(&path, stat.mode));
+                }
+                Ok(Payload::Entry(stat))
             }
             Op::Readdir { path } => {
                 checked(&path)?;
@@ -220,6 +224,15 @@ impl Agent {
             libc::ENOENT,
             format!("{path}: not a file, directory or link"),
         ))
+    }
+
+    /// The length of file `path`'s content if everyone may read it (its mode says so), else
+    /// 0: a length is all a lookup tells, and only of what any caller could read anyway.
+    fn len(&self, path: &str, mode: u32) -> u64 {
+        if mode & 0o004 == 0 {
+            return 0;
+        }
+        self.read(path).map_or(0, |data| data.len() as u64)
     }
 
     fn readdir(&self, path: &str) -> Result<Vec<DirItem>, Failure> {
@@ -302,6 +315,7 @@ fn stat_of(st: &FileStat) -> Option<Stat> {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
+        len: None,
     })
 }
 

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version; an agent refuses a daemon that speaks another.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Longest line either side accepts (a request with a 4 KiB write, a reply with a listing
 /// or a file, JSON-encoded).
 pub const MAX_LINE: usize = 1 << 20;
@@ -143,6 +143,11 @@ pub struct Stat {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// For a file, in a lookup's answer: the length of its content now, if everyone may read
+    /// it (else 0); `None` in a listing's, and for other kinds. The FUSE size of a `/proc/sys`
+    /// file, where procfs says 0 (see the daemon's `fuse::nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
 }
 
 /// One directory entry.
@@ -323,12 +328,14 @@ mod tests {
             any::<u32>(),
             any::<u32>(),
             any::<u32>(),
+            any::<Option<u64>>(),
         )
-            .prop_map(|(kind, mode, uid, gid)| Stat {
+            .prop_map(|(kind, mode, uid, gid, len)| Stat {
                 kind,
                 mode,
                 uid,
                 gid,
+                len,
             })
     }
 

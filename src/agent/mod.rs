@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use nsview_nsenter::protocol::{Op, Payload, Response, Stat};
+use nsview_nsenter::protocol::{Kind, Op, Payload, Response, Stat};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -92,10 +92,13 @@ struct Slot {
 }
 
 impl Slot {
+    /// What a lookup of `path` answered within [`STAT_TTL`], or a listing did, except for a
+    /// file: a listing does not tell its length.
     fn cached(&self, path: &str) -> Option<Stat> {
         let stats = self.stats.lock();
         let (stat, at) = stats.get(path)?;
-        (at.elapsed() < STAT_TTL).then_some(*stat)
+        let whole = stat.kind != Kind::File || stat.len.is_some();
+        (whole && at.elapsed() < STAT_TTL).then_some(*stat)
     }
 
     fn remember(&self, entries: impl IntoIterator<Item = (String, Stat)>) {
@@ -408,7 +411,7 @@ pub fn into_result(response: Response, id: u64) -> Result<Payload> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nsview_nsenter::protocol::{DirItem, Kind};
+    use nsview_nsenter::protocol::DirItem;
     use std::panic::AssertUnwindSafe;
 
     fn slot() -> Slot {
@@ -424,12 +427,14 @@ mod tests {
         mode: 0o555,
         uid: 0,
         gid: 0,
+        len: None,
     };
     const FILE: Stat = Stat {
         kind: Kind::File,
         mode: 0o644,
         uid: 0,
         gid: 0,
+        len: None,
     };
 
     #[test]
@@ -448,9 +453,19 @@ mod tests {
             }])),
         );
         assert_eq!(s.cached("proc/sys/net"), Some(DIR));
-        assert_eq!(s.cached("proc/sys/net/ipv4/ip_forward"), Some(FILE));
+        // A listing tells a file's kind and mode, not its length: a lookup still asks.
+        assert_eq!(s.cached("proc/sys/net/ipv4/ip_forward"), None);
         assert_eq!(s.cached("proc/sys/nope"), None);
         assert_eq!(s.cached("proc/sys/net/ipv4"), None);
+        let sized = Stat {
+            len: Some(2),
+            ..FILE
+        };
+        s.learn(
+            &lookup("proc/sys/net/ipv4/ip_forward"),
+            &Ok(Payload::Entry(sized)),
+        );
+        assert_eq!(s.cached("proc/sys/net/ipv4/ip_forward"), Some(sized));
     }
 
     #[test]
@@ -489,8 +504,8 @@ mod tests {
         let old = Instant::now().checked_sub(STAT_TTL).unwrap();
         s.stats.lock().insert("proc/sys/kernel".into(), (DIR, old));
         assert_eq!(s.cached("proc/sys/kernel"), None, "expired");
-        s.remember((0..STAT_CACHE_MAX + 10).map(|i| (format!("p/{i}"), FILE)));
+        s.remember((0..STAT_CACHE_MAX + 10).map(|i| (format!("p/{i}"), DIR)));
         assert!(s.stats.lock().len() <= STAT_CACHE_MAX);
-        assert_eq!(s.cached(&format!("p/{}", STAT_CACHE_MAX + 9)), Some(FILE));
+        assert_eq!(s.cached(&format!("p/{}", STAT_CACHE_MAX + 9)), Some(DIR));
     }
 }

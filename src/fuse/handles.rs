@@ -41,11 +41,22 @@ pub struct Handle {
     /// For a host file passed through as it is (sysfs): that file, read at the requested
     /// offset, however large (`/sys/kernel/btf/vmlinux`), never held in memory whole.
     pub host_file: Option<std::fs::File>,
-    /// The bytes rendered by the last read at offset 0 (`None` before the first render).
-    pub snapshot: Mutex<Option<Arc<Vec<u8>>>>,
+    /// The bytes rendered by the last read at offset 0, or for the size of a descriptor not
+    /// read yet (`None` before the first render).
+    pub snapshot: Mutex<Option<Snapshot>>,
     /// After a write: where it left the descriptor (see [`WriteEnd`]). Held while a write
     /// runs.
     pub written: Mutex<Option<WriteEnd>>,
+}
+
+/// A handle's rendered content.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The bytes.
+    pub data: Arc<Vec<u8>>,
+    /// Rendered for an `fstat` or `SEEK_END` before any read: the first read at offset 0
+    /// takes it instead of rendering again, so that a reader reads the length it was told.
+    pub unread: bool,
 }
 
 /// Where a write left a descriptor, for the next write on it.

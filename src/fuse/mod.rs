@@ -27,7 +27,7 @@ use crate::vfs::NodeKind;
 use crate::views;
 use crate::views::{Requester, Subject, ViewId};
 
-pub use handles::{Handle, Handles, MAX_HANDLES, Source, WriteEnd, slice_at};
+pub use handles::{Handle, Handles, MAX_HANDLES, Snapshot, Source, WriteEnd, slice_at};
 
 pub use lanes::Lanes;
 use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
@@ -247,15 +247,40 @@ impl Core {
             return Ok(data);
         }
         let mut snapshot = handle.snapshot.lock();
-        let data = match &*snapshot {
-            Some(data) if offset != 0 => data.clone(),
+        let data = match &mut *snapshot {
+            Some(s) if offset != 0 || s.unread => {
+                s.unread = false;
+                s.data.clone()
+            }
             _ => {
                 let fresh = Arc::new(self.render_guarded(&handle)?);
-                *snapshot = Some(fresh.clone());
+                *snapshot = Some(Snapshot {
+                    data: fresh.clone(),
+                    unread: false,
+                });
                 fresh
             }
         };
         Ok(slice_at(&data, offset, size).to_vec())
+    }
+
+    /// The size an open descriptor `fh` reports (`fstat`, `SEEK_END`): the length of its
+    /// snapshot, rendered now if it has none (and then what its first read returns). `None`
+    /// for a host file (its own size), a descriptor open for writing (whose view a read
+    /// need not be allowed) or a render that fails.
+    fn snapshot_len(&self, fh: u64) -> Option<u64> {
+        let handle = self.handles.get(fh)?;
+        if handle.host_file.is_some() || handle.writable {
+            return None;
+        }
+        let mut snapshot = handle.snapshot.lock();
+        if let Some(s) = &*snapshot {
+            return Some(s.data.len() as u64);
+        }
+        let data = Arc::new(self.render_guarded(&handle).ok()?);
+        let len = data.len() as u64;
+        *snapshot = Some(Snapshot { data, unread: true });
+        Some(len)
     }
 
     /// Writes `data` for writer `who` through a handle opened for writing. The kernel
@@ -315,14 +340,17 @@ impl Core {
         Ok(done.n)
     }
 
-    /// Renders a handle's view; a panic inside the view becomes an error for this request
-    /// only, never the end of a worker thread.
+    /// Renders a handle's view (see [`Core::render`]).
     fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
-        catch_unwind(AssertUnwindSafe(|| match &handle.source {
-            Source::View(view) => self.service.render(*view, &handle.subject, handle.who.pid),
-            Source::Subtree(id, rel) => {
-                views::sys::read(&self.service.env, *id, &handle.subject, &handle.who, rel)
-            }
+        self.render(&handle.source, &handle.subject, &handle.who)
+    }
+
+    /// Renders `source` for `who`, whose view is `subject`; a panic inside the view becomes
+    /// an error for this request only, never the end of a worker thread.
+    fn render(&self, source: &Source, subject: &Subject, who: &Requester) -> Result<Vec<u8>> {
+        catch_unwind(AssertUnwindSafe(|| match source {
+            Source::View(view) => self.service.render(*view, subject, who.pid),
+            Source::Subtree(id, rel) => views::sys::read(&self.service.env, *id, subject, who, rel),
         }))
         .unwrap_or_else(|payload| {
             let msg = payload
@@ -381,7 +409,7 @@ impl Filesystem for Fs {
         let who = requester(req);
         self.dispatch(self.agent_bound(parent.0), who, move |core| {
             match core.lookup_child(parent.0, &name, &core.ctx_for(who, parent.0)) {
-                Ok(a) => reply.entry(&a.ttl, &core.attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&a.ttl, &a.entry_ttl, &core.attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -440,20 +468,26 @@ impl Filesystem for Fs {
         self.core.service.vfs.dynamic.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         crate::stats::request();
         let who = requester(req);
         self.dispatch(self.agent_entry(ino.0), who, move |core| {
             let attrs = core.target(ino.0).and_then(|t| {
+                // Through a descriptor (fstat, SEEK_END): the length its reads return.
+                let len = fh.and_then(|fh| core.snapshot_len(fh.0));
                 let ctx = match t {
-                    // Table nodes look the same to everyone: no need to identify the caller.
+                    Target::Table(node) if len.is_none() && nodes::sized_per_caller(node) => {
+                        core.ctx(who)
+                    }
+                    // Other table nodes look the same to everyone: no need to identify the
+                    // caller.
                     Target::Table(_) => Ctx {
                         subject: Subject::Host,
                         who,
                     },
                     Target::Dynamic(_) => core.ctx_for(who, ino.0),
                 };
-                core.attrs(&t, &ctx)
+                core.attrs(&t, &ctx, len)
             });
             match attrs {
                 Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
@@ -509,10 +543,10 @@ impl Filesystem for Fs {
                 Ok(Target::Dynamic(d))
                     if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
                 {
-                    core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0))
+                    core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0), None)
                 }
                 Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
-                    core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0))
+                    core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0), None)
                 }
                 // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
                 Ok(_) if mode.is_some() || uid.is_some() || gid.is_some() => {

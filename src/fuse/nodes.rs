@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fuser::FileType;
 
-use super::{Core, STATIC_TTL};
+use super::{Core, STATIC_TTL, Source};
 use crate::error::{Error, Result};
 use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
 use crate::views;
@@ -49,8 +49,11 @@ pub struct Attrs {
     pub nlink: u32,
     /// Preferred I/O size: procfs says 1024, sysfs (and nsview's own directories) 4096.
     pub blksize: u32,
-    /// How long the kernel may cache the entry and these attributes.
+    /// How long the kernel may cache these attributes.
     pub ttl: Duration,
+    /// How long the kernel may cache the entry (the name's existence and inode): longer than
+    /// the attributes for a view file every caller has but each sizes differently.
+    pub entry_ttl: Duration,
 }
 
 /// Whether `path` (relative to the mountpoint) stands for a procfs file, not a sysfs one.
@@ -118,33 +121,56 @@ pub fn needs_subject(target: &Target<'_>) -> bool {
     }
 }
 
-/// The size a view file reports. Reads never depend on it (direct I/O), but `sendfile` and
-/// `splice` on Linux 6.5+ go through the page cache, which stops at the inode's size:
+/// The size a view file reports before its length for the caller is known, and where it
+/// cannot be: a bound, never 0. Reads never depend on the size (direct I/O), but `sendfile`
+/// and `splice` on Linux 6.5+ go through the page cache, which stops at the inode's size:
 /// procfs's 0 would make them see an empty file (busybox `cat` prints nothing), where a bound
 /// makes them ask for the content, which nsview refuses for the page cache (see `read_file`),
-/// so that they fall back to `read(2)`. With TTL 0 every open's lookup resets it (a short
-/// page-cache read would shrink the kernel's idea of the size).
+/// so that they fall back to `read(2)`.
+///
+/// Where it can, nsview reports the caller's true length instead (LXCFS's answer; procfs
+/// says 0), so that `tail`, `wc -c` and `SEEK_END` work as on any file: a `proc` view's as
+/// rendered for the caller, a `proc/sys` file's as its agent read it on lookup, and through an
+/// open descriptor (`fstat`, `SEEK_END`) the length of the very snapshot its reads return.
 pub const VIEW_SIZE: u64 = 1 << 20;
 
+/// Whether table node `node` is a view whose size is its length for the caller: a `proc`
+/// file (sysfs says 4096 for every attribute) rendered without an agent.
+pub fn sized_per_caller(node: &Node) -> bool {
+    matches!(node.kind, NodeKind::File(view) if in_proc(&node.path) && !view.needs_agent())
+}
+
+/// Whether a table node's existence depends on who asks (see [`Core::present`]).
+fn present_varies(node: &Node) -> bool {
+    node.per_caller
+        || matches!(
+            node.kind,
+            NodeKind::File(ViewId::ProductUuid | ViewId::ConntrackHashsize)
+        )
+}
+
+/// A table node's attributes, before a `proc` view's size is the caller's (see
+/// [`Core::sized`]).
 fn table_attrs(node: &Node, subdirs: usize) -> Attrs {
     let kind = if node.kind.is_dir() {
         FileType::Directory
     } else {
         FileType::RegularFile
     };
+    let proc_file = !node.kind.is_dir() && in_proc(&node.path);
     // Zero TTL when existence or attributes depend on the caller: one mount is shared by many
-    // containers and the kernel's dentry and attribute caches are not per caller. Files are
-    // such nodes too, for their size (below).
-    let ttl = if node.per_caller || !node.kind.is_dir() {
+    // containers and the kernel's dentry and attribute caches are not per caller. A `proc`
+    // view's size is the caller's, so its attributes are never cached; its name is.
+    let entry_ttl = if present_varies(node) {
         Duration::ZERO
     } else {
         STATIC_TTL
     };
-    // sysfs reports a page for every attribute (its content never exceeds one), procfs 0,
-    // which nsview cannot (see VIEW_SIZE).
+    let ttl = if proc_file { Duration::ZERO } else { entry_ttl };
+    // sysfs reports a page for every attribute (its content never exceeds one).
     let size = match node.kind {
         _ if node.kind.is_dir() => 0,
-        _ if in_proc(&node.path) => VIEW_SIZE,
+        _ if proc_file => VIEW_SIZE,
         _ => 4096,
     };
     Attrs {
@@ -157,6 +183,7 @@ fn table_attrs(node: &Node, subdirs: usize) -> Attrs {
         nlink: links(kind, &node.path, subdirs),
         blksize: blksize(&node.path),
         ttl,
+        entry_ttl,
     }
 }
 
@@ -210,10 +237,33 @@ impl Core {
 
     /// The attributes of `target` as the asker sees them (a subtree entry may not exist for
     /// every caller).
-    pub(super) fn attrs(&self, target: &Target<'_>, ctx: &Ctx) -> Result<Attrs> {
-        match target {
-            Target::Table(node) => Ok(self.table_attrs(node)),
-            Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, ctx),
+    /// `len`, when given, is the size: the length of an open descriptor's snapshot.
+    pub(super) fn attrs(&self, target: &Target<'_>, ctx: &Ctx, len: Option<u64>) -> Result<Attrs> {
+        let attrs = match target {
+            Target::Table(node) if len.is_none() => self.sized(node, self.table_attrs(node), ctx),
+            Target::Table(node) => self.table_attrs(node),
+            Target::Dynamic(d) => self.subtree_attrs(d.subtree, &d.rel, d.ino, ctx)?,
+        };
+        Ok(Attrs {
+            size: len.unwrap_or(attrs.size),
+            ..attrs
+        })
+    }
+
+    /// `attrs` of table node `node`, a `proc` view's size its length as `ctx` reads it now.
+    fn sized(&self, node: &Node, attrs: Attrs, ctx: &Ctx) -> Attrs {
+        let NodeKind::File(view) = node.kind else {
+            return attrs;
+        };
+        if !sized_per_caller(node) {
+            return attrs;
+        }
+        match self.render(&Source::View(view), &ctx.subject, &ctx.who) {
+            Ok(data) => Attrs {
+                size: data.len() as u64,
+                ..attrs
+            },
+            Err(_) => attrs,
         }
     }
 
@@ -234,7 +284,7 @@ impl Core {
             ino,
             kind,
             mode: entry.mode,
-            // procfs reports 0 for its files; sendfile readers need a bound (see VIEW_SIZE).
+            // The length the lookup learnt, else a bound (see VIEW_SIZE).
             size: if entry.kind == EntryKind::File && entry.size == 0 {
                 VIEW_SIZE
             } else {
@@ -245,6 +295,7 @@ impl Core {
             nlink: links(kind, &path, 0),
             blksize: blksize(&path),
             ttl: Duration::ZERO,
+            entry_ttl: Duration::ZERO,
         })
     }
 
@@ -272,7 +323,7 @@ impl Core {
                 .child(parent, name)
                 .filter(|c| self.present(c, ctx.who))
                 .ok_or(Error::NotFound)?;
-            return Ok(self.table_attrs(child));
+            return Ok(self.sized(child, self.table_attrs(child), ctx));
         }
         let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let rel = child_rel(&dir_rel, name);

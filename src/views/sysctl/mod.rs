@@ -276,6 +276,21 @@ impl<'a> Caller<'a> {
         })
     }
 
+    /// The length of what the caller reads for emulated `e` (with its newline), or 0 where
+    /// only the kernel could tell: a lookup asks no agent for it.
+    fn emulated_len(&self, e: &'static Emulated) -> u64 {
+        let value = match e.policy {
+            Policy::ClampToIdmap => self
+                .store()
+                .ok()
+                .flatten()
+                .and_then(|id| self.env.sysctl_stores.get(id, e.path)),
+            // Store values are the same whoever's view; boot ids and UUIDs all one length.
+            _ => self.emulated_value(e, &Subject::Host).ok(),
+        };
+        value.map_or(0, |v| v.len() as u64 + 1)
+    }
+
     /// `e`'s value as the kernel shows it in the caller's namespaces.
     fn kernel_value(&self, e: &'static Emulated) -> Result<String> {
         let creds = self.creds()?;
@@ -376,7 +391,7 @@ impl<'a> Caller<'a> {
         Ok(Entry {
             kind: kind(stat.kind),
             mode: (stat.mode & 0o7777) as u16,
-            size: 0,
+            size: stat.len.unwrap_or(0),
             uid: outside(self.map("uid_map")?, stat.uid),
             gid: outside(self.map("gid_map")?, stat.gid),
         })
@@ -451,7 +466,11 @@ fn unexpected(payload: Payload) -> Error {
 pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
     let caller = Caller::new(env, who)?;
     if let Some(e) = caller.emulated(rel) {
-        return caller.made_entry(EntryKind::File, e.policy.writable());
+        let entry = caller.made_entry(EntryKind::File, e.policy.writable())?;
+        return Ok(Entry {
+            size: caller.emulated_len(e),
+            ..entry
+        });
     }
     match caller.call(Op::Lookup {
         path: agent_path(rel),
