@@ -33,6 +33,14 @@ impl CpuSet {
         Some(CpuSet(cpus))
     }
 
+    /// The set of `cpus`.
+    pub fn of(cpus: impl IntoIterator<Item = u32>) -> CpuSet {
+        let mut cpus: Vec<u32> = cpus.into_iter().collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        CpuSet(cpus)
+    }
+
     /// Number of CPUs in the set.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -46,7 +46,8 @@ impl FromStr for CpuView {
 
 /// The host CPUs a container sees, ascending: the CPUs it may run on (`placed`, its cpuset or
 /// every online CPU), cut to the first `ceil(quota)` of them under [`CpuView::Quota`]. Never
-/// empty while `placed` is not; the container's CPU `i` is host CPU `visible[i]`.
+/// empty while `placed` is not. Every view names them by the host's numbers (cpuset `1` is
+/// `cpu1`, `online` says `1`), as `sched_getaffinity` does.
 pub fn visible_cpus(placed: &[u32], quota: Option<f64>, view: CpuView) -> Vec<u32> {
     let keep = match (view, quota) {
         (CpuView::Quota, Some(q)) if q > 0.0 => (q.ceil() as usize).max(1),
@@ -73,14 +74,11 @@ pub fn container_cpus(env: &Env, c: &Container) -> Result<std::sync::Arc<[u32]>>
     })
 }
 
-/// `0-(n-1)`, the list a container with `n` CPUs sees in `online`, `possible` and `present`.
-pub fn renumbered_list(n: usize) -> String {
-    let set = CpuSet::parse(&match n {
-        0 => String::new(),
-        1 => "0".to_owned(),
-        n => format!("0-{}", n - 1),
-    });
-    set.map(|s| s.to_string()).unwrap_or_default()
+/// The kernel's list of `cpus` (`1`, `0,2-3`): what a container sees in `online`, `possible`
+/// and `present`, by the host's numbers, which are the ones `sched_setaffinity` and `taskset`
+/// take.
+pub fn cpu_list(cpus: &[u32]) -> String {
+    CpuSet::of(cpus.iter().copied()).to_string()
 }
 
 #[cfg(test)]
@@ -104,10 +102,10 @@ mod tests {
     }
 
     #[test]
-    fn renumbered_lists_start_at_zero() {
-        assert_eq!(renumbered_list(1), "0");
-        assert_eq!(renumbered_list(4), "0-3");
-        assert_eq!(renumbered_list(0), "");
+    fn lists_keep_the_hosts_numbers() {
+        assert_eq!(cpu_list(&[1]), "1");
+        assert_eq!(cpu_list(&[0, 2, 3, 5]), "0,2-3,5");
+        assert_eq!(cpu_list(&[]), "");
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Env {
             .map_or_else(|| PathBuf::from("/sys"), |p| p.join("sys"));
         let host_online = proc::online_cpus(&sys).unwrap_or_else(|| {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            CpuSet::parse(&cpus::renumbered_list(n)).unwrap_or_default()
+            CpuSet::of(0..n as u32)
         });
         let sampler_proc = proc.clone();
         Env {

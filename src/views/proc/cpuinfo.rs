@@ -1,6 +1,6 @@
 //! `proc/cpuinfo` for a container: the host's blocks (one per CPU, separated by blank lines)
-//! of the CPUs the container sees, in order, with `processor` renumbered from 0 so it matches
-//! `sys/devices/system/cpu` and `proc/stat`. `siblings` and `cpu cores` are capped at the
+//! of the CPUs the container sees, in order, each with its own `processor` number, the host's,
+//! as in `sys/devices/system/cpu` and `proc/stat`. `siblings` and `cpu cores` are capped at the
 //! container's CPU count, so no block claims more CPUs than the container has; every other
 //! line (model, flags, `core id`, `apicid`) is the host CPU's own.
 //!
@@ -15,7 +15,7 @@ fn processor_of(block: &str) -> Option<u32> {
     })
 }
 
-/// `proc/cpuinfo` showing the host CPUs `visible` (the container's CPU `i` is `visible[i]`).
+/// `proc/cpuinfo` showing the host CPUs `visible`.
 pub fn render_cpuinfo(host: &str, visible: &[u32]) -> String {
     let blocks: Vec<&str> = host
         .split("\n\n")
@@ -23,12 +23,12 @@ pub fn render_cpuinfo(host: &str, visible: &[u32]) -> String {
         .collect();
     let n = visible.len();
     let mut out = String::with_capacity(host.len());
-    for (index, cpu) in visible.iter().enumerate() {
+    for cpu in visible {
         let Some(block) = blocks.iter().find(|b| processor_of(b) == Some(*cpu)) else {
             continue;
         };
         for line in block.lines() {
-            out.push_str(&rewrite(line, index, n));
+            out.push_str(&rewrite(line, n));
             out.push('\n');
         }
         out.push('\n');
@@ -39,13 +39,12 @@ pub fn render_cpuinfo(host: &str, visible: &[u32]) -> String {
     out
 }
 
-/// A line of a block for the container's CPU `index` of `n`.
-fn rewrite(line: &str, index: usize, n: usize) -> String {
+/// A line of a block for a container with `n` CPUs.
+fn rewrite(line: &str, n: usize) -> String {
     let Some((key, value)) = line.split_once(':') else {
         return line.to_owned();
     };
     match key.trim() {
-        "processor" => format!("{key}: {index}"),
         "siblings" | "cpu cores" => match value.trim().parse::<usize>() {
             Ok(count) => format!("{key}: {}", count.min(n)),
             Err(_) => line.to_owned(),
@@ -70,13 +69,13 @@ mod tests {
     }
 
     #[test]
-    fn visible_cpus_are_renumbered_from_zero_with_their_own_models() {
+    fn visible_cpus_keep_their_numbers_and_models() {
         let text = render_cpuinfo(&host(), &[2, 3]);
         let procs: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("processor"))
             .collect();
-        assert_eq!(procs, ["processor\t: 0", "processor\t: 1"]);
+        assert_eq!(procs, ["processor\t: 2", "processor\t: 3"]);
         let models: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("model name"))

@@ -54,6 +54,7 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
     let view = StatView {
         total: total[0],
         cpus: lines,
+        ids: cpus.to_vec(),
         processes: u64::from(load.counts.max_ns_pid),
         procs_running: u64::from(load.counts.running),
         procs_blocked: u64::from(load.counts.blocked),

@@ -1,6 +1,6 @@
 //! `proc/stat` for a container.
 //!
-//! - `cpuN`: one line per CPU the container sees (its CPU `i` is host CPU `visible[i]`), in
+//! - `cpuN`: one line per CPU the container sees, by the host's number, in
 //!   clock ticks. user/system come from the cgroup's accounting: per host CPU where the kernel
 //!   splits it (v1 `cpuacct.usage_all`), plus an even share of what the cgroup ran on host
 //!   CPUs it no longer sees (its cpuset or quota changed), so no busy time is lost; spread
@@ -82,6 +82,8 @@ impl CpuLine {
 pub struct StatView {
     /// One line per visible CPU.
     pub cpus: Vec<CpuLine>,
+    /// Their host numbers, which name the lines (`cpu1`).
+    pub ids: Vec<u32>,
     /// The `cpu` line: the sum of `cpus`, never below the one served before (a CPU that
     /// leaves the container takes its counters out of the sum).
     pub total: CpuLine,
@@ -208,8 +210,8 @@ pub fn render_stat(host: &str, view: &StatView) -> String {
             // The kernel pads the total line's name to five columns.
             "cpu" => {
                 push_cpu(&mut out, "cpu ", &total);
-                for (i, cpu) in view.cpus.iter().enumerate() {
-                    push_cpu(&mut out, &format!("cpu{i}"), cpu);
+                for (id, cpu) in view.ids.iter().zip(&view.cpus) {
+                    push_cpu(&mut out, &format!("cpu{id}"), cpu);
                 }
             }
             k if k.starts_with("cpu") => {}
@@ -345,12 +347,13 @@ softirq 853260 0 127118\n";
         let view = StatView {
             total: sum(&cpus),
             cpus,
+            ids: vec![1],
             processes: 7,
             procs_running: 1,
             procs_blocked: 0,
         };
         let text = render_stat(HOST, &view);
-        let expected = "cpu  1 0 2 3 0 0 0 0 0 0\ncpu0 1 0 2 3 0 0 0 0 0 0\nintr 5866369 0 0\n\
+        let expected = "cpu  1 0 2 3 0 0 0 0 0 0\ncpu1 1 0 2 3 0 0 0 0 0 0\nintr 5866369 0 0\n\
 ctxt 24138107\nbtime 1795404542\nprocesses 7\nprocs_running 1\nprocs_blocked 0\n\
 softirq 853260 0 127118\n";
         assert_eq!(text, expected);

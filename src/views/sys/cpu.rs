@@ -1,16 +1,16 @@
 //! `sys/devices/system/cpu`: the host's directory as a container with `n` CPUs would see it.
 //!
-//! - `online`, `possible`, `present`, `enabled` read `0-(n-1)`; `offline` and `isolated` are
-//!   empty. glibc's `get_nprocs` reads `online` and `get_nprocs_conf` reads `possible` (or
-//!   counts `cpuN` directories), so `nproc --all`, `getconf _NPROCESSORS_CONF` and `lscpu`
-//!   agree with the container's count.
-//! - Only `cpu0` … `cpu(n-1)` exist; the container's `cpuK` is the host's `cpu<visible[K]>`
-//!   subtree (see [`crate::views::cpus`]), passed through.
+//! - `online`, `possible`, `present`, `enabled` list the CPUs the container sees, by the
+//!   host's numbers (cpuset `1` reads `1`, as LXCFS shows it), so that `taskset -c "$(cat
+//!   online)"` is accepted; `offline` and `isolated` are empty. glibc's `get_nprocs` reads
+//!   `online` and `get_nprocs_conf` reads `possible` (or counts `cpuN` directories), so
+//!   `getconf _NPROCESSORS_ONLN`/`_CONF` and `lscpu` count the container's CPUs.
+//! - Only the `cpuN` of those CPUs exist, the host's subtrees passed through.
 //! - Everything else is the host's, passed through read-only (write bits cleared).
 //!
 //! Files inside a CPU's subtree that name other CPUs (`topology/*_list`, `cache/*/shared_cpu_list`,
-//! `cpufreq/policy*/related_cpus`) keep the host's numbers: rewriting them would need a map of
-//! every such file, and tools take the count from the lists above.
+//! `cpufreq/policy*/related_cpus`) are the host's: their numbers are the same as the
+//! container's, though they may name CPUs it does not have.
 //!
 //! Callers that see the host (pid 0, vanished, root cgroups in the host's pid namespace) get
 //! the host's directory unchanged.
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::vfs::{DirEntry, Entry, EntryKind};
-use crate::views::cpus::renumbered_list;
+use crate::views::cpus::cpu_list;
 
 /// Largest file read from the host's sysfs (sysfs attributes are at most a page).
 const MAX_READ: u64 = 64 * 1024;
@@ -47,23 +47,24 @@ pub enum Target {
     Host(PathBuf),
 }
 
-/// Maps `rel` (a path below the directory) for a caller seeing the host CPUs `cpus` (its CPU
-/// `K` is `cpus[K]`), or the host's view when `cpus` is `None`. `root` is the host's
-/// `devices/system/cpu`.
+/// Maps `rel` (a path below the directory) for a caller seeing the host CPUs `cpus`, or the
+/// host's view when `cpus` is `None`. `root` is the host's `devices/system/cpu`.
 pub fn map(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Target> {
     let Some(cpus) = cpus else {
         return Ok(Target::Host(join(root, rel)));
     };
     let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
     if let Some(k) = cpu_number(first) {
-        let host = *cpus.get(k as usize).ok_or(Error::NotFound)?;
-        let dir = root.join(format!("cpu{host}"));
+        if !cpus.contains(&k) {
+            return Err(Error::NotFound);
+        }
+        let dir = root.join(format!("cpu{k}"));
         return Ok(Target::Host(join(&dir, rest)));
     }
     if rest.is_empty() && COUNT_LISTS.contains(&first) {
         // Only where the host has the file: `enabled` is new in 6.x kernels.
         if root.join(first).exists() {
-            return Ok(Target::Synth(format!("{}\n", renumbered_list(cpus.len()))));
+            return Ok(Target::Synth(format!("{}\n", cpu_list(cpus))));
         }
     }
     if rest.is_empty() && EMPTY_LISTS.contains(&first) && root.join(first).exists() {
@@ -128,8 +129,8 @@ pub fn lookup(target: &Target) -> Result<Entry> {
     }
 }
 
-/// The listing of directory `rel`: the host's, with `cpuN` directories replaced by the
-/// container's `cpu0..cpu(n-1)` at the top level. Sorted by name, so offsets are stable.
+/// The listing of directory `rel`: the host's, with only the container's `cpuN` directories at
+/// the top level. Sorted by name, so offsets are stable.
 pub fn list(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Vec<DirEntry>> {
     let Target::Host(dir) = map(root, cpus, rel)? else {
         return Err(Error::Os(libc::ENOTDIR));
@@ -141,8 +142,11 @@ pub fn list(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Vec<DirEntry
         let Ok(name) = name.into_string() else {
             continue;
         };
-        let renumbered = rel.is_empty() && cpus.is_some() && cpu_number(&name).is_some();
-        if renumbered {
+        let hidden = match (rel.is_empty(), cpus, cpu_number(&name)) {
+            (true, Some(cpus), Some(k)) => !cpus.contains(&k),
+            _ => false,
+        };
+        if hidden {
             continue;
         }
         let kind = match item.file_type() {
@@ -152,12 +156,6 @@ pub fn list(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Vec<DirEntry
             Err(_) => continue,
         };
         entries.push(DirEntry { name, kind });
-    }
-    if let (true, Some(cpus)) = (rel.is_empty(), cpus) {
-        entries.extend((0..cpus.len()).map(|k| DirEntry {
-            name: format!("cpu{k}"),
-            kind: EntryKind::Dir,
-        }));
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
@@ -214,12 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn count_lists_are_renumbered_from_zero() {
+    fn count_lists_keep_the_hosts_numbers() {
         let dir = host_tree();
-        let cpus = [2, 3];
+        let cpus = [1, 3];
         for name in ["online", "possible", "present"] {
             let target = map(dir.path(), Some(&cpus), name).unwrap();
-            assert_eq!(read(&target).unwrap(), b"0-1\n", "{name}");
+            assert_eq!(read(&target).unwrap(), b"1,3\n", "{name}");
         }
         assert_eq!(
             read(&map(dir.path(), Some(&cpus), "offline").unwrap()).unwrap(),
@@ -237,16 +235,16 @@ mod tests {
     }
 
     #[test]
-    fn cpu_directories_map_onto_the_visible_host_cpus() {
+    fn cpu_directories_are_the_visible_host_cpus_by_their_numbers() {
         let dir = host_tree();
         let cpus = [2, 3];
-        let target = map(dir.path(), Some(&cpus), "cpu0/topology/core_id").unwrap();
-        assert_eq!(read(&target).unwrap(), b"2\n");
+        let target = map(dir.path(), Some(&cpus), "cpu3/topology/core_id").unwrap();
+        assert_eq!(read(&target).unwrap(), b"3\n");
         assert!(matches!(
-            map(dir.path(), Some(&cpus), "cpu2/topology"),
+            map(dir.path(), Some(&cpus), "cpu0/topology"),
             Err(Error::NotFound)
         ));
-        let link = map(dir.path(), Some(&cpus), "cpu0/subsystem").unwrap();
+        let link = map(dir.path(), Some(&cpus), "cpu2/subsystem").unwrap();
         assert_eq!(lookup(&link).unwrap().kind, EntryKind::Symlink);
         assert_eq!(readlink(&link).unwrap(), b"../../../bus/cpu");
     }
@@ -262,7 +260,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "cpu0",
+                "cpu1",
                 "cpufreq",
                 "kernel_max",
                 "offline",
