@@ -82,6 +82,71 @@ fn newest_ns_pid(proc: &ProcRoot, tids: &[u32], level: usize) -> Option<u32> {
     None
 }
 
+/// The processes of pid namespace `pidns` (by its inode), found by a walk of `proc`: one
+/// `ns/pid` link read per host process. For a container whose cgroup is a hierarchy's root,
+/// where the cgroup holds the whole host.
+pub fn pidns_members(proc: &ProcRoot, pidns: u64) -> Vec<u32> {
+    proc.pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&pid| proc.ns_inode(pid, "pid").ok() == Some(pidns))
+        .collect()
+}
+
+/// The host TIDs of every thread of `pids`, at most [`crate::cgroup::MAX_TASKS`].
+pub fn threads_of(proc: &ProcRoot, pids: &[u32]) -> Vec<u32> {
+    let mut tids = Vec::new();
+    for &pid in pids {
+        let Ok(dir) = std::fs::read_dir(proc.pid_path(pid, "task")) else {
+            continue;
+        };
+        tids.extend(
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+        );
+        if tids.len() >= crate::cgroup::MAX_TASKS {
+            tids.truncate(crate::cgroup::MAX_TASKS);
+            break;
+        }
+    }
+    tids
+}
+
+/// User and system time of `stat` (a `/proc/<pid>/stat` text) in clock ticks: the process's
+/// own threads' and its waited-for children's (fields 14 to 17).
+pub fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    (f.len() == 4).then(|| (f[0] + f[2], f[1] + f[3]))
+}
+
+/// The CPU time `pids` used, as [`crate::cgroup::CpuUsage`] (not split by CPU): theirs and
+/// their reaped children's, from their `stat` files.
+pub fn cpu_usage_of(proc: &ProcRoot, pids: &[u32], ticks_per_sec: u64) -> crate::cgroup::CpuUsage {
+    let ns_per_tick = 1_000_000_000 / ticks_per_sec.max(1);
+    let (mut user, mut system) = (0u64, 0u64);
+    for &pid in pids {
+        let Ok(stat) = procfs::read_to_string(&proc.pid_path(pid, "stat")) else {
+            continue;
+        };
+        if let Some((u, s)) = parse_cpu_ticks(&stat) {
+            user = user.saturating_add(u.saturating_mul(ns_per_tick));
+            system = system.saturating_add(s.saturating_mul(ns_per_tick));
+        }
+    }
+    crate::cgroup::CpuUsage {
+        total_ns: user.saturating_add(system),
+        user_ns: user,
+        system_ns: system,
+        per_cpu: None,
+    }
+}
+
 /// The highest TID in `tids` strictly below `bound` (the list need not be sorted).
 fn highest_below(tids: &[u32], bound: u32) -> Option<u32> {
     tids.iter().copied().filter(|&t| t < bound).max()
@@ -108,6 +173,13 @@ pub(crate) mod tests {
             );
             std::fs::write(dir.join("status"), status).unwrap();
         }
+    }
+
+    #[test]
+    fn cpu_ticks_are_own_plus_reaped_childrens() {
+        let stat = "42 (a) (b) S 1 42 42 0 -1 4194560 10 0 0 0 7 3 100 20 20 0 1 0 500\n";
+        assert_eq!(parse_cpu_ticks(stat), Some((107, 23)));
+        assert_eq!(parse_cpu_ticks("42 (short) S 1 2"), None);
     }
 
     #[test]

@@ -116,6 +116,7 @@ fn every_file_that_is_listed_opens() {
         "proc/sys",
         "sys/kernel",
         "sys/devices/system/cpu",
+        "sys/devices/system/node",
         "sys/devices/virtual/net",
     ]
     .map(|s| daemon.path(s));
@@ -382,4 +383,127 @@ for path in ["/proc/meminfo", "/proc/sys/kernel/ostype"]:
             "{out}"
         );
     }
+}
+
+/// A host sysfs file below `/sys/kernel` that its owner may read and others may not.
+fn owner_only_sysfs_file() -> Option<String> {
+    let out = Command::new("find")
+        .args([
+            "/sys/kernel",
+            "-xdev",
+            "-type",
+            "f",
+            "-perm",
+            "-u=r",
+            "!",
+            "-perm",
+            "-o=r",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|p| {
+            !["debug", "tracing", "security", "config"]
+                .iter()
+                .any(|h| p.starts_with(&format!("/sys/kernel/{h}/")))
+        })
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_sysfs_file_others_may_not_read_is_its_owners_only_through_nsview_too() {
+    let Some(host) = owner_only_sysfs_file() else {
+        eprintln!("no owner-only file below /sys/kernel here; nothing to compare");
+        return;
+    };
+    let daemon = Daemon::start();
+    let ours = daemon.path(&format!("sys/{}", host.trim_start_matches("/sys/")));
+    let cat = |path: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "cat",
+                path,
+            ])
+            .output()
+            .unwrap()
+    };
+    for path in [host.as_str(), ours.to_str().unwrap()] {
+        let out = cat(path);
+        assert!(!out.status.success(), "{path} read by nobody");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Its owner, root, reads the host's bytes.
+    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&host).unwrap());
+}
+
+/// Whether this test process's CPU accounting is a hierarchy's root (v1 `cpuacct`, else the
+/// unified hierarchy), as it is on a machine whose cgroups nobody set up for tests.
+fn accounted_at_root() -> bool {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let line = |pick: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .find(|l| pick(l.split(':').nth(1).unwrap_or("")))
+            .map(|l| l.rsplit(':').next() == Some("/"))
+    };
+    line(&|ctrls| ctrls.split(',').any(|c| c == "cpuacct"))
+        .unwrap_or_else(|| line(&|c| c.is_empty()) == Some(true))
+}
+
+#[test]
+fn a_container_in_the_root_cgroups_counts_its_own_tasks_and_idle() {
+    if !accounted_at_root() {
+        eprintln!("this test's CPU accounting is not a root cgroup; nothing to show");
+        return;
+    }
+    let daemon = Daemon::start();
+    let mnt = daemon.mountpoint().display().to_string();
+    // A pid namespace of its own and nothing else (as LXCFS's own tests run): its cgroups are
+    // the roots, which hold the whole host.
+    let script = format!(
+        "for f in loadavg stat uptime; do mount --bind {mnt}/proc/$f /proc/$f; done; \
+         sleep 1; cat /proc/loadavg; grep ^processes /proc/stat; cat /proc/uptime"
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    // The thread count of a loadavg line: "0.00 0.00 0.00 running/threads last".
+    let threads = |line: &str| -> u32 {
+        let field = line.split(' ').nth(3).unwrap();
+        field.split('/').nth(1).unwrap().parse().unwrap()
+    };
+    let tasks = threads(lines[0]);
+    let host_tasks = threads(&std::fs::read_to_string("/proc/loadavg").unwrap());
+    // sh and cat, not the host's tasks.
+    assert!((1..=5).contains(&tasks) && tasks < host_tasks, "{text}");
+    let processes: u32 = lines[1].split(' ').nth(1).unwrap().parse().unwrap();
+    assert!((1..=10).contains(&processes), "{text}");
+    // A second old on this machine's CPUs, nearly all of it idle.
+    let idle: f64 = lines[2].split(' ').nth(1).unwrap().trim().parse().unwrap();
+    assert!(idle > 0.5, "{text}");
 }

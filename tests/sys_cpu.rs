@@ -17,7 +17,12 @@ fn container(daemon: &Daemon, limits: Limits) -> Container {
         .limits(limits)
         .bind_from(
             daemon,
-            &["sys/devices/system/cpu", "proc/stat", "proc/cpuinfo"],
+            &[
+                "sys/devices/system/cpu",
+                "sys/devices/system/node",
+                "proc/stat",
+                "proc/cpuinfo",
+            ],
         )
         .start()
 }
@@ -67,6 +72,21 @@ fn programs_inside_a_one_cpu_container_count_one_cpu() {
     let lscpu = run(&c, "lscpu");
     let cpus = lscpu.lines().find(|l| l.starts_with("CPU(s):")).unwrap();
     assert_eq!(cpus.split_whitespace().last(), Some("1"), "{lscpu}");
+    // NUMA: the node holding the CPU lists it alone (lscpu reads the nodes' cpumap).
+    if std::path::Path::new("/sys/devices/system/node/node0").exists() {
+        let node = "/sys/devices/system/node/node0";
+        let listed = run(&c, &format!("cat {node}/cpulist; ls -d {node}/cpu[0-9]*"));
+        assert_eq!(listed, format!("{last}\n{node}/cpu{last}"));
+        let numa = lscpu
+            .lines()
+            .find(|l| l.starts_with("NUMA node0 CPU(s):"))
+            .unwrap_or_else(|| panic!("{lscpu}"));
+        assert_eq!(
+            numa.split_whitespace().last(),
+            Some(last.as_str()),
+            "{lscpu}"
+        );
+    }
     assert_eq!(
         run(&c, "python3 -c 'import os; print(os.cpu_count())'"),
         "1"
@@ -137,6 +157,13 @@ fn the_host_sees_its_own_directory_unchanged() {
     names.sort();
     host_names.sort();
     assert_eq!(names, host_names);
+    for file in ["node/node0/cpulist", "node/node0/cpumap", "node/online"] {
+        let host = format!("/sys/devices/system/{file}");
+        if let Ok(host) = std::fs::read_to_string(&host) {
+            let ours = daemon.path(&format!("sys/devices/system/{file}"));
+            assert_eq!(std::fs::read_to_string(ours).unwrap(), host, "{file}");
+        }
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 pub use cpuset::CpuSet;
 pub use files::OpenFiles;
 pub use paths::{CgroupPaths, parse_proc_cgroup};
+pub use tasks::MAX_TASKS;
 pub use types::{CpuTimes, CpuUsage, IoStat, Memory, MemoryStat, PressureKind};
 
 use crate::error::{Error, Result};

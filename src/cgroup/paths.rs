@@ -27,6 +27,15 @@ impl CgroupPaths {
             && self.unified.as_deref().is_none_or(|p| p == "/")
     }
 
+    /// Whether the task's CPU accounting (v1 `cpuacct`, else the unified hierarchy) is a
+    /// hierarchy's root, which accounts for the whole host.
+    pub fn accounts_at_root(&self) -> bool {
+        match self.v1_hierarchy("cpuacct") {
+            Some((_, path)) => path == "/",
+            None => self.unified.as_deref() == Some("/"),
+        }
+    }
+
     /// The hierarchy holding v1 controller `name`, as (controller list, path).
     pub fn v1_hierarchy(&self, name: &str) -> Option<(&str, &str)> {
         self.v1

@@ -18,9 +18,10 @@ use parking_lot::{Mutex, RwLock};
 
 pub use pidns::find_init;
 
-use crate::cgroup::{CgroupPaths, CgroupReader, CgroupSet, parse_proc_cgroup};
+use crate::cgroup::{CgroupPaths, CgroupReader, CgroupSet, CpuUsage, parse_proc_cgroup};
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
+use crate::tasks;
 use crate::views::proc::stat::CpuLine;
 
 /// The namespace kinds whose inodes a container records.
@@ -69,6 +70,10 @@ pub struct Container {
     pub cgroup_paths: CgroupPaths,
     /// The init's cgroups, resolved per controller.
     pub cgroups: CgroupSet,
+    /// Where its tasks are found by their pid namespace instead of their cgroup: a container
+    /// whose CPU accounting is a hierarchy's root (LXCFS's own tests run so), where the
+    /// cgroup would count every task and every CPU second of the host.
+    by_pidns: Option<ProcRoot>,
     /// The init's namespaces.
     pub ns: NsIds,
     /// The idle time last served, in hundredths of a second: `/proc/uptime` idle never goes
@@ -89,6 +94,7 @@ impl Container {
             start_ticks: 0,
             cgroup_paths,
             cgroups,
+            by_pidns: None,
             ns: NsIds::default(),
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
@@ -119,6 +125,39 @@ impl Container {
     /// Whether this is a host scope rather than a pid namespace.
     pub fn is_host_scope(&self) -> bool {
         self.init.is_none()
+    }
+
+    /// Host TIDs of every thread of the container: its cgroup subtree's, or, where the cgroup
+    /// is a hierarchy's root, its pid namespace's.
+    pub fn tasks(&self) -> Result<Vec<u32>> {
+        match &self.by_pidns {
+            Some(proc) => Ok(tasks::threads_of(
+                proc,
+                &tasks::pidns_members(proc, self.pidns),
+            )),
+            None => self.cgroups.tasks(),
+        }
+    }
+
+    /// The CPU time the container used: its cgroup's accounting, or, where that is a
+    /// hierarchy's root (the host's), what its live processes and their reaped children used.
+    pub fn cpu_usage(&self) -> Result<Option<CpuUsage>> {
+        match &self.by_pidns {
+            Some(proc) => {
+                let members = tasks::pidns_members(proc, self.pidns);
+                let ticks = crate::procfs::clock_ticks_per_sec();
+                Ok(Some(tasks::cpu_usage_of(proc, &members, ticks)))
+            }
+            None => self.cgroups.cpu_usage(),
+        }
+    }
+
+    /// [`Container::cpu_usage`]'s total alone, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> Result<Option<u64>> {
+        match &self.by_pidns {
+            Some(_) => Ok(self.cpu_usage()?.map(|u| u.total_ns)),
+            None => self.cgroups.cpu_usage_ns(),
+        }
     }
 
     /// Whether the init is still running (a pidfd becomes readable when its process exits);
@@ -246,6 +285,7 @@ impl Registry {
             ns_level: old.ns_level,
             start_ticks: old.start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
+            by_pidns: self.by_pidns(&cgroup_paths),
             cgroup_paths,
             ns: old.ns,
             last_idle_cs: AtomicU64::new(old.last_idle_cs.load(Ordering::Relaxed)),
@@ -286,6 +326,12 @@ impl Registry {
         self.len() == 0
     }
 
+    /// For a container in `paths`: the procfs to find its tasks in by pid namespace, where
+    /// its CPU accounting is a hierarchy's root.
+    fn by_pidns(&self, paths: &CgroupPaths) -> Option<ProcRoot> {
+        paths.accounts_at_root().then(|| self.proc.clone())
+    }
+
     fn discover(&self, pidns: u64, member: u32) -> Result<Container> {
         let init_pid = find_init(&self.proc, member, pidns)?;
         let pidfd = rustix::process::Pid::from_raw(init_pid as i32)
@@ -309,6 +355,7 @@ impl Registry {
             ns_level: self.proc.status(init_pid)?.nspid.len().saturating_sub(1),
             start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
+            by_pidns: self.by_pidns(&cgroup_paths),
             cgroup_paths,
             ns,
             last_idle_cs: AtomicU64::new(0),

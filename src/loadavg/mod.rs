@@ -106,9 +106,9 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
 }
 
 impl TaskSource for Container {
-    /// The threads of the container's cgroup subtree.
+    /// The threads of the container (see [`Container::tasks`]).
     fn tasks(&self) -> Result<Vec<u32>> {
-        self.cgroups.tasks()
+        Container::tasks(self)
     }
 
     fn ns_level(&self) -> usize {

@@ -30,6 +30,7 @@ pub const DEFAULT_FILES: &[(&str, bool)] = &[
     ("proc/pressure/io", false),
     ("proc/sys", true),
     ("sys/devices/system/cpu", false),
+    ("sys/devices/system/node", false),
     ("sys/kernel", false),
     ("sys/devices/virtual/net", false),
     ("sys/devices/virtual/dmi/id/product_uuid", false),

@@ -114,6 +114,7 @@ pub const TABLE: &[Spec] = &[
     },
     dir("sys"),
     subtree("sys/devices/system/cpu", SubtreeId::SysCpu),
+    subtree("sys/devices/system/node", SubtreeId::SysNode),
     subtree("proc/sys", SubtreeId::ProcSys),
     subtree("sys/kernel", SubtreeId::SysKernel),
     subtree("sys/devices/virtual/net", SubtreeId::SysNet),

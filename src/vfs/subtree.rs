@@ -18,8 +18,10 @@ use super::inode_of;
 /// The subtrees nsview serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubtreeId {
-    /// `sys/devices/system/cpu`: the host's, with the caller's CPUs renumbered from 0.
+    /// `sys/devices/system/cpu`: the host's, with the caller's CPUs only.
     SysCpu,
+    /// `sys/devices/system/node`: the host's NUMA nodes, their CPUs the caller's only.
+    SysNode,
     /// `proc/sys`: the caller's own, through an agent in its namespaces.
     ProcSys,
     /// `sys/kernel`: the host's, read-only, some directories shown empty.

@@ -39,7 +39,7 @@ pub fn cpuinfo(env: &Env, c: &Container) -> Result<String> {
 pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<String> {
     let host = env.host("stat")?;
     let cpus = container_cpus(env, c)?;
-    let usage = c.cgroups.cpu_usage()?.unwrap_or_default();
+    let usage = c.cpu_usage()?.unwrap_or_default();
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
     let mut lines = container_cpu_lines(&usage, &cpus, age, env.ticks_per_sec);
     let mut total = [sum(&lines)];

@@ -3,8 +3,10 @@
 //! - first field: seconds since the init of the caller's pid namespace started
 //!   (`CLOCK_BOOTTIME` now minus field 22 of `/proc/<init>/stat`);
 //! - second field: idle seconds = age × CPUs the container may use − CPU time its cgroup used
-//!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`), clamped at 0 and never below the value
-//!   served before (the CPU count or the accounting may change under a running container).
+//!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`; where that cgroup is a hierarchy's root,
+//!   which accounts for the host, its processes' own times), clamped at 0 and never below the
+//!   value served before (the CPU count or the accounting may change under a running
+//!   container).
 //!
 //! Host callers (and host scopes: tasks of a cgroup in the daemon's pid namespace) get the
 //! host's file unchanged.
@@ -39,7 +41,7 @@ pub fn read(env: &Env, c: &Container) -> Result<String> {
     }
     let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
     let cpus = container_cpus(env, c)?.len();
-    let busy = c.cgroups.cpu_usage_ns()?.unwrap_or(0);
+    let busy = c.cpu_usage_ns()?.unwrap_or(0);
     let idle = c.monotonic_idle_cs(idle_cs(age, cpus, busy));
     Ok(render_uptime(age, idle as f64 / 100.0))
 }

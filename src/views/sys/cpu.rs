@@ -135,18 +135,24 @@ pub fn list(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Vec<DirEntry
     let Target::Host(dir) = map(root, cpus, rel)? else {
         return Err(Error::Os(libc::ENOTDIR));
     };
+    list_host(&dir, |name| {
+        match (rel.is_empty(), cpus, cpu_number(name)) {
+            (true, Some(cpus), Some(k)) => !cpus.contains(&k),
+            _ => false,
+        }
+    })
+}
+
+/// The host directory `dir`'s entries but those `hidden` names, sorted by name.
+pub fn list_host(dir: &Path, hidden: impl Fn(&str) -> bool) -> Result<Vec<DirEntry>> {
     let mut entries = Vec::new();
-    for item in fs::read_dir(&dir).map_err(passthrough)? {
+    for item in fs::read_dir(dir).map_err(passthrough)? {
         let item = item.map_err(passthrough)?;
         let name = item.file_name();
         let Ok(name) = name.into_string() else {
             continue;
         };
-        let hidden = match (rel.is_empty(), cpus, cpu_number(&name)) {
-            (true, Some(cpus), Some(k)) => !cpus.contains(&k),
-            _ => false,
-        };
-        if hidden {
+        if hidden(&name) {
             continue;
         }
         let kind = match item.file_type() {

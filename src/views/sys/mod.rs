@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod dmi;
 pub mod kernel;
+pub mod node;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,14 @@ fn cpu_root(env: &Env) -> PathBuf {
     env.sys.join("devices/system/cpu")
 }
 
+fn node_root(env: &Env) -> PathBuf {
+    env.sys.join("devices/system/node")
+}
+
+fn node_target(env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
+    node::map(&node_root(env), subject_cpus(env, subject).as_deref(), rel)
+}
+
 fn kernel_root(env: &Env) -> PathBuf {
     env.sys.join("kernel")
 }
@@ -52,6 +61,7 @@ pub fn lookup(
 ) -> Result<Entry> {
     match id {
         SubtreeId::SysCpu => cpu::lookup(&target(env, subject, rel)?),
+        SubtreeId::SysNode => cpu::lookup(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::lookup(&kernel_root(env), rel),
         SubtreeId::SysNet => sysctl::net::lookup(env, who, rel),
         SubtreeId::ProcSys => sysctl::lookup(env, who, rel),
@@ -68,6 +78,9 @@ pub fn list(
 ) -> Result<Vec<DirEntry>> {
     match id {
         SubtreeId::SysCpu => cpu::list(&cpu_root(env), subject_cpus(env, subject).as_deref(), rel),
+        SubtreeId::SysNode => {
+            node::list(&node_root(env), subject_cpus(env, subject).as_deref(), rel)
+        }
         SubtreeId::SysKernel => kernel::list(&kernel_root(env), rel),
         SubtreeId::SysNet => sysctl::net::list(env, who, rel),
         SubtreeId::ProcSys => sysctl::list(env, who, rel),
@@ -84,6 +97,7 @@ pub fn read(
 ) -> Result<Vec<u8>> {
     match id {
         SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
+        SubtreeId::SysNode => cpu::read(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::read(&kernel_root(env), rel),
         SubtreeId::SysNet => sysctl::net::read(env, who, rel),
         SubtreeId::ProcSys => sysctl::read(env, subject, who, rel),
@@ -104,10 +118,16 @@ pub fn open_host(
     use crate::error::Error;
     use std::os::unix::fs::PermissionsExt;
     let path = match id {
-        SubtreeId::SysCpu => match target(env, subject, rel)? {
-            cpu::Target::Host(path) => path,
-            cpu::Target::Synth(_) => return Ok(None),
-        },
+        SubtreeId::SysCpu | SubtreeId::SysNode => {
+            let target = match id {
+                SubtreeId::SysCpu => target(env, subject, rel)?,
+                _ => node_target(env, subject, rel)?,
+            };
+            match target {
+                cpu::Target::Host(path) => path,
+                cpu::Target::Synth(_) => return Ok(None),
+            }
+        }
         SubtreeId::SysKernel => kernel::host_path(&kernel_root(env), rel)?,
         SubtreeId::SysNet | SubtreeId::ProcSys => return Ok(None),
     };
@@ -130,6 +150,7 @@ pub fn readlink(
 ) -> Result<Vec<u8>> {
     match id {
         SubtreeId::SysCpu => cpu::readlink(&target(env, subject, rel)?),
+        SubtreeId::SysNode => cpu::readlink(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::readlink(&kernel_root(env), rel),
         SubtreeId::SysNet => sysctl::net::readlink(env, who, rel),
         SubtreeId::ProcSys => sysctl::readlink(env, who, rel),
@@ -140,7 +161,7 @@ pub fn readlink(
 /// can be written, by its write rule.
 pub fn access_write(env: &Env, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
+        SubtreeId::SysCpu | SubtreeId::SysNode | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
         }
         SubtreeId::ProcSys => sysctl::access_write(env, who, rel),
@@ -157,7 +178,7 @@ pub fn write(
     op: WriteOp<'_>,
 ) -> Result<Written> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysKernel | SubtreeId::SysNet => {
+        SubtreeId::SysCpu | SubtreeId::SysNode | SubtreeId::SysKernel | SubtreeId::SysNet => {
             Err(crate::error::Error::Access)
         }
         SubtreeId::ProcSys => sysctl::write(env, subject, who, rel, op),
