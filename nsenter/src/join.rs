@@ -1,9 +1,11 @@
 //! Joining a caller's namespaces, and a private procfs whose view is theirs.
 //!
 //! Order: net, uts, ipc, cgroup and pid first, as the daemon's root (which may enter any
-//! namespace); a pid namespace only applies to children, so the agent forks once more and
-//! the child serves. The child unshares a mount namespace, mounts a tmpfs with a fresh
-//! procfs and sysfs in it, and pivots into that tmpfs: the agent's root then holds nothing
+//! namespace); a pid namespace only applies to children, and the agent stays out of it (no
+//! process list of the container shows it): a child in it makes the procfs and hands it over
+//! with a pidfd of its init ([`procfs_of_pid_namespace`]). Without the new mount API the agent
+//! forks once more and the child serves from inside. The agent unshares a mount namespace,
+//! puts that procfs and a fresh sysfs in a tmpfs, and pivots into it: its root then holds nothing
 //! but its own procfs, so `/proc/<agent>/root` shows no host mount to anyone, and no path it
 //! resolves can reach the nsview mount. The user namespace comes last: a caller's user
 //! namespace need not own its other namespaces (root of `unshare -Ur` inside a container
@@ -120,10 +122,113 @@ pub fn fork_into_pid_namespace() -> Result<(), String> {
     }
 }
 
-/// A private mount namespace whose root is a tmpfs holding a fresh procfs at `/proc` (the
-/// pid view of the pid namespace joined, the sysctls of the namespaces joined) and a fresh
-/// sysfs at `/sys` (the network devices of the network namespace joined).
-pub fn private_proc() -> Result<(), String> {
+/// A procfs of the pid namespace joined (its pid view; sysctls are the reader's), as a
+/// detached mount made by a child that lives in that namespace only for the moment it takes:
+/// the agent itself stays outside, so no process list, task count or load of the container
+/// shows it. `Err` where the kernel has no new mount API (before 5.2): then the agent forks
+/// into the namespace as before ([`fork_into_pid_namespace`]).
+///
+/// Returns the procfs mount and a pidfd of the namespace's init (see `ops::UntilGone`).
+pub fn procfs_of_pid_namespace() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: the agent is single-threaded, so the child may run any code after fork.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(ours);
+            let sent = new_procfs()
+                .and_then(|fs| Ok((fs, init_pidfd()?)))
+                .and_then(|(fs, init)| send_fds(&theirs, &[&fs, &init]));
+            // SAFETY: ending the child at once, without running the parent's exit handlers.
+            unsafe { libc::_exit(i32::from(sent.is_err())) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let got = recv_fds(&ours);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut fds = got?.into_iter();
+            match (fds.next(), fds.next()) {
+                (Some(fs), Some(init)) => Ok((fs, init)),
+                _ => Err("the child that makes the procfs sent too few descriptors".into()),
+            }
+        }
+    }
+}
+
+/// A new procfs instance of the caller's active pid namespace, detached.
+fn new_procfs() -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
+    };
+    let err = |what: &str, e: rustix::io::Errno| format!("{what}: {e}");
+    let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen proc", e))?;
+    fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
+    let quiet = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, quiet).map_err(|e| err("fsmount", e))
+}
+
+/// A pidfd of the init of the caller's pid namespace (its pid 1).
+fn init_pidfd() -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    pidfd_open(Pid::INIT, PidfdFlags::empty()).map_err(|e| format!("pidfd_open(1): {e}"))
+}
+
+fn send_fds(socket: &std::os::fd::OwnedFd, fds: &[&std::os::fd::OwnedFd]) -> Result<(), String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let byte = [0u8];
+    let iov = [std::io::IoSlice::new(&byte)];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(|e| format!("sendmsg: {e}"))
+}
+
+fn recv_fds(socket: &std::os::fd::OwnedFd) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("recvmsg: {e}"))?;
+    for cmsg in msg.cmsgs().map_err(|e| format!("recvmsg: {e}"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors for us; nothing else owns
+            // them.
+            return Ok(fds
+                .into_iter()
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+                .collect());
+        }
+    }
+    Err("the child that makes the procfs sent none (see its error above)".into())
+}
+
+/// A private mount namespace whose root is a tmpfs holding a procfs at `/proc` (`procfs`, a
+/// detached mount of the joined pid namespace's, else a fresh one mounted here: the sysctls
+/// of the namespaces joined either way) and a fresh sysfs at `/sys` (the network devices of
+/// the network namespace joined).
+pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> {
     let err = |what: &str, e: nix::Error| format!("{what}: {e}");
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| err("unshare(CLONE_NEWNS)", e))?;
     mount(
@@ -154,14 +259,24 @@ pub fn private_proc() -> Result<(), String> {
         nix::sys::stat::Mode::from_bits_truncate(0o555),
     )
     .map_err(|e| err("mkdir proc", e))?;
-    mount(
-        Some("proc"),
-        proc.as_str(),
-        Some("proc"),
-        quiet,
-        None::<&str>,
-    )
-    .map_err(|e| err("mount proc", e))?;
+    match procfs {
+        Some(fd) => rustix::mount::move_mount(
+            &fd,
+            "",
+            rustix::fs::CWD,
+            proc.as_str(),
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| format!("move the procfs into place: {e}"))?,
+        None => mount(
+            Some("proc"),
+            proc.as_str(),
+            Some("proc"),
+            quiet,
+            None::<&str>,
+        )
+        .map_err(|e| err("mount proc", e))?,
+    }
     // sysfs shows the network devices of the namespace that mounts it: ours, joined above
     // (a sysfs mounted elsewhere would show the host's: sysbox #1041). Best effort: without
     // it only `sys/devices/virtual/net` is unavailable.
@@ -226,6 +341,23 @@ pub fn close_fds_from(first: u32) {
     // SAFETY: close_range only closes descriptors; callers pass a bound above every
     // descriptor they still use.
     unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+}
+
+/// Closes every descriptor from `first` on but `keep`.
+pub fn close_fds_except(first: u32, keep: Option<RawFd>) {
+    match keep
+        .and_then(|k| u32::try_from(k).ok())
+        .filter(|&k| k >= first)
+    {
+        Some(k) => {
+            if k > first {
+                // SAFETY: as in close_fds_from; the range ends below the one kept.
+                unsafe { libc::syscall(libc::SYS_close_range, first, k - 1, 0u32) };
+            }
+            close_fds_from(k + 1);
+        }
+        None => close_fds_from(first),
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use nsview_nsenter::join;
 use nsview_nsenter::ops::Agent;
 
-fn setup(args: &join::Args) -> Result<(OwnedFd, Option<u64>), String> {
+/// What `setup` leaves the agent with: its root, its network namespace's cookie and, when
+/// it serves from outside the pid namespace, a pidfd of that namespace's init.
+type Setup = (OwnedFd, Option<u64>, Option<OwnedFd>);
+
+fn setup(args: &join::Args) -> Result<Setup, String> {
     // First of all, drop every descriptor but the standard streams and the namespaces: the
     // daemon's (its FUSE device among them) must not live on in here.
     join::close_fds_from(3 + args.ns.len() as u32);
@@ -21,17 +25,31 @@ fn setup(args: &join::Args) -> Result<(OwnedFd, Option<u64>), String> {
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     join::join(&args.ns, &join::BEFORE_USER)?;
-    join::fork_into_pid_namespace()?;
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    join::private_proc()?;
+    // The agent stays in the daemon's pid namespace, out of the container's sight; a child
+    // in the joined one makes its procfs, and another runs each request whose file depends
+    // on the reader's pid namespace (see `ops`). Without the new mount API, the agent forks
+    // into the namespace and serves from there.
+    let (procfs, init) = match join::procfs_of_pid_namespace() {
+        Ok((procfs, init)) => (Some(procfs), Some(init)),
+        Err(e) => {
+            eprintln!("nsview-nsenter: {e}; serving from inside the pid namespace");
+            join::fork_into_pid_namespace()?;
+            nix::sys::prctl::set_dumpable(false)
+                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+            (None, None)
+        }
+    };
+    join::private_proc(procfs)?;
     join::join(&args.ns, &["user"])?;
     nsview_nsenter::ops::become_namespace_root()?;
     // Joining a user namespace makes a process dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    join::close_fds_from(3);
+    // Everything but the standard streams and the init's pidfd.
+    let keep = init.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    join::close_fds_except(3, keep);
     // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
     let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
-    Ok((root.into(), join::netns_cookie()))
+    Ok((root.into(), join::netns_cookie(), init))
 }
 
 fn main() -> ExitCode {
@@ -45,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (root, cookie) = match setup(&args) {
+    let (root, cookie, init) = match setup(&args) {
         Ok(set) => set,
         Err(e) => {
             eprintln!("nsview-nsenter: {e}");
@@ -53,6 +71,11 @@ fn main() -> ExitCode {
         }
     };
     let agent = Agent::new(root, cookie, args.allow_faults);
-    let code = agent.serve(std::io::stdin().lock(), std::io::stdout().lock());
+    let input = nsview_nsenter::ops::UntilGone {
+        input: std::io::stdin().lock(),
+        fd: 0,
+        gone: init,
+    };
+    let code = agent.serve(input, std::io::stdout().lock());
     ExitCode::from(code as u8)
 }

@@ -25,6 +25,91 @@ use crate::protocol::{
 /// A failed operation: errno and message.
 type Failure = (i32, String);
 
+/// Files whose handler reads or writes the value of the *reader's* pid namespace: the
+/// namespaces table's pid line (`kernel/pid_max` is per namespace from Linux 6.14).
+/// `kernel/cad_pid` is not written by containers, but it prints a pid as the reader's
+/// namespace numbers it (0 where the host's init is not in it).
+const OF_THE_READERS_PID_NAMESPACE: [&str; 3] = [
+    "proc/sys/kernel/ns_last_pid",
+    "proc/sys/kernel/pid_max",
+    "proc/sys/kernel/cad_pid",
+];
+
+/// The daemon's stream, which reads as ended once `gone` (a pidfd of the init of the pid
+/// namespace served) says its process exited: an agent outside that namespace is not ended
+/// with it by the kernel, so it ends itself when the namespace does.
+#[derive(Debug)]
+pub struct UntilGone<R> {
+    /// The stream.
+    pub input: R,
+    /// Its descriptor, polled with `gone`.
+    pub fd: std::os::fd::RawFd,
+    /// The init's pidfd, if the agent is outside the pid namespace.
+    pub gone: Option<OwnedFd>,
+}
+
+impl<R: Read> Read for UntilGone<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        if let Some(gone) = &self.gone {
+            // SAFETY: `fd` is the stream's descriptor, open for as long as `input` is.
+            let input = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+            let mut fds = [
+                PollFd::new(input, PollFlags::POLLIN),
+                PollFd::new(gone.as_fd(), PollFlags::POLLIN),
+            ];
+            loop {
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return Ok(0);
+            }
+        }
+        self.input.read(buf)
+    }
+}
+
+/// Runs `f` in a child, which is in the pid namespace the agent joined for its children, and
+/// returns what it answered (through a pipe, as a protocol response).
+fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> Result<Payload, Failure> {
+    use nix::unistd::{ForkResult, fork, pipe2};
+    let (from_child, to_parent) = pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(e, "pipe"))?;
+    // SAFETY: the agent is single-threaded, so the child may run any code after fork.
+    match unsafe { fork() }.map_err(|e| fail(e, "fork into the pid namespace"))? {
+        ForkResult::Child => {
+            drop(from_child);
+            let reply = match f() {
+                Ok(payload) => Response::Ok { id: 0, payload },
+                Err((errno, message)) => Response::Err {
+                    id: 0,
+                    errno,
+                    message,
+                },
+            };
+            let _ = std::fs::File::from(to_parent).write_all(&encode(&reply));
+            // SAFETY: ending the child at once, without running the agent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(to_parent);
+            let mut line = Vec::new();
+            let read = std::fs::File::from(from_child)
+                .take(MAX_LINE as u64)
+                .read_to_end(&mut line);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match read.ok().and_then(|_| decode::<Response>(&line).ok()) {
+                Some(Response::Ok { payload, .. }) => Ok(payload),
+                Some(Response::Err { errno, message, .. }) => Err((errno, message)),
+                None => Err((libc::EIO, "no answer from the pid namespace".into())),
+            }
+        }
+    }
+}
+
 fn fail(errno: Errno, what: impl std::fmt::Display) -> Failure {
     (errno as i32, format!("{what}: {}", errno.desc()))
 }
@@ -152,8 +237,23 @@ impl Agent {
         }
     }
 
-    /// Executes one operation.
+    /// Executes one operation; one about a file of the reader's pid namespace in a child in
+    /// the pid namespace joined (the agent itself is not in it).
     pub fn execute(&self, op: Op) -> Result<Payload, Failure> {
+        let path = match &op {
+            Op::Lookup { path }
+            | Op::Read { path, .. }
+            | Op::Access { path, .. }
+            | Op::Write { path, .. } => Some(path.as_str()),
+            _ => None,
+        };
+        if path.is_some_and(|p| OF_THE_READERS_PID_NAMESPACE.contains(&p)) {
+            return in_child(|| self.execute_here(op));
+        }
+        self.execute_here(op)
+    }
+
+    fn execute_here(&self, op: Op) -> Result<Payload, Failure> {
         match op {
             Op::Hello { .. } => Err((libc::EPROTO, "hello twice".into())),
             Op::Fault { .. } => Err((libc::EPERM, "faults are not enabled".into())),
