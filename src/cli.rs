@@ -93,6 +93,11 @@ pub struct OciPatchArgs {
     /// Keep /proc/sys in linux.readonlyPaths.
     #[arg(long)]
     pub keep_readonly: bool,
+
+    /// Give the container a time namespace whose boot clock starts now (runc 1.2+), so
+    /// that uptime, ps's elapsed times and btime inside agree.
+    #[arg(long)]
+    pub time_namespace: bool,
 }
 
 /// Options of `nsview ctl`.

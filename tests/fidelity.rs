@@ -507,3 +507,61 @@ fn a_container_in_the_root_cgroups_counts_its_own_tasks_and_idle() {
     let idle: f64 = lines[2].split(' ').nth(1).unwrap().trim().parse().unwrap();
     assert!(idle > 0.5, "{text}");
 }
+
+#[test]
+fn in_a_time_namespace_uptime_btime_and_ps_tell_one_story() {
+    let host_up: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let daemon = Daemon::start();
+    let mnt = daemon.mountpoint().display().to_string();
+    // A container whose boot clock started 5 s ago (a runtime's timeOffsets do the same):
+    // the kernel's uptime, btime and start times there, then nsview's, then ps with them.
+    let back = (host_up as i64 - 5).max(0);
+    let script = format!(
+        "cut -d' ' -f1 /proc/uptime; grep ^btime /proc/stat; \
+         for f in uptime stat; do mount --bind {mnt}/proc/$f /proc/$f; done; \
+         cut -d' ' -f1 /proc/uptime; grep ^btime /proc/stat; ps -o etime= -p 1"
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
+        .args(["--time", "--boottime", &format!("-{back}")])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    let secs = |s: &str| s.parse::<f64>().unwrap();
+    assert!(
+        (secs(lines[0]) - secs(lines[2])).abs() < 1.0,
+        "uptime: {text}"
+    );
+    assert!(secs(lines[2]) < 60.0, "{text}");
+    let btime = |s: &str| s.split(' ').nth(1).unwrap().parse::<i64>().unwrap();
+    assert!(
+        (btime(lines[1]) - btime(lines[3])).abs() <= 1,
+        "btime: {text}"
+    );
+    // Elapsed time of the container's init: seconds, never a wrapped count of days.
+    assert!(
+        !lines[4].contains('-') && lines[4].starts_with("00:"),
+        "ps: {text}"
+    );
+}

@@ -562,3 +562,62 @@ fn binds_made_without_the_hook_come_back_after_a_restart_too() {
     drop(bundle);
     drop(daemon);
 }
+
+/// Whether the runtime under test starts a container in a time namespace of its own at all
+/// (runc from 1.2; Debian's crun 1.8.1 fails with "write to sync socket"): a bare bundle
+/// with one, without nsview, is tried.
+fn runtime_starts_time_namespaces(daemon: &Daemon) -> bool {
+    let bare = Bundle::build(daemon, "true", None, |config, _| {
+        config["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "time"}));
+    });
+    let (ok, _, err) = bare.run();
+    if !ok {
+        eprintln!(
+            "{} starts no container in a time namespace: {err}",
+            runtime()
+        );
+    }
+    ok
+}
+
+#[test]
+fn with_a_time_namespace_uptime_ps_and_btime_inside_agree() {
+    let daemon = Daemon::start();
+    if !runtime_starts_time_namespaces(&daemon) {
+        return;
+    }
+    let script = "sleep 2; echo \"up $(cat /proc/uptime)\"; \
+                  echo \"etime $(/usr/bin/ps -o etime= -p 1)\"; \
+                  echo \"btime $(grep btime /proc/stat)\"";
+    let bundle = Bundle::build(&daemon, script, Some(&["--time-namespace"]), with_host_usr);
+    let (ok, out, err) = bundle.run();
+    assert!(ok, "{} run: {err}\n{out}", runtime());
+    let up: f64 = field(&out, "up ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1.5..30.0).contains(&up), "uptime {up}\n{out}");
+    // ps subtracts the start time (shifted by the kernel) from nsview's uptime: seconds.
+    let etime = field(&out, "etime ").trim();
+    assert!(etime.starts_with("00:0") && !etime.contains('-'), "{out}");
+    // btime is when the container's clock started: about now minus its uptime.
+    let btime: f64 = field(&out, "btime ")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - up - btime).abs() < 30.0,
+        "btime {btime}, now {now}\n{out}"
+    );
+}

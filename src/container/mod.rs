@@ -47,6 +47,26 @@ impl NsIds {
     }
 }
 
+/// The boottime offset (seconds) of task `pid`'s time namespace, if it is not the daemon's:
+/// `/proc/<pid>/timens_offsets` (Linux 5.6+), `boottime <secs> <nsecs>`.
+fn boottime_offset(proc: &ProcRoot, pid: u32) -> Option<f64> {
+    let theirs = proc.ns_inode(pid, "time").ok()?;
+    if proc.ns_inode(std::process::id(), "time").ok()? == theirs {
+        return None;
+    }
+    let text = crate::procfs::read_to_string(&proc.pid_path(pid, "timens_offsets")).ok()?;
+    parse_boottime_offset(&text)
+}
+
+/// The boottime line of a `timens_offsets` text, in seconds.
+pub fn parse_boottime_offset(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("boottime"))?;
+    let mut f = line.split_whitespace().skip(1);
+    let secs: i64 = f.next()?.parse().ok()?;
+    let nsecs: i64 = f.next()?.parse().ok()?;
+    Some(secs as f64 + nsecs as f64 / 1e9)
+}
+
 /// How long a container's CPU count (from its cpuset and quota) is reused before it is read
 /// again: limits change rarely, and reading them costs several cgroupfs reads.
 const CPU_COUNT_TTL: Duration = Duration::from_secs(1);
@@ -74,6 +94,11 @@ pub struct Container {
     /// whose CPU accounting is a hierarchy's root (LXCFS's own tests run so), where the
     /// cgroup would count every task and every CPU second of the host.
     by_pidns: Option<ProcRoot>,
+    /// Where its init is in a time namespace of its own: that namespace's boottime offset, in
+    /// seconds (negative: the container's boot clock reads less than the host's). The kernel
+    /// then shifts the container's `/proc/uptime`, start times and `btime` by it, and so do
+    /// the views: the kernel's clock is the truth.
+    pub boottime_offset: Option<f64>,
     /// The init's namespaces.
     pub ns: NsIds,
     /// The idle time last served, in hundredths of a second: `/proc/uptime` idle never goes
@@ -95,6 +120,7 @@ impl Container {
             cgroup_paths,
             cgroups,
             by_pidns: None,
+            boottime_offset: None,
             ns: NsIds::default(),
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
@@ -286,6 +312,7 @@ impl Registry {
             start_ticks: old.start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
             by_pidns: self.by_pidns(&cgroup_paths),
+            boottime_offset: old.boottime_offset,
             cgroup_paths,
             ns: old.ns,
             last_idle_cs: AtomicU64::new(old.last_idle_cs.load(Ordering::Relaxed)),
@@ -356,6 +383,7 @@ impl Registry {
             start_ticks,
             cgroups: self.cgroups.resolve(&cgroup_paths),
             by_pidns: self.by_pidns(&cgroup_paths),
+            boottime_offset: boottime_offset(&self.proc, init_pid),
             cgroup_paths,
             ns,
             last_idle_cs: AtomicU64::new(0),
@@ -367,5 +395,18 @@ impl Registry {
             return Err(Error::Gone(init_pid));
         }
         Ok(container)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boottime_offset_is_read_with_its_nanoseconds() {
+        let text = "monotonic           0         0\nboottime        -1000 500000000\n";
+        assert_eq!(parse_boottime_offset(text), Some(-999.5));
+        assert_eq!(parse_boottime_offset("monotonic 0 0\n"), None);
+        assert_eq!(parse_boottime_offset("boottime x 0\n"), None);
     }
 }

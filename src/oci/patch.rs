@@ -52,6 +52,9 @@ pub struct Options {
     pub runtime_dir: PathBuf,
     /// Keep `/proc/sys` in `linux.readonlyPaths`.
     pub keep_readonly: bool,
+    /// Seconds to set the container's boot clock back by, in a time namespace of its own (the
+    /// host's uptime now: the container's then starts at 0); `None` adds none.
+    pub time_namespace: Option<u64>,
 }
 
 /// The hook entry for `stage` (`create-runtime` or `poststop`).
@@ -114,7 +117,40 @@ pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> 
             );
         }
     }
+    if let Some(back) = opts.time_namespace {
+        said.push(add_time_namespace(root, back)?);
+    }
     Ok(said)
+}
+
+/// Adds a `time` namespace (unless the config has one) with a boottime offset of `-back`
+/// seconds, unless it has offsets of its own.
+fn add_time_namespace(
+    root: &mut serde_json::Map<String, Value>,
+    back: u64,
+) -> Result<String, String> {
+    let linux = root.entry("linux").or_insert_with(|| json!({}));
+    let linux = linux.as_object_mut().ok_or("\"linux\" is not an object")?;
+    let namespaces = linux.entry("namespaces").or_insert_with(|| json!([]));
+    let namespaces = namespaces
+        .as_array_mut()
+        .ok_or("\"linux.namespaces\" is not an array")?;
+    if namespaces.iter().any(|n| n["type"] == "time") {
+        return Ok("linux.namespaces: a time namespace is there already; left as it is".into());
+    }
+    namespaces.push(json!({ "type": "time" }));
+    let offsets = linux.entry("timeOffsets").or_insert_with(|| json!({}));
+    let offsets = offsets
+        .as_object_mut()
+        .ok_or("\"linux.timeOffsets\" is not an object")?;
+    let secs = -i64::try_from(back).unwrap_or(i64::MAX);
+    offsets
+        .entry("boottime")
+        .or_insert_with(|| json!({ "secs": secs, "nanosecs": 0 }));
+    Ok(format!(
+        "linux.namespaces: time namespace added, its boot clock {secs} s from the host's \
+         (uptime, ps and btime inside start at the container's start)"
+    ))
 }
 
 /// Runs `nsview oci-patch`.
@@ -138,6 +174,9 @@ pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
         mountpoint: args.mountpoint.clone(),
         runtime_dir: args.runtime_dir.clone(),
         keep_readonly: args.keep_readonly,
+        time_namespace: args
+            .time_namespace
+            .then(|| crate::procfs::boottime_secs() as u64),
     };
     let said = patch(&mut config, &opts).map_err(|reason| PatchError::Shape {
         path: path.clone(),
@@ -176,6 +215,7 @@ mod tests {
             mountpoint: "/var/lib/nsview".into(),
             runtime_dir: "/run/nsview".into(),
             keep_readonly: false,
+            time_namespace: None,
         }
     }
 
@@ -224,6 +264,26 @@ mod tests {
             kept["linux"]["readonlyPaths"],
             json!(["/proc/bus", "/proc/sys"])
         );
+    }
+
+    #[test]
+    fn a_time_namespace_is_added_once_with_the_boot_clock_set_back() {
+        let with = Options {
+            time_namespace: Some(5000),
+            ..opts()
+        };
+        let mut c = config();
+        patch(&mut c, &with).unwrap();
+        assert_eq!(c["linux"]["namespaces"][1], json!({"type": "time"}));
+        assert_eq!(
+            c["linux"]["timeOffsets"],
+            json!({"boottime": {"secs": -5000, "nanosecs": 0}})
+        );
+        let once = c.clone();
+        let said = patch(&mut c, &with).unwrap();
+        assert_eq!(c, once, "idempotent");
+        assert!(said.iter().any(|l| l.contains("there already")));
+        assert!(config()["linux"].get("timeOffsets").is_none());
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
         total: total[0],
         cpus: lines,
         ids: cpus.to_vec(),
+        btime_shift: c.boottime_offset.map_or(0, |o| -(o.round() as i64)),
         processes: u64::from(load.counts.max_ns_pid),
         procs_running: u64::from(load.counts.running),
         procs_blocked: u64::from(load.counts.blocked),

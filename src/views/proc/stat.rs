@@ -16,7 +16,8 @@
 //!   number in it.
 //! - `intr`, `ctxt`, `btime`, `softirq`: the host's values (`btime` is the host's boot time,
 //!   the base of every start time in `/proc/<pid>/stat`; interrupt and context-switch counts
-//!   are not accounted per cgroup).
+//!   are not accounted per cgroup); in a time namespace of its own, `btime` shifted by its
+//!   boottime offset, as the kernel shifts it and the start times there.
 
 use crate::cgroup::CpuUsage;
 
@@ -93,6 +94,9 @@ pub struct StatView {
     pub procs_running: u64,
     /// Its tasks in uninterruptible sleep.
     pub procs_blocked: u64,
+    /// Seconds to add to the host's `btime`: minus the boottime offset of the container's
+    /// time namespace (0 without one), as the kernel shifts it there.
+    pub btime_shift: i64,
 }
 
 /// The per-CPU lines of a container that has used `usage`, sees the host CPUs `visible` and
@@ -218,6 +222,17 @@ pub fn render_stat(host: &str, view: &StatView) -> String {
             "processes" => out.push_str(&format!("processes {}\n", view.processes)),
             "procs_running" => out.push_str(&format!("procs_running {}\n", view.procs_running)),
             "procs_blocked" => out.push_str(&format!("procs_blocked {}\n", view.procs_blocked)),
+            "btime" if view.btime_shift != 0 => {
+                let host: i64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                out.push_str(&format!(
+                    "btime {}\n",
+                    host.saturating_add(view.btime_shift)
+                ));
+            }
             _ => {
                 out.push_str(line);
                 out.push('\n');
@@ -337,6 +352,16 @@ softirq 853260 0 127118\n";
     }
 
     #[test]
+    fn a_time_namespace_shifts_btime() {
+        let view = StatView {
+            btime_shift: 1000,
+            ..StatView::default()
+        };
+        assert!(render_stat(HOST, &view).contains("\nbtime 1795405542\n"));
+        assert!(render_stat(HOST, &StatView::default()).contains("\nbtime 1795404542\n"));
+    }
+
+    #[test]
     fn the_file_shows_the_containers_cpus_and_tasks() {
         let cpus = vec![CpuLine {
             user: 1,
@@ -348,6 +373,7 @@ softirq 853260 0 127118\n";
             total: sum(&cpus),
             cpus,
             ids: vec![1],
+            btime_shift: 0,
             processes: 7,
             procs_running: 1,
             procs_blocked: 0,

@@ -1,7 +1,12 @@
 //! `proc/uptime`: the container's age and idle time.
 //!
 //! - first field: seconds since the init of the caller's pid namespace started
-//!   (`CLOCK_BOOTTIME` now minus field 22 of `/proc/<init>/stat`);
+//!   (`CLOCK_BOOTTIME` now minus field 22 of `/proc/<init>/stat`), or, where the init is in a
+//!   time namespace of its own, the boot clock there, as the kernel's file says: the kernel
+//!   shifts every start time in `/proc/<pid>/stat` and `btime` by the same offset, so `ps`
+//!   (elapsed time = uptime − start time) agrees with it. Without a time namespace, start
+//!   times stay the host's and `ps -o etime` inside is wrong (LXCFS's behaviour too): give
+//!   the container one (`nsview oci-patch --time-namespace`, runc 1.2+).
 //! - second field: idle seconds = age × CPUs the container may use − CPU time its cgroup used
 //!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`; where that cgroup is a hierarchy's root,
 //!   which accounts for the host, its processes' own times), clamped at 0 and never below the
@@ -43,7 +48,12 @@ pub fn read(env: &Env, c: &Container) -> Result<String> {
     let cpus = container_cpus(env, c)?.len();
     let busy = c.cpu_usage_ns()?.unwrap_or(0);
     let idle = c.monotonic_idle_cs(idle_cs(age, cpus, busy));
-    Ok(render_uptime(age, idle as f64 / 100.0))
+    // In a time namespace of its own, the kernel's boot clock there (what `ps` subtracts the
+    // start times it shifts from); the idle time stays the container's own.
+    let uptime = c
+        .boottime_offset
+        .map_or(age, |offset| boottime_secs() + offset);
+    Ok(render_uptime(uptime, idle as f64 / 100.0))
 }
 
 #[cfg(test)]
