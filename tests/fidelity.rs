@@ -446,6 +446,22 @@ fn a_sysfs_file_others_may_not_read_is_its_owners_only_through_nsview_too() {
     assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&host).unwrap());
 }
 
+/// What `script` prints in a pid and mount namespace of its own with a procfs of its own
+/// (and the namespaces `extra` unshare options make), which must succeed.
+fn in_a_pid_namespace(extra: &[&str], script: &str) -> String {
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--mount-proc"])
+        .args(["--propagation", "private"])
+        .args(extra)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
+    text
+}
+
 /// Whether this test process's CPU accounting is a hierarchy's root (v1 `cpuacct`, else the
 /// unified hierarchy), as it is on a machine whose cgroups nobody set up for tests.
 fn accounted_at_root() -> bool {
@@ -473,24 +489,7 @@ fn a_container_in_the_root_cgroups_counts_its_own_tasks_and_idle() {
         "for f in loadavg stat uptime; do mount --bind {mnt}/proc/$f /proc/$f; done; \
          sleep 1; cat /proc/loadavg; grep ^processes /proc/stat; cat /proc/uptime"
     );
-    let out = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount",
-            "--mount-proc",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = in_a_pid_namespace(&[], &script);
     let lines: Vec<&str> = text.lines().collect();
     // The thread count of a loadavg line: "0.00 0.00 0.00 running/threads last".
     let threads = |line: &str| -> u32 {
@@ -527,25 +526,8 @@ fn in_a_time_namespace_uptime_btime_and_ps_tell_one_story() {
          for f in uptime stat; do mount --bind {mnt}/proc/$f /proc/$f; done; \
          cut -d' ' -f1 /proc/uptime; grep ^btime /proc/stat; ps -o etime= -p 1"
     );
-    let out = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount",
-            "--mount-proc",
-            "--propagation",
-            "private",
-        ])
-        .args(["--time", "--boottime", &format!("-{back}")])
-        .args(["sh", "-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let boottime = format!("-{back}");
+    let text = in_a_pid_namespace(&["--time", "--boottime", &boottime], &script);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert_eq!(lines.len(), 5, "{text}");
     let secs = |s: &str| s.parse::<f64>().unwrap();

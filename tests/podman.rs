@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::oci::{field, outcome, registered, wait_for_reattach};
+use rig::oci::{field, outcome, registered, uptime_in, wait_for_reattach};
 use rig::{Cgroup, Daemon, HostFiles, Limits};
 
 const IMAGE: &str = "localhost/nsview-test-busybox";
@@ -235,12 +235,7 @@ fn a_podman_container_sees_its_limits_and_its_own_sysctls() {
     assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB");
     assert_eq!(field(&out, "online "), "0");
     assert_eq!(field(&out, "nproc "), "1");
-    let up: f64 = field(&out, "up ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let up = uptime_in(&out);
     assert!(up < 10.0, "uptime {up}");
     let free: Vec<&str> = field(&out, "free ").split_whitespace().collect();
     assert_eq!(free[..2], ["Mem:", "128"], "procps free -m");

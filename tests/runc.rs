@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rig::Daemon;
-use rig::oci::{field, outcome, registered, wait_for_reattach};
+use rig::oci::{field, outcome, registered, uptime_in, wait_for_reattach};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -192,12 +192,7 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
     assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB");
     assert_eq!(field(&out, "online "), "0");
     assert_eq!(field(&out, "nproc "), "1");
-    let up: f64 = field(&out, "up ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let up = uptime_in(&out);
     assert!(up < 5.0, "uptime {up}");
     assert_eq!(field(&out, "fwd "), "1");
     let names: Vec<&str> = field(&out, "host ").split_whitespace().collect();
@@ -595,12 +590,7 @@ fn with_a_time_namespace_uptime_ps_and_btime_inside_agree() {
     let bundle = Bundle::build(&daemon, script, Some(&["--time-namespace"]), with_host_usr);
     let (ok, out, err) = bundle.run();
     assert!(ok, "{} run: {err}\n{out}", runtime());
-    let up: f64 = field(&out, "up ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let up = uptime_in(&out);
     assert!((1.5..30.0).contains(&up), "uptime {up}\n{out}");
     // ps subtracts the start time (shifted by the kernel) from nsview's uptime: seconds.
     let etime = field(&out, "etime ").trim();

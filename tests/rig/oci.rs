@@ -47,3 +47,10 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key:?} in {text}"))
         .trim()
 }
+
+/// The first field of the `up ` line of `out` (see [`field`]): the uptime a container
+/// printed.
+pub fn uptime_in(out: &str) -> f64 {
+    let up = field(out, "up ").split_whitespace().next().unwrap_or("");
+    up.parse().unwrap_or_else(|_| panic!("no uptime in {out}"))
+}
