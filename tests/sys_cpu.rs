@@ -175,6 +175,16 @@ fn writes_are_refused_even_for_container_root() {
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
     let mode = run(&c, "stat -c %a /sys/devices/system/cpu/cpu1/online");
     assert_eq!(mode, "444");
+    // A node's compact (write-only on the host, 0200) would compact the host's memory.
+    let compact = "/sys/devices/system/node/node0/compact";
+    if std::path::Path::new(compact).exists() {
+        let out = c.sh(&format!("echo 1 > {compact}"));
+        assert!(
+            !out.status.success(),
+            "a container compacted the host's memory"
+        );
+        assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    }
 }
 
 #[test]

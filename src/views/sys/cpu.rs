@@ -75,14 +75,20 @@ pub fn map(root: &Path, cpus: Option<&[u32]>, rel: &str) -> Result<Target> {
 
 /// `cpuN` → N; anything else (`cpufreq`, `cpuidle`, `cpu01`) → `None`.
 pub fn cpu_number(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix("cpu")?;
+    numbered(name, "cpu")
+}
+
+/// `<prefix>N` → N, for the kernel's canonical numbers only (no sign, no leading zero).
+pub fn numbered(name: &str, prefix: &str) -> Option<u32> {
+    let digits = name.strip_prefix(prefix)?;
     let canonical = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && (digits == "0" || !digits.starts_with('0'));
     canonical.then(|| digits.parse().ok()).flatten()
 }
 
-fn join(root: &Path, rel: &str) -> PathBuf {
+/// `root/rel`, or `root` itself for the empty `rel`.
+pub fn join(root: &Path, rel: &str) -> PathBuf {
     if rel.is_empty() {
         root.to_path_buf()
     } else {

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::cpu::{Target, cpu_number, list_host};
+use super::cpu::{Target, cpu_number, join, list_host, numbered};
 use crate::cgroup::CpuSet;
 use crate::error::{Error, Result};
 use crate::vfs::DirEntry;
@@ -15,19 +15,7 @@ use crate::views::cpus::cpu_list;
 
 /// `nodeN` → N.
 fn node_number(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix("node")?;
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
-    canonical.then(|| digits.parse().ok()).flatten()
-}
-
-fn join(root: &Path, rel: &str) -> std::path::PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    }
+    numbered(name, "node")
 }
 
 /// Maps `rel` below the directory (`root`, the host's `devices/system/node`) for a caller
