@@ -183,6 +183,7 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
                   echo \"host $(cat /proc/sys/kernel/hostname) $(hostname)\"; \
                   echo 1 > /proc/sys/vm/overcommit_memory; echo \"oc $(cat /proc/sys/vm/overcommit_memory)\"; \
                   echo \"psi $(head -c 4 /proc/pressure/memory)\"; \
+                  echo \"blk $(grep -c ' /sys/block/[^ ]*/stat /sys/devices/[^ ]*/stat ' /proc/self/mountinfo)\"; \
                   echo \"free $(/usr/bin/free -m | grep Mem:)\"";
     let bundle = Bundle::with(&daemon, script, with_host_usr);
     let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
@@ -208,6 +209,9 @@ fn a_runc_container_sees_its_limits_and_its_own_sysctls() {
         "some",
         "runc's allow-list excludes pressure; the hook binds it"
     );
+    // Each block device's stat, from nsview, on the device's real directory.
+    let devices = nsview::oci::binds(&[(nsview::oci::BLOCK, false)], Path::new("/sys"));
+    assert_eq!(field(&out, "blk "), devices.len().to_string(), "{out}");
     let free: Vec<&str> = field(&out, "free ").split_whitespace().collect();
     assert_eq!(free[..2], ["Mem:", "128"], "procps free -m");
     assert_eq!(

@@ -8,6 +8,12 @@ use crate::cgroup::IoStat;
 use crate::error::Result;
 
 impl CgroupSet {
+    /// Whether the cgroup's block IO is accounted at all (a v1 `blkio` or v2 `io`
+    /// controller; v1 counts only devices with a throttle limit, or scheduled by BFQ).
+    pub fn has_io_accounting(&self) -> bool {
+        self.blkio.is_some()
+    }
+
     /// IO of the cgroup and its descendants per device, sorted by device; devices with no IO
     /// are left out.
     pub fn io_stats(&self) -> Result<Vec<IoStat>> {

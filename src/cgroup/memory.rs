@@ -101,6 +101,19 @@ impl CgroupSet {
         Ok(Some(memory_stat(&text, dir.v2)))
     }
 
+    /// The event counters of `memory.stat` for the cgroup and its descendants (page faults,
+    /// reclaim, swap and working-set events), named as `/proc/vmstat` names them; `None`
+    /// without a memory controller. See [`memory_events`].
+    pub fn memory_events(&self) -> Result<Option<Vec<(String, u64)>>> {
+        let Some(dir) = &self.memory else {
+            return Ok(None);
+        };
+        let Some(text) = self.files.read(&dir.path().join("memory.stat"))? else {
+            return Ok(None);
+        };
+        Ok(Some(memory_events(&text, dir.v2)))
+    }
+
     /// The swap limit in bytes, the minimum over the cgroup and its ancestors: v2
     /// `memory.swap.max`; v1 `memory.memsw.limit_in_bytes` − `memory.limit_in_bytes` (memsw
     /// counts memory plus swap). `None` when unlimited or when swap is not accounted.
@@ -181,6 +194,21 @@ fn read_number(files: &OpenFiles, path: &std::path::Path) -> Result<Option<u64>>
             .map_err(|_| Error::parse(path, "unsigned integer")),
         None => Ok(None),
     }
+}
+
+/// The `memory.stat` keys that count events under the same name as `/proc/vmstat`: v2's
+/// keys that begin so, v1's hierarchical `total_` ones. `pgpgin`/`pgpgout` are left out: v1's
+/// count pages charged to the cgroup, where `/proc/vmstat`'s count kilobytes of block IO.
+pub fn memory_events(text: &str, v2: bool) -> Vec<(String, u64)> {
+    const EVENTS: [&str; 5] = ["pg", "workingset_", "thp_", "zswp", "pswp"];
+    parse::flat_keyed(text)
+        .filter_map(|(key, value)| {
+            let key = if v2 { key } else { key.strip_prefix("total_")? };
+            let counted =
+                EVENTS.iter().any(|p| key.starts_with(p)) && !matches!(key, "pgpgin" | "pgpgout");
+            counted.then(|| (key.to_string(), value))
+        })
+        .collect()
 }
 
 /// Maps `memory.stat` text onto [`MemoryStat`]: v2 keys as they are, v1's hierarchical

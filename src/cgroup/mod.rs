@@ -11,7 +11,7 @@ mod cpuset;
 mod files;
 mod io;
 mod memory;
-mod parse;
+pub(crate) mod parse;
 mod paths;
 mod tasks;
 mod types;

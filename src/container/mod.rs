@@ -22,6 +22,7 @@ use crate::cgroup::{CgroupPaths, CgroupReader, CgroupSet, CpuUsage, parse_proc_c
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
 use crate::tasks;
+use crate::views::proc::counters::Baselines;
 use crate::views::proc::stat::CpuLine;
 
 /// The namespace kinds whose inodes a container records.
@@ -107,6 +108,9 @@ pub struct Container {
     visible_cpus: Mutex<Option<(Instant, Arc<[u32]>)>>,
     /// The `proc/stat` per-CPU lines and `cpu` line last served: counters never go back.
     pub last_stat: Mutex<(Vec<CpuLine>, CpuLine)>,
+    /// The host-wide counters of its files when it first read them (see
+    /// `views::proc::counters`).
+    pub baselines: Mutex<Baselines>,
 }
 
 impl Container {
@@ -125,6 +129,7 @@ impl Container {
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new((Vec::new(), CpuLine::default())),
+            baselines: Mutex::default(),
         }
     }
 
@@ -318,6 +323,7 @@ impl Registry {
             last_idle_cs: AtomicU64::new(old.last_idle_cs.load(Ordering::Relaxed)),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new(old.last_stat.lock().clone()),
+            baselines: Mutex::new(old.baselines.lock().clone()),
         });
         let mut map = self.map.write();
         match map.get(&old.pidns) {
@@ -389,6 +395,7 @@ impl Registry {
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new((Vec::new(), CpuLine::default())),
+            baselines: Mutex::default(),
         };
         if !container.is_alive() {
             debug!("init {init_pid} of pidns {pidns} exited during discovery");

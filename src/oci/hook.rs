@@ -148,15 +148,15 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
 /// A clone of every source below `mountpoint` (made in the caller's mount namespace); a
 /// source nsview lacks is skipped with a message, none at all is an error (its mount is
 /// not there).
-type Clones = Vec<(&'static str, bool, std::os::fd::OwnedFd)>;
+type Clones = Vec<(inject::Bind, std::os::fd::OwnedFd)>;
 
 fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<Clones, String> {
     let mut clones = Vec::new();
     let mut failed = Vec::new();
-    for (rel, writable) in files {
-        let source = mountpoint.join(rel);
+    for bind in inject::binds(&files, Path::new("/sys")) {
+        let source = mountpoint.join(&bind.source);
         match inject::clone_tree(&source) {
-            Ok(tree) => clones.push((rel, writable, tree)),
+            Ok(tree) => clones.push((bind, tree)),
             Err(e) => failed.push((source, e)),
         }
     }
@@ -190,8 +190,9 @@ fn bind_files(
     )
     .map_err(|e| format!("rootfs {} of pid {pid}: {e}", rootfs.display()))?;
     let (mut bound, mut skipped) = (Vec::new(), Vec::new());
-    for (rel, writable, tree) in clones {
-        match inject::bind(&root, rel, writable, &tree)? {
+    for (bind, tree) in clones {
+        let rel = bind.target.as_str();
+        match inject::bind(&root, rel, bind.writable, &tree)? {
             Bound::Mounted => bound.push(format!("/{rel}")),
             Bound::Missing => {
                 eprintln!("nsview oci-hook: /{rel} does not exist in the container; skipped");

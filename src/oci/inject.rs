@@ -23,6 +23,7 @@ pub const DEFAULT_FILES: &[(&str, bool)] = &[
     ("proc/uptime", false),
     ("proc/loadavg", false),
     ("proc/diskstats", false),
+    ("proc/vmstat", false),
     ("proc/swaps", false),
     ("proc/slabinfo", false),
     ("proc/pressure/cpu", false),
@@ -32,10 +33,135 @@ pub const DEFAULT_FILES: &[(&str, bool)] = &[
     ("sys/devices/system/cpu", false),
     ("sys/devices/system/node", false),
     ("sys/kernel", false),
+    // Not bound whole: each device's `stat` goes onto its real directory (see `binds`).
+    (BLOCK, false),
     ("sys/devices/virtual/net", false),
     ("sys/devices/virtual/dmi/id/product_uuid", false),
     ("sys/module/nf_conntrack/parameters/hashsize", true),
 ];
+
+/// The entry of [`DEFAULT_FILES`] bound per block device.
+pub const BLOCK: &str = "sys/block";
+
+/// Most block devices whose `stat` is bound into one container (a host may have hundreds
+/// of loop devices; each bind is a mount).
+pub const MAX_BLOCK_BINDS: usize = 64;
+
+/// One bind: nsview's file `source` (below the mountpoint) onto `target` (below the
+/// rootfs), read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Below nsview's mountpoint.
+    pub source: String,
+    /// Below the container's root.
+    pub target: String,
+    /// Whether it stays writable.
+    pub writable: bool,
+}
+
+/// The binds for `files` (entries of [`DEFAULT_FILES`]): each onto the same path, but
+/// [`BLOCK`], which becomes one bind per block device and partition the host's sysfs `sys`
+/// has, nsview's `sys/block/<dev>[/<part>]/stat` onto the device's real directory
+/// (`/sys/block/<dev>` is a symlink, and a target may not be one), at most
+/// [`MAX_BLOCK_BINDS`].
+pub fn binds(files: &[(&'static str, bool)], sys: &Path) -> Vec<Bind> {
+    let mut out = Vec::new();
+    for &(file, writable) in files {
+        if file != BLOCK {
+            out.push(Bind {
+                source: file.into(),
+                target: file.into(),
+                writable,
+            });
+            continue;
+        }
+        out.extend(
+            block_stat_binds(sys)
+                .into_iter()
+                .map(|(source, target)| Bind {
+                    source,
+                    target,
+                    writable: false,
+                }),
+        );
+    }
+    out
+}
+
+/// (source, target) of each block device's and partition's `stat` below `sys`.
+fn block_stat_binds(sys: &Path) -> Vec<(String, String)> {
+    let Ok(items) = std::fs::read_dir(sys.join("block")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = items
+        .filter_map(|i| i.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for dev in names {
+        // `../devices/.../block/vda`, relative to `sys/block`.
+        let Ok(link) = std::fs::read_link(sys.join("block").join(&dev)) else {
+            continue;
+        };
+        let Some(real) = normalize(Path::new("sys/block"), &link).filter(|r| r.starts_with("sys/"))
+        else {
+            continue;
+        };
+        out.push((format!("{BLOCK}/{dev}/stat"), format!("{real}/stat")));
+        let disk = sys.join("block").join(&dev);
+        let mut parts: Vec<String> = std::fs::read_dir(&disk)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ok()?.file_name().into_string().ok())
+            .filter(|p| disk.join(p).join("partition").is_file())
+            .collect();
+        parts.sort();
+        for part in parts {
+            out.push((
+                format!("{BLOCK}/{dev}/{part}/stat"),
+                format!("{real}/{part}/stat"),
+            ));
+        }
+    }
+    out.truncate(MAX_BLOCK_BINDS);
+    out
+}
+
+/// `base` joined with the relative `link`, `..` resolved, as a relative path; `None` when it
+/// would leave `base`'s root or is absolute.
+fn normalize(base: &Path, link: &Path) -> Option<String> {
+    use std::path::Component;
+    if link.is_absolute() {
+        return None;
+    }
+    let mut parts: Vec<String> = base
+        .components()
+        .map(|c| c.as_os_str().to_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    for c in link.components() {
+        match c {
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Normal(n) => parts.push(n.to_str()?.to_owned()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Whether `rel` (a path below nsview's mountpoint) is one of the files [`binds`] binds:
+/// an entry of [`DEFAULT_FILES`] other than [`BLOCK`], or a block device's `stat`.
+pub fn is_bound_file(rel: &str) -> bool {
+    if let Some(rest) = rel.strip_prefix(BLOCK).and_then(|r| r.strip_prefix('/')) {
+        let parts: Vec<&str> = rest.split('/').collect();
+        return matches!(parts.len(), 2 | 3)
+            && parts.last() == Some(&"stat")
+            && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.'));
+    }
+    DEFAULT_FILES.iter().any(|(f, _)| *f == rel && *f != BLOCK)
+}
 
 /// Whether a bind of `rel` (a path below the mountpoint, `""` for all of it) must stay
 /// writable: it is, or holds, a file that takes writes.
@@ -192,6 +318,49 @@ mod tests {
         assert!(!takes_writes("proc/meminfo"));
         assert!(!takes_writes("proc/system"));
         assert!(!takes_writes("sys/devices/system/cpu"));
+    }
+
+    #[test]
+    fn block_devices_bind_their_stat_onto_the_real_directory() {
+        let sys = tempfile::tempdir().unwrap();
+        let real = sys.path().join("devices/pci0/virtio1/block/vda");
+        std::fs::create_dir_all(real.join("vda1")).unwrap();
+        std::fs::create_dir_all(real.join("queue")).unwrap();
+        std::fs::write(real.join("vda1/partition"), "1\n").unwrap();
+        std::fs::create_dir_all(sys.path().join("block")).unwrap();
+        std::os::unix::fs::symlink(
+            "../devices/pci0/virtio1/block/vda",
+            sys.path().join("block/vda"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc", sys.path().join("block/evil")).unwrap();
+        std::os::unix::fs::symlink("../../../etc", sys.path().join("block/up")).unwrap();
+        let got = binds(&[("proc/meminfo", false), (BLOCK, false)], sys.path());
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|b| (b.source.as_str(), b.target.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("proc/meminfo", "proc/meminfo"),
+                (
+                    "sys/block/vda/stat",
+                    "sys/devices/pci0/virtio1/block/vda/stat"
+                ),
+                (
+                    "sys/block/vda/vda1/stat",
+                    "sys/devices/pci0/virtio1/block/vda/vda1/stat"
+                ),
+            ]
+        );
+        assert!(is_bound_file("sys/block/vda/stat"));
+        assert!(is_bound_file("sys/block/vda/vda1/stat"));
+        assert!(is_bound_file("proc/meminfo"));
+        assert!(!is_bound_file("sys/block"));
+        assert!(!is_bound_file("sys/block/vda"));
+        assert!(!is_bound_file("sys/block/../stat"));
+        assert!(!takes_writes("sys/block/vda/stat"));
     }
 
     #[test]

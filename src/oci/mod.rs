@@ -7,4 +7,4 @@ mod inject;
 pub mod patch;
 pub mod reattach;
 
-pub use inject::DEFAULT_FILES;
+pub use inject::{BLOCK, Bind, DEFAULT_FILES, binds};

@@ -37,7 +37,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 use serde::{Deserialize, Serialize};
 
 use super::devices::{self, Dev};
-use super::inject::{self, Bound, DEFAULT_FILES};
+use super::inject::{self, Bound};
 use crate::cli::ReattachArgs;
 use crate::control::{CtlRequest, Registered, ctl_send};
 use crate::mounts::{MountEntry, mounts_of};
@@ -63,8 +63,8 @@ pub struct Outcome {
 pub struct Stack {
     /// The mount point, as the container sees it.
     pub target: PathBuf,
-    /// The file of nsview's mount it binds (an entry of [`DEFAULT_FILES`]).
-    pub rel: &'static str,
+    /// The file of nsview's mount it binds (see [`inject::is_bound_file`]).
+    pub rel: String,
     /// Mount ids of the nsview binds stacked there, topmost first.
     pub layers: Vec<u64>,
     /// Whether any of them is read-only.
@@ -308,7 +308,7 @@ pub fn reattach(
             ));
             continue;
         }
-        match inject::clone_tree(&mountpoint.join(stack.rel)) {
+        match inject::clone_tree(&mountpoint.join(&stack.rel)) {
             Ok(tree) => work.push((stack, tree)),
             Err(e) => outcome
                 .failed
@@ -351,16 +351,14 @@ pub fn reattach(
 /// The stacks of binds on the devices `ours` among `mounts` whose topmost mount is such a
 /// bind of a file the hook binds. O(n log n) in the mounts: a namespace may hold many.
 pub fn stacks(mounts: &[MountEntry], ours: &HashSet<Dev>) -> Vec<Stack> {
-    let file_of = |m: &MountEntry| -> Option<&'static str> {
+    fn file_of<'m>(m: &'m MountEntry, ours: &HashSet<Dev>) -> Option<&'m str> {
         if !is_nsview_mount(m) || !ours.contains(&m.dev) {
             return None;
         }
-        let rel = m.root.strip_prefix("/").ok()?;
-        DEFAULT_FILES
-            .iter()
-            .map(|(f, _)| *f)
-            .find(|f| Path::new(f) == rel)
-    };
+        let rel = m.root.strip_prefix("/").ok()?.to_str()?;
+        inject::is_bound_file(rel).then_some(rel)
+    }
+    let file_of = |m| file_of(m, ours);
     let points: BTreeSet<&Path> = mounts
         .iter()
         .filter(|m| file_of(m).is_some())
@@ -416,7 +414,7 @@ pub fn stacks(mounts: &[MountEntry], ours: &HashSet<Dev>) -> Vec<Stack> {
             .map(Path::to_path_buf);
         out.push(Stack {
             target: target.to_path_buf(),
-            rel,
+            rel: rel.to_owned(),
             layers,
             read_only,
             covers_mounts,
@@ -456,7 +454,7 @@ fn replace(root: &OwnedFd, own_fds: &Own, stack: &Stack, tree: &OwnedFd) -> Resu
             }
         }
     }
-    let writable = inject::takes_writes(stack.rel) && !stack.read_only;
+    let writable = inject::takes_writes(&stack.rel) && !stack.read_only;
     match (inject::bind(root, &in_root, writable, tree)?, trouble) {
         (Bound::Mounted, None) => Ok(true),
         (Bound::Mounted, Some(e)) => Err(format!("{e}; bound on top of what was left")),
@@ -611,7 +609,7 @@ mod tests {
             by_target("/proc/meminfo"),
             Some(Stack {
                 target: "/proc/meminfo".into(),
-                rel: "proc/meminfo",
+                rel: "proc/meminfo".into(),
                 layers: vec![30],
                 read_only: true,
                 covers_mounts: false,

@@ -90,6 +90,7 @@ pub const TABLE: &[Spec] = &[
     view("proc/stat", ViewId::Stat),
     view("proc/loadavg", ViewId::Loadavg),
     view("proc/diskstats", ViewId::Diskstats),
+    view("proc/vmstat", ViewId::Vmstat),
     view("proc/swaps", ViewId::Swaps),
     // Root-only, like the host's: slab names and counts say much about the host.
     Spec {
@@ -117,6 +118,7 @@ pub const TABLE: &[Spec] = &[
     subtree("sys/devices/system/node", SubtreeId::SysNode),
     subtree("proc/sys", SubtreeId::ProcSys),
     subtree("sys/kernel", SubtreeId::SysKernel),
+    subtree("sys/block", SubtreeId::SysBlock),
     subtree("sys/devices/virtual/net", SubtreeId::SysNet),
     view(
         "sys/devices/virtual/dmi/id/product_uuid",

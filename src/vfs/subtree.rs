@@ -26,6 +26,8 @@ pub enum SubtreeId {
     ProcSys,
     /// `sys/kernel`: the host's, read-only, some directories shown empty.
     SysKernel,
+    /// `sys/block`: each block device's `stat`, the caller's container's own IO.
+    SysBlock,
     /// `sys/devices/virtual/net`: the caller's own network devices, through its agent.
     SysNet,
 }

@@ -34,6 +34,8 @@ pub enum ViewId {
     Loadavg,
     /// `proc/diskstats`.
     Diskstats,
+    /// `proc/vmstat`.
+    Vmstat,
     /// `proc/swaps`.
     Swaps,
     /// `proc/slabinfo`.
@@ -269,6 +271,7 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
         ViewId::Stat => fallback("stat", &|c| r::stat(env, c, reader)),
         ViewId::Loadavg => fallback("loadavg", &|c| r::loadavg(env, c, reader)),
         ViewId::Diskstats => fallback("diskstats", &|c| r::diskstats(env, c)),
+        ViewId::Vmstat => fallback("vmstat", &|c| r::vmstat(env, c)),
         ViewId::Swaps => fallback("swaps", &|c| r::swaps(env, c)),
         ViewId::Slabinfo => fallback("slabinfo", &|c| r::slabinfo(env, c)),
         ViewId::Pressure(kind) => fallback(&format!("pressure/{}", kind.name()), &|c| {

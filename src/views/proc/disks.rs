@@ -7,6 +7,10 @@
 //! cgroup). Devices the container did no IO on are left out (LXCFS #653 falls back to the
 //! host file on v2 and on hybrid hosts).
 //!
+//! A block device's sysfs `stat` (what iostat reads): the same counters for that device, 0
+//! when the container did no IO on it. The cgroup accounts IO by disk, so a partition's
+//! file shows 0 and its disk's all of it.
+//!
 //! swaps: the host's header, plus one line for the container's swap when it has any.
 
 use crate::cgroup::IoStat;
@@ -26,33 +30,53 @@ pub fn render_diskstats(host: &str, io: &[IoStat]) -> String {
         let Some(s) = io.iter().find(|s| s.major == major && s.minor == minor) else {
             continue;
         };
-        let mut values = vec![
-            s.read_ios,
-            s.read_merged,
-            s.read_bytes / 512,
-            s.read_ms,
-            s.write_ios,
-            s.write_merged,
-            s.write_bytes / 512,
-            s.write_ms,
-            0,
-            s.read_ms.saturating_add(s.write_ms),
-            s.read_ms.saturating_add(s.write_ms),
-            s.discard_ios,
-            0,
-            s.discard_bytes / 512,
-            0,
-            0,
-            0,
-        ];
-        values.truncate(fields.len().saturating_sub(3));
         out.push_str(&format!("{major:4} {minor:7} {name}"));
-        for v in values {
+        for v in stat_values(s)
+            .into_iter()
+            .take(fields.len().saturating_sub(3))
+        {
             out.push_str(&format!(" {v}"));
         }
         out.push('\n');
     }
     out
+}
+
+/// The 17 counters of a device's line (`Documentation/admin-guide/iostats.rst`) from the
+/// cgroup's IO on it.
+fn stat_values(s: &IoStat) -> [u64; 17] {
+    let busy = s.read_ms.saturating_add(s.write_ms);
+    [
+        s.read_ios,
+        s.read_merged,
+        s.read_bytes / 512,
+        s.read_ms,
+        s.write_ios,
+        s.write_merged,
+        s.write_bytes / 512,
+        s.write_ms,
+        0,
+        busy,
+        busy,
+        s.discard_ios,
+        0,
+        s.discard_bytes / 512,
+        0,
+        0,
+        0,
+    ]
+}
+
+/// A block device's sysfs `stat` for a container that did `io` on it (`None`: none), in the
+/// shape of the host's file `host` (its number of columns, each 8 wide as the kernel prints
+/// them).
+pub fn render_block_stat(host: &str, io: Option<&IoStat>) -> String {
+    let columns = host.split_whitespace().count().clamp(11, 17);
+    let values = io.map(stat_values).unwrap_or_default();
+    let out: Vec<String> = values[..columns].iter().map(|v| format!("{v:8}")).collect();
+    let mut text = out.join(" ");
+    text.push('\n');
+    text
 }
 
 /// `proc/swaps`: the host's header line, and a line for `total` bytes of swap (`used` in
@@ -96,6 +120,26 @@ mod tests {
         assert_eq!(text, " 254       0 vda 1 0 8 0 2 0 2 0 0 0 0 0 0 0 0 0 0\n");
         let short = render_diskstats(" 254       0 vda 1 2 3 4 5 6 7 8 9 10 11\n", &io);
         assert_eq!(short.split_whitespace().count(), 14);
+    }
+
+    #[test]
+    fn a_block_stat_has_the_hosts_columns_each_eight_wide() {
+        let io = IoStat {
+            major: 254,
+            minor: 0,
+            read_bytes: 8 << 20,
+            read_ios: 64,
+            ..IoStat::default()
+        };
+        let host = "    5000       10   400000      900     6000       20   800000     1200        0     2000     2100        0        0        0        0      100       50\n";
+        let text = render_block_stat(host, Some(&io));
+        assert_eq!(text.len(), host.len());
+        assert!(
+            text.starts_with("      64        0    16384        0        0"),
+            "{text:?}"
+        );
+        let idle = render_block_stat("1 2 3 4 5 6 7 8 9 10 11\n", None);
+        assert_eq!(idle, format!("{}\n", ["       0"; 11].join(" ")));
     }
 
     #[test]

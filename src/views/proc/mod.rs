@@ -1,11 +1,13 @@
 //! Views of files under `proc/`.
 
+pub mod counters;
 pub mod cpuinfo;
 pub mod disks;
 pub mod meminfo;
 pub mod resources;
 pub mod stat;
 pub mod uptime;
+pub mod vmstat;
 
 use std::path::Path;
 

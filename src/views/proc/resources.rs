@@ -8,10 +8,11 @@ use crate::error::Result;
 use crate::procfs::boottime_secs;
 use crate::views::Env;
 use crate::views::cpus::container_cpus;
+use crate::views::proc::counters::{self, SCALED_STAT_LINES, Scaled};
 use crate::views::proc::meminfo::{MemView, render_meminfo};
 use crate::views::proc::stat::{StatView, container_cpu_lines, monotonic, render_stat, sum};
 use crate::views::proc::uptime::age_secs;
-use crate::views::proc::{cpuinfo, disks};
+use crate::views::proc::{cpuinfo, disks, vmstat};
 
 /// `proc/meminfo`.
 pub fn meminfo(env: &Env, c: &Container) -> Result<String> {
@@ -51,6 +52,16 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
         last.1 = total[0];
     }
     let load = env.sampler.read(c.key(), c, reader)?;
+    let mut baselines = c.baselines.lock();
+    let scaled = baselines.stat.get_or_insert_with(|| {
+        let lines = host.lines().filter(|l| {
+            let key = l.split_whitespace().next().unwrap_or("");
+            SCALED_STAT_LINES.contains(&key)
+        });
+        let counters: Vec<_> = lines.flat_map(counters::stat_line_counters).collect();
+        let host_up = boottime_secs();
+        Scaled::new(age, host_up, counters.iter().map(|(k, v)| (k.as_str(), *v)))
+    });
     let view = StatView {
         total: total[0],
         cpus: lines,
@@ -60,7 +71,28 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
         procs_running: u64::from(load.counts.running),
         procs_blocked: u64::from(load.counts.blocked),
     };
-    Ok(render_stat(&host, &view))
+    Ok(render_stat(&host, &view, scaled))
+}
+
+/// `proc/vmstat`.
+pub fn vmstat(env: &Env, c: &Container) -> Result<String> {
+    let host = env.host("vmstat")?;
+    let mut own = c.cgroups.memory_events()?.unwrap_or_default();
+    // Block IO as the cgroup accounts it (as `proc/diskstats` shows it); the host's, scaled,
+    // only without any accounting: one source for the container's life, so it never goes
+    // back.
+    if c.cgroups.has_io_accounting() {
+        let io = c.cgroups.io_stats()?;
+        let kib = |f: fn(&crate::cgroup::IoStat) -> u64| io.iter().map(f).sum::<u64>() / 1024;
+        own.push(("pgpgin".to_string(), kib(|s| s.read_bytes)));
+        own.push(("pgpgout".to_string(), kib(|s| s.write_bytes)));
+    }
+    let mut baselines = c.baselines.lock();
+    let scaled = baselines.vmstat.get_or_insert_with(|| {
+        let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
+        Scaled::new(age, boottime_secs(), vmstat::counters(&host))
+    });
+    Ok(vmstat::render_vmstat(&host, &own, scaled))
 }
 
 /// `proc/loadavg`, read by task `reader`.

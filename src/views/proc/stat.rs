@@ -14,11 +14,14 @@
 //!   shows the host's). `processes` (forks since boot on the host) is the number of pids the
 //!   container's pid namespace has handed out as far as its tasks show: the highest pid
 //!   number in it.
-//! - `intr`, `ctxt`, `btime`, `softirq`: the host's values (`btime` is the host's boot time,
-//!   the base of every start time in `/proc/<pid>/stat`; interrupt and context-switch counts
-//!   are not accounted per cgroup); in a time namespace of its own, `btime` shifted by its
-//!   boottime offset, as the kernel shifts it and the start times there.
+//! - `intr`, `ctxt`, `softirq`: interrupts and context switches are not accounted per cgroup,
+//!   so the host's, scaled to the container's age ([`super::counters`]): their rate since the
+//!   container started is the host's, not host uptime / age times it (vmstat's `in` and `cs`).
+//! - `btime`: the host's boot time, the base of every start time in `/proc/<pid>/stat`; in a
+//!   time namespace of its own, shifted by its boottime offset, as the kernel shifts it and
+//!   the start times there.
 
+use super::counters::{SCALED_STAT_LINES, Scaled, push_scaled_stat_line};
 use crate::cgroup::CpuUsage;
 
 /// One `cpu` line, in clock ticks.
@@ -204,8 +207,9 @@ fn push_cpu(out: &mut String, name: &str, line: &CpuLine) {
     out.push('\n');
 }
 
-/// `proc/stat` for a container, from the host's text `host`.
-pub fn render_stat(host: &str, view: &StatView) -> String {
+/// `proc/stat` for a container, from the host's text `host`; `intr`, `ctxt` and `softirq`
+/// scaled by `scaled` (see [`super::counters`]).
+pub fn render_stat(host: &str, view: &StatView, scaled: &Scaled) -> String {
     let mut out = String::with_capacity(host.len());
     let total = view.total;
     for line in host.lines() {
@@ -219,6 +223,7 @@ pub fn render_stat(host: &str, view: &StatView) -> String {
                 }
             }
             k if k.starts_with("cpu") => {}
+            k if SCALED_STAT_LINES.contains(&k) => push_scaled_stat_line(&mut out, line, scaled),
             "processes" => out.push_str(&format!("processes {}\n", view.processes)),
             "procs_running" => out.push_str(&format!("procs_running {}\n", view.procs_running)),
             "procs_blocked" => out.push_str(&format!("procs_blocked {}\n", view.procs_blocked)),
@@ -357,8 +362,9 @@ softirq 853260 0 127118\n";
             btime_shift: 1000,
             ..StatView::default()
         };
-        assert!(render_stat(HOST, &view).contains("\nbtime 1795405542\n"));
-        assert!(render_stat(HOST, &StatView::default()).contains("\nbtime 1795404542\n"));
+        let all = Scaled::new(1.0, 1.0, []);
+        assert!(render_stat(HOST, &view, &all).contains("\nbtime 1795405542\n"));
+        assert!(render_stat(HOST, &StatView::default(), &all).contains("\nbtime 1795404542\n"));
     }
 
     #[test]
@@ -378,10 +384,20 @@ softirq 853260 0 127118\n";
             procs_running: 1,
             procs_blocked: 0,
         };
-        let text = render_stat(HOST, &view);
-        let expected = "cpu  1 0 2 3 0 0 0 0 0 0\ncpu1 1 0 2 3 0 0 0 0 0 0\nintr 5866369 0 0\n\
-ctxt 24138107\nbtime 1795404542\nprocesses 7\nprocs_running 1\nprocs_blocked 0\n\
-softirq 853260 0 127118\n";
+        // A tenth of the host's age when it first read the file; the host's 1000 more
+        // context switches since are its own too.
+        let first = HOST
+            .lines()
+            .filter(|l| SCALED_STAT_LINES.iter().any(|k| l.starts_with(k)));
+        let counters: Vec<_> = first
+            .flat_map(super::super::counters::stat_line_counters)
+            .collect();
+        let scaled = Scaled::new(10.0, 100.0, counters.iter().map(|(k, v)| (k.as_str(), *v)));
+        let host = HOST.replace("ctxt 24138107", "ctxt 24139107");
+        let text = render_stat(&host, &view, &scaled);
+        let expected = "cpu  1 0 2 3 0 0 0 0 0 0\ncpu1 1 0 2 3 0 0 0 0 0 0\nintr 586637 0 0\n\
+ctxt 2414811\nbtime 1795404542\nprocesses 7\nprocs_running 1\nprocs_blocked 0\n\
+softirq 85326 0 12712\n";
         assert_eq!(text, expected);
     }
 

@@ -1,5 +1,6 @@
 //! Subtrees under `sys/`: what a caller sees below a [`SubtreeId`]'s directory.
 
+pub mod block;
 pub mod cpu;
 pub mod dmi;
 pub mod kernel;
@@ -43,6 +44,32 @@ fn node_target(env: &Env, subject: &Subject, rel: &str) -> Result<cpu::Target> {
     node::map(&node_root(env), subject_cpus(env, subject).as_deref(), rel)
 }
 
+fn block_root(env: &Env) -> PathBuf {
+    env.sys.join("block")
+}
+
+/// A block device's `stat` for `subject`: its container's own IO on the device, or the
+/// host's file (also when the container's IO cannot be read, counted).
+fn block_stat(env: &Env, subject: &Subject, place: &block::Place) -> Result<Vec<u8>> {
+    let (host, (major, minor)) = block::host_stat(&block_root(env), place)?;
+    let Subject::Container(c) = subject else {
+        return Ok(host.into_bytes());
+    };
+    match c.cgroups.io_stats() {
+        Ok(io) => {
+            let mine = io.iter().find(|s| s.major == major && s.minor == minor);
+            Ok(crate::views::proc::disks::render_block_stat(&host, mine).into_bytes())
+        }
+        Err(e) => {
+            env.stats.host_fallback(format_args!(
+                "sys/block/{major}:{minor}/stat for container pidns {}, whose IO is unreadable ({e})",
+                c.pidns
+            ));
+            Ok(host.into_bytes())
+        }
+    }
+}
+
 fn kernel_root(env: &Env) -> PathBuf {
     env.sys.join("kernel")
 }
@@ -63,6 +90,7 @@ pub fn lookup(
         SubtreeId::SysCpu => cpu::lookup(&target(env, subject, rel)?),
         SubtreeId::SysNode => cpu::lookup(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::lookup(&kernel_root(env), rel),
+        SubtreeId::SysBlock => Ok(block::lookup(&block::place(&block_root(env), rel)?)),
         SubtreeId::SysNet => sysctl::net::lookup(env, who, rel),
         SubtreeId::ProcSys => sysctl::lookup(env, who, rel),
     }
@@ -82,6 +110,10 @@ pub fn list(
             node::list(&node_root(env), subject_cpus(env, subject).as_deref(), rel)
         }
         SubtreeId::SysKernel => kernel::list(&kernel_root(env), rel),
+        SubtreeId::SysBlock => {
+            let root = block_root(env);
+            block::list(&root, &block::place(&root, rel)?)
+        }
         SubtreeId::SysNet => sysctl::net::list(env, who, rel),
         SubtreeId::ProcSys => sysctl::list(env, who, rel),
     }
@@ -99,6 +131,7 @@ pub fn read(
         SubtreeId::SysCpu => cpu::read(&target(env, subject, rel)?),
         SubtreeId::SysNode => cpu::read(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::read(&kernel_root(env), rel),
+        SubtreeId::SysBlock => block_stat(env, subject, &block::place(&block_root(env), rel)?),
         SubtreeId::SysNet => sysctl::net::read(env, who, rel),
         SubtreeId::ProcSys => sysctl::read(env, subject, who, rel),
     }
@@ -129,7 +162,7 @@ pub fn open_host(
             }
         }
         SubtreeId::SysKernel => kernel::host_path(&kernel_root(env), rel)?,
-        SubtreeId::SysNet | SubtreeId::ProcSys => return Ok(None),
+        SubtreeId::SysBlock | SubtreeId::SysNet | SubtreeId::ProcSys => return Ok(None),
     };
     let os = |e: std::io::Error| Error::Os(e.raw_os_error().unwrap_or(libc::EIO));
     let file = std::fs::File::open(&path).map_err(os)?;
@@ -152,6 +185,7 @@ pub fn readlink(
         SubtreeId::SysCpu => cpu::readlink(&target(env, subject, rel)?),
         SubtreeId::SysNode => cpu::readlink(&node_target(env, subject, rel)?),
         SubtreeId::SysKernel => kernel::readlink(&kernel_root(env), rel),
+        SubtreeId::SysBlock => Err(crate::error::Error::Os(libc::EINVAL)),
         SubtreeId::SysNet => sysctl::net::readlink(env, who, rel),
         SubtreeId::ProcSys => sysctl::readlink(env, who, rel),
     }
@@ -161,9 +195,11 @@ pub fn readlink(
 /// can be written, by its write rule.
 pub fn access_write(env: &Env, id: SubtreeId, who: &Requester, rel: &str) -> Result<()> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysNode | SubtreeId::SysKernel | SubtreeId::SysNet => {
-            Err(crate::error::Error::Access)
-        }
+        SubtreeId::SysCpu
+        | SubtreeId::SysNode
+        | SubtreeId::SysKernel
+        | SubtreeId::SysBlock
+        | SubtreeId::SysNet => Err(crate::error::Error::Access),
         SubtreeId::ProcSys => sysctl::access_write(env, who, rel),
     }
 }
@@ -178,9 +214,11 @@ pub fn write(
     op: WriteOp<'_>,
 ) -> Result<Written> {
     match id {
-        SubtreeId::SysCpu | SubtreeId::SysNode | SubtreeId::SysKernel | SubtreeId::SysNet => {
-            Err(crate::error::Error::Access)
-        }
+        SubtreeId::SysCpu
+        | SubtreeId::SysNode
+        | SubtreeId::SysKernel
+        | SubtreeId::SysBlock
+        | SubtreeId::SysNet => Err(crate::error::Error::Access),
         SubtreeId::ProcSys => sysctl::write(env, subject, who, rel, op),
     }
 }
