@@ -2,7 +2,7 @@
 //!
 //! The limited container: memory 256 MiB, cpuset `0`, CPU quota 50 ms per 100 ms (half a CPU),
 //! in fresh `nsview-test-*` cgroups (v1 on this host), new pid, mount, uts, ipc, net and cgroup
-//! namespaces, with nsview's `proc/{meminfo,cpuinfo,stat,uptime,loadavg,diskstats,vmstat,swaps}` and
+//! namespaces, with nsview's `proc/{meminfo,cpuinfo,stat,uptime,loadavg,diskstats,vmstat,interrupts,softirqs,swaps}` and
 //! `sys/devices/system/cpu` bound over the container's own.
 
 mod rig;
@@ -22,6 +22,8 @@ const BINDS: &[&str] = &[
     "proc/loadavg",
     "proc/diskstats",
     "proc/vmstat",
+    "proc/interrupts",
+    "proc/softirqs",
     "proc/swaps",
     "sys/devices/system/cpu",
 ];
@@ -561,6 +563,68 @@ fn a_containers_block_stats_show_nothing_of_its_neighbours_io_and_take_no_writes
     );
 }
 
+#[test]
+fn per_cpu_interrupt_rates_are_the_hosts_on_the_containers_cpu_only() {
+    // CPU 0's counts in the host's tables, and when.
+    let cpu0 = || -> ([f64; 2], Instant) {
+        let total = |file: &str| -> f64 {
+            let text = std::fs::read_to_string(format!("/proc/{file}")).unwrap();
+            let columns = text.lines().next().unwrap().split_whitespace().count();
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let values: Vec<f64> = words
+                        .iter()
+                        .skip(1)
+                        .take(columns)
+                        .map_while(|w| w.parse().ok())
+                        .collect();
+                    (values.len() == columns).then(|| values[0])
+                })
+                .sum()
+        };
+        ([total("interrupts"), total("softirqs")], Instant::now())
+    };
+    let (before, started) = cpu0();
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    // mpstat's per-CPU interrupt and softirq rates since boot, a second in (counts over a
+    // tiny age are all rounding).
+    let out = run(&c, "sleep 1; LC_ALL=C mpstat -I ALL");
+    eprintln!("{out}");
+    let (after, ended) = cpu0();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() > 2 && w[1].parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 2, "a row per table, for CPU 0 alone: {out}");
+    // Its one CPU, by its host number, in both tables.
+    for file in ["interrupts", "softirqs"] {
+        let header = run(&c, &format!("head -1 /proc/{file}"));
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            ["CPU0"],
+            "{file}"
+        );
+    }
+    // What the host's CPU 0 did: on average since boot, and over the container's life. The
+    // container's rate is the first scaled to its age plus the second (not host uptime / age
+    // times the first).
+    let up = host_uptime();
+    let window = ended.duration_since(started).as_secs_f64();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[1], "0", "{out}");
+        let (average, lately) = (after[i] / up, (after[i] - before[i]) / window);
+        let sum: f64 = row[2..].iter().filter_map(|w| w.parse::<f64>().ok()).sum();
+        assert!(
+            sum <= 2.0 * (average + lately) + 100.0,
+            "{sum} per s on CPU 0; the host's {average:.0} on average, {lately:.0} lately: {out}"
+        );
+    }
+}
+
 /// The data lines of `vmstat` output, as maps from the header's column names.
 fn vmstat_lines(text: &str) -> Vec<std::collections::HashMap<String, u64>> {
     let mut lines = text.lines().skip_while(|l| !l.contains(" bo "));
@@ -582,6 +646,12 @@ fn vmstat_lines(text: &str) -> Vec<std::collections::HashMap<String, u64>> {
         .collect()
 }
 
+/// The host's uptime in seconds.
+fn host_uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 /// The host's interrupts and context switches per second since its boot.
 fn host_average_rates() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -589,13 +659,7 @@ fn host_average_rates() -> (f64, f64) {
         let line = stat.lines().find(|l| l.starts_with(key)).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
-    let up: f64 = std::fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let up = host_uptime();
     (count("intr ") / up, count("ctxt ") / up)
 }
 

@@ -24,6 +24,8 @@ pub const DEFAULT_FILES: &[(&str, bool)] = &[
     ("proc/loadavg", false),
     ("proc/diskstats", false),
     ("proc/vmstat", false),
+    ("proc/interrupts", false),
+    ("proc/softirqs", false),
     ("proc/swaps", false),
     ("proc/slabinfo", false),
     ("proc/pressure/cpu", false),

@@ -91,6 +91,8 @@ pub const TABLE: &[Spec] = &[
     view("proc/loadavg", ViewId::Loadavg),
     view("proc/diskstats", ViewId::Diskstats),
     view("proc/vmstat", ViewId::Vmstat),
+    view("proc/interrupts", ViewId::Interrupts),
+    view("proc/softirqs", ViewId::Softirqs),
     view("proc/swaps", ViewId::Swaps),
     // Root-only, like the host's: slab names and counts say much about the host.
     Spec {

@@ -36,6 +36,10 @@ pub enum ViewId {
     Diskstats,
     /// `proc/vmstat`.
     Vmstat,
+    /// `proc/interrupts`.
+    Interrupts,
+    /// `proc/softirqs`.
+    Softirqs,
     /// `proc/swaps`.
     Swaps,
     /// `proc/slabinfo`.
@@ -272,6 +276,8 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
         ViewId::Loadavg => fallback("loadavg", &|c| r::loadavg(env, c, reader)),
         ViewId::Diskstats => fallback("diskstats", &|c| r::diskstats(env, c)),
         ViewId::Vmstat => fallback("vmstat", &|c| r::vmstat(env, c)),
+        ViewId::Interrupts => fallback("interrupts", &|c| r::per_cpu_table(env, c, false)),
+        ViewId::Softirqs => fallback("softirqs", &|c| r::per_cpu_table(env, c, true)),
         ViewId::Swaps => fallback("swaps", &|c| r::swaps(env, c)),
         ViewId::Slabinfo => fallback("slabinfo", &|c| r::slabinfo(env, c)),
         ViewId::Pressure(kind) => fallback(&format!("pressure/{}", kind.name()), &|c| {

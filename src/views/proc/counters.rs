@@ -58,6 +58,121 @@ pub struct Baselines {
     pub stat: Option<Scaled>,
     /// `proc/vmstat`'s.
     pub vmstat: Option<Scaled>,
+    /// `proc/interrupts`'.
+    pub interrupts: Option<Scaled>,
+    /// `proc/softirqs`'.
+    pub softirqs: Option<Scaled>,
+}
+
+/// One row of a per-CPU table (`proc/interrupts`, `proc/softirqs`): its label (through the
+/// `:`), its numbers with the byte span each takes in the line, and where the rest begins.
+struct Row<'a> {
+    label: &'a str,
+    numbers: Vec<(usize, usize, u64)>,
+    rest: usize,
+}
+
+/// `line` as a [`Row`] with at most `columns` numbers; `None` for a line without a label.
+fn row(line: &str, columns: usize) -> Option<Row<'_>> {
+    let colon = line.find(':')?;
+    let (mut at, mut numbers) = (colon + 1, Vec::new());
+    while numbers.len() < columns {
+        let start = at + line[at..].len() - line[at..].trim_start().len();
+        let end = line[start..]
+            .find(char::is_whitespace)
+            .map_or(line.len(), |n| start + n);
+        let Ok(v) = line[start..end].parse::<u64>() else {
+            break;
+        };
+        numbers.push((start, end, v));
+        at = end;
+    }
+    Some(Row {
+        label: &line[..=colon],
+        numbers,
+        rest: at,
+    })
+}
+
+/// The counters of a per-CPU table `host` (its header names the columns `CPU<n>`): per row
+/// and host CPU, `<label>cpu<n>`; a row with one number (`ERR:`) is `<label>`.
+pub fn table_counters(host: &str) -> Vec<(String, u64)> {
+    let mut lines = host.lines();
+    let ids = header_cpus(lines.next().unwrap_or(""));
+    let mut out = Vec::new();
+    for line in lines {
+        let Some(row) = row(line, ids.len()) else {
+            continue;
+        };
+        for (i, &(_, _, v)) in row.numbers.iter().enumerate() {
+            out.push((table_key(row.label, &ids, row.numbers.len(), i), v));
+        }
+    }
+    out
+}
+
+fn header_cpus(header: &str) -> Vec<u32> {
+    header
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("CPU")?.parse().ok())
+        .collect()
+}
+
+fn table_key(label: &str, ids: &[u32], numbers: usize, i: usize) -> String {
+    let label = label.trim_start();
+    if numbers == ids.len() {
+        format!("{label}cpu{}", ids[i])
+    } else {
+        format!("{label}{i}")
+    }
+}
+
+/// A per-CPU table for a container seeing the host CPUs `visible`: only their columns, by
+/// their host numbers as everywhere else, every count scaled by `scaled`, the kernel's
+/// layout kept (each number right-aligned in the width it had, labels and descriptions as
+/// they were).
+pub fn render_table(host: &str, visible: &[u32], scaled: &Scaled) -> String {
+    let mut lines = host.lines();
+    let header = lines.next().unwrap_or("");
+    let ids = header_cpus(header);
+    let keep: Vec<bool> = ids.iter().map(|id| visible.contains(id)).collect();
+    let mut out = String::with_capacity(host.len());
+    // The header: its indent, then `CPU<n>` cells as wide as the host's.
+    let indent = header.len() - header.trim_start().len();
+    out.push_str(&header[..indent]);
+    let starts: Vec<usize> = header.match_indices("CPU").map(|(at, _)| at).collect();
+    for (column, &start) in starts.iter().enumerate() {
+        let end = starts.get(column + 1).copied().unwrap_or(header.len());
+        if keep.get(column).copied().unwrap_or(true) {
+            out.push_str(&header[start..end]);
+        }
+    }
+    out.push('\n');
+    for line in lines {
+        let Some(row) = row(line, ids.len()) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        out.push_str(row.label);
+        let mut from = row.label.len();
+        let per_cpu = row.numbers.len() == ids.len();
+        for (i, &(start, end, v)) in row.numbers.iter().enumerate() {
+            if !per_cpu || keep[i] {
+                let value = if v == 0 {
+                    0
+                } else {
+                    scaled.value(&table_key(row.label, &ids, row.numbers.len(), i), v)
+                };
+                out.push_str(&line[from..start]);
+                out.push_str(&format!("{value:>width$}", width = end - start));
+            }
+            from = end;
+        }
+        out.push_str(&line[row.rest.max(from)..]);
+        out.push('\n');
+    }
+    out
 }
 
 /// The counters of a line `key v0 v1 ...` of `proc/stat` (`intr`, `softirq`, `ctxt`), named
@@ -132,6 +247,40 @@ mod tests {
         assert_eq!(unknown_uptime.value("ctxt", 100), 100);
         let newborn = Scaled::new(-1.0, 1000.0, [("ctxt", 100)]);
         assert_eq!(newborn.value("ctxt", 130), 30);
+    }
+
+    #[test]
+    fn per_cpu_tables_keep_the_visible_cpus_columns_scaled_in_the_kernels_layout() {
+        let host = "           CPU0       CPU1       \n 24:        300          0  IO-APIC   5-edge      ACPI:Ged\n NMI:          0         10   Non-maskable interrupts\n ERR:          7\n";
+        let counters = table_counters(host);
+        assert_eq!(
+            counters,
+            [
+                ("24:cpu0".to_string(), 300),
+                ("24:cpu1".to_string(), 0),
+                ("NMI:cpu0".to_string(), 0),
+                ("NMI:cpu1".to_string(), 10),
+                ("ERR:0".to_string(), 7),
+            ]
+        );
+        let scaled = Scaled::new(1.0, 10.0, counters.iter().map(|(k, v)| (k.as_str(), *v)));
+        let later = host.replace("        300", "        310");
+        let text = render_table(&later, &[1], &scaled);
+        assert_eq!(
+            text,
+            "           CPU1       \n 24:          0  IO-APIC   5-edge      ACPI:Ged\n NMI:          1   Non-maskable interrupts\n ERR:          1\n"
+        );
+        let both = render_table(&later, &[0, 1], &scaled);
+        assert!(
+            both.starts_with("           CPU0       CPU1       \n 24:         40          0  IO"),
+            "{both}"
+        );
+        let softirqs = "                    CPU0       CPU1       \n          HI:          0          0\n       TIMER:     514072     636288\n";
+        let s = Scaled::new(1.0, 1.0, []);
+        assert_eq!(
+            render_table(softirqs, &[0], &s),
+            "                    CPU0       \n          HI:          0\n       TIMER:     514072\n"
+        );
     }
 
     #[test]

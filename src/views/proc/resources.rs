@@ -74,6 +74,30 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
     Ok(render_stat(&host, &view, scaled))
 }
 
+/// `proc/interrupts` (`softirqs` false) or `proc/softirqs`: the columns of the container's
+/// CPUs, scaled to its age.
+pub fn per_cpu_table(env: &Env, c: &Container, softirqs: bool) -> Result<String> {
+    let file = if softirqs { "softirqs" } else { "interrupts" };
+    let host = env.host(file)?;
+    let cpus = container_cpus(env, c)?;
+    let mut baselines = c.baselines.lock();
+    let slot = if softirqs {
+        &mut baselines.softirqs
+    } else {
+        &mut baselines.interrupts
+    };
+    let scaled = slot.get_or_insert_with(|| {
+        let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
+        let counters = counters::table_counters(&host);
+        Scaled::new(
+            age,
+            boottime_secs(),
+            counters.iter().map(|(k, v)| (k.as_str(), *v)),
+        )
+    });
+    Ok(counters::render_table(&host, &cpus, scaled))
+}
+
 /// `proc/vmstat`.
 pub fn vmstat(env: &Env, c: &Container) -> Result<String> {
     let host = env.host("vmstat")?;
