@@ -701,10 +701,16 @@ fn sar_and_mpstat_show_the_containers_io_and_the_hosts_interrupt_rate() {
     let daemon = Daemon::start();
     let c = container(&daemon, limited());
     // mpstat first: the first reader of the container's proc/stat. Then the 8 MiB each way
-    // inside sar's 3-second interval.
+    // inside sar's 3-second interval: the IO waits for sar's collector (sadc) to be running
+    // and then a little, for its first sample (a fixed delay lost the race in a slow VM,
+    // where the write came before that sample and pgpgout/s read 0).
     let (out, _) = with_8_mib_each_way(
         &c,
-        "LC_ALL=C mpstat -I SUM; (sleep 0.2; {io}) & LC_ALL=C sar -B 3 1; wait",
+        "LC_ALL=C mpstat -I SUM; \
+         (i=0; until grep -qx sadc /proc/[0-9]*/comm 2>/dev/null || [ $i -ge 500 ]; \
+          do i=$((i + 1)); sleep 0.02; done; \
+          sleep 0.5; {io}) & \
+         LC_ALL=C sar -B 3 1; wait",
     );
     let average = out
         .lines()
