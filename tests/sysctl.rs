@@ -43,6 +43,18 @@ fn agents(daemon: &Daemon) -> Vec<u32> {
     found
 }
 
+/// Whether process `pid` exists and has not ended: an ended agent whose parent died stays a
+/// zombie until the machine's init reaps it (a second or more here).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// The children of every thread of `pid`.
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -511,6 +523,64 @@ fn readers_only_ever_see_their_own_containers_values() {
     }
 }
 
+/// Starts an agent in `c`'s namespaces from a thread of a Python process that ends at
+/// once, as a daemon's idle thread does; prints the agent's pid and, half a second later,
+/// `alive` or how it ended; then waits to be killed.
+const SPAWN_FROM_A_THREAD: &str = r#"
+import os, subprocess, sys, threading, time
+agent, pid = sys.argv[1], sys.argv[2]
+# As the daemon passes them: the kinds that differ, as descriptors 3, 4, ...
+kinds = [k for k in ["user", "net", "uts", "ipc", "cgroup", "pid"]
+         if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
+args = " ".join(f"--ns {k}={3 + n}" for n, k in enumerate(kinds))
+opens = " ".join(f"{3 + n}</proc/{pid}/ns/{k}" for n, k in enumerate(kinds))
+box = {}
+def spawn():
+    box["agent"] = subprocess.Popen(["/bin/sh", "-c", f'exec "$0" {args} {opens}', agent],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # Past the agent's setup, which a prctl(PR_SET_PDEATHSIG) would have tied to this thread.
+    time.sleep(0.5)
+thread = threading.Thread(target=spawn)
+thread.start()
+thread.join()
+print(box["agent"].pid, flush=True)
+time.sleep(0.5)
+code = box["agent"].poll()
+print("alive" if code is None else f"ended {code}", flush=True)
+time.sleep(60)
+"#;
+
+#[test]
+fn an_agent_outlives_the_thread_that_started_it_and_not_its_process() {
+    use std::io::BufRead;
+    let daemon = Daemon::start();
+    let c = container(&daemon);
+    let agent = rig::nsview_bin().with_file_name("nsview-nsenter");
+    let mut parent = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SPAWN_FROM_A_THREAD])
+        .arg(&agent)
+        .arg(c.init_pid().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    // PR_SET_PDEATHSIG would have ended it with its thread (SIGKILL: "ended -9").
+    assert_eq!(lines.next().unwrap().unwrap(), "alive");
+    // The whole process gone: the agent ends too.
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let started = Instant::now();
+    while running(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the agent outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("agent ended {:?} after its parent", started.elapsed());
+}
+
 #[test]
 fn agents_die_with_the_daemon() {
     let daemon = Daemon::start();
@@ -518,19 +588,20 @@ fn agents_die_with_the_daemon() {
     a.run("cat /proc/sys/net/ipv4/ip_forward");
     let all = agents(&daemon);
     assert!(!all.is_empty());
-    // SIGKILL: no cleanup of its own; the agents' parent-death signal ends them.
+    // SIGKILL: no cleanup of its own; the agents see the daemon's pidfd readable and end.
     let stale = daemon.kill_leaving_stale_mount();
     let started = Instant::now();
-    while all
-        .iter()
-        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-    {
+    while all.iter().copied().any(running) {
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "agents outlived the daemon"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    eprintln!(
+        "agents ended {:?} after the daemon's SIGKILL",
+        started.elapsed()
+    );
     drop(stale);
 }
 

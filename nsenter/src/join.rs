@@ -87,25 +87,33 @@ pub fn join(ns: &[(String, RawFd)], kinds: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Dies with `SIGKILL` when the parent goes; fails if it is already gone (`expected` is the
-/// parent's pid before the call; a parent outside our pid namespace shows as pid 0).
-pub fn die_with_parent(expected: nix::unistd::Pid) -> Result<(), String> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
+/// A pidfd of the parent process (the daemon), checked to be it: a pidfd names a process
+/// (every thread of it), so it reads as readable once the whole daemon is gone, where
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the agent ends (a lane thread
+/// idling out would kill a healthy agent).
+pub fn parent_pidfd() -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
     let parent = getppid();
-    if parent != expected && parent.as_raw() != 0 {
+    let pid = Pid::from_raw(parent.as_raw()).ok_or("no parent process")?;
+    let pidfd =
+        pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open(parent): {e}"))?;
+    // Reparented meanwhile: the pid may now name another process.
+    if getppid() != parent {
         return Err("parent exited".into());
     }
-    Ok(())
+    Ok(pidfd)
 }
 
 /// Forks once so the child is in the pid namespace joined last. Returns in the child; the
 /// parent waits for it and exits with its status (it holds nothing the child needs).
+/// The child watches the daemon's pidfd as the agent does; this parent, single-threaded and
+/// outside the namespace (so the child's `getppid()` reads 0), ends it with `SIGKILL` if it
+/// goes.
 pub fn fork_into_pid_namespace() -> Result<(), String> {
-    let me = nix::unistd::getpid();
     // SAFETY: the agent is single-threaded, so the child may run any code after fork.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => die_with_parent(me),
+        ForkResult::Child => nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}")),
         ForkResult::Parent { child } => {
             // Only the child talks to the daemon.
             // SAFETY: closing our copies of the standard streams; nothing here uses them again.
@@ -344,20 +352,22 @@ pub fn close_fds_from(first: u32) {
 }
 
 /// Closes every descriptor from `first` on but `keep`.
-pub fn close_fds_except(first: u32, keep: Option<RawFd>) {
-    match keep
-        .and_then(|k| u32::try_from(k).ok())
+pub fn close_fds_except(first: u32, keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&k| u32::try_from(k).ok())
         .filter(|&k| k >= first)
-    {
-        Some(k) => {
-            if k > first {
-                // SAFETY: as in close_fds_from; the range ends below the one kept.
-                unsafe { libc::syscall(libc::SYS_close_range, first, k - 1, 0u32) };
-            }
-            close_fds_from(k + 1);
+        .collect();
+    keep.sort_unstable();
+    let mut from = first;
+    for k in keep {
+        if k > from {
+            // SAFETY: as in close_fds_from; the range ends below the one kept.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
         }
-        None => close_fds_from(first),
+        from = from.max(k + 1);
     }
+    close_fds_from(from);
 }
 
 #[cfg(test)]

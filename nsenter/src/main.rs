@@ -9,15 +9,16 @@ use std::process::ExitCode;
 use nsview_nsenter::join;
 use nsview_nsenter::ops::Agent;
 
-/// What `setup` leaves the agent with: its root, its network namespace's cookie and, when
-/// it serves from outside the pid namespace, a pidfd of that namespace's init.
-type Setup = (OwnedFd, Option<u64>, Option<OwnedFd>);
+/// What `setup` leaves the agent with: its root, its network namespace's cookie, and the
+/// pidfds whose processes' end ends it: the daemon's and, when it serves from outside the
+/// pid namespace, that namespace's init.
+type Setup = (OwnedFd, Option<u64>, Vec<OwnedFd>);
 
 fn setup(args: &join::Args) -> Result<Setup, String> {
     // First of all, drop every descriptor but the standard streams and the namespaces: the
     // daemon's (its FUSE device among them) must not live on in here.
     join::close_fds_from(3 + args.ns.len() as u32);
-    join::die_with_parent(nix::unistd::getppid())?;
+    let daemon = join::parent_pidfd()?;
     // No supplementary groups of the daemon's: a caller's group checks are its own (the
     // kernel counts group 0 for files of root's group), and a user namespace may forbid
     // setgroups later.
@@ -44,12 +45,16 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
     nsview_nsenter::ops::become_namespace_root()?;
     // Joining a user namespace makes a process dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    // Everything but the standard streams and the init's pidfd.
-    let keep = init.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    join::close_fds_except(3, keep);
+    // Everything but the standard streams and the pidfds.
+    let watched: Vec<OwnedFd> = std::iter::once(daemon).chain(init).collect();
+    let keep: Vec<_> = watched
+        .iter()
+        .map(std::os::fd::AsRawFd::as_raw_fd)
+        .collect();
+    join::close_fds_except(3, &keep);
     // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
     let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
-    Ok((root.into(), join::netns_cookie(), init))
+    Ok((root.into(), join::netns_cookie(), watched))
 }
 
 fn main() -> ExitCode {

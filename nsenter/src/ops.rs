@@ -35,39 +35,41 @@ const OF_THE_READERS_PID_NAMESPACE: [&str; 3] = [
     "proc/sys/kernel/cad_pid",
 ];
 
-/// The daemon's stream, which reads as ended once `gone` (a pidfd of the init of the pid
-/// namespace served) says its process exited: an agent outside that namespace is not ended
-/// with it by the kernel, so it ends itself when the namespace does.
+/// The daemon's stream, which reads as ended once any of `gone` (pidfds: the daemon's, and
+/// the init of the pid namespace served when the agent is outside it) says its process
+/// exited: the kernel ends neither an agent outside the namespace with its init nor any
+/// agent with the daemon (a stream another process still held would stay open).
 #[derive(Debug)]
 pub struct UntilGone<R> {
     /// The stream.
     pub input: R,
     /// Its descriptor, polled with `gone`.
     pub fd: std::os::fd::RawFd,
-    /// The init's pidfd, if the agent is outside the pid namespace.
-    pub gone: Option<OwnedFd>,
+    /// The pidfds watched.
+    pub gone: Vec<OwnedFd>,
 }
 
 impl<R: Read> Read for UntilGone<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        if let Some(gone) = &self.gone {
-            // SAFETY: `fd` is the stream's descriptor, open for as long as `input` is.
-            let input = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
-            let mut fds = [
-                PollFd::new(input, PollFlags::POLLIN),
-                PollFd::new(gone.as_fd(), PollFlags::POLLIN),
-            ];
-            loop {
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => break,
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+        // SAFETY: `fd` is the stream's descriptor, open for as long as `input` is.
+        let input = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(input)
+            .chain(self.gone.iter().map(AsFd::as_fd))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                return Ok(0);
-            }
+        }
+        if fds[1..]
+            .iter()
+            .any(|f| f.revents().is_some_and(|r| !r.is_empty()))
+        {
+            return Ok(0);
         }
         self.input.read(buf)
     }
