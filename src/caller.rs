@@ -3,39 +3,21 @@
 //! The kernel gives a request the caller's TID as seen from the daemon's pid namespace (0 when
 //! the caller is not visible there), plus fsuid and fsgid. Nothing else is trusted for identity.
 //!
-//! Two depths of identification:
-//! - [`pidns_of`]: one `readlink` of `/proc/<tid>/ns/pid`, all a read-only view needs to pick
-//!   its container (the hot path of every `open`).
-//! - [`Caller::identify`]: the whole picture (pidfd, Tgid, NSpid, every namespace, cgroups),
-//!   verified through the pidfd, for operations whose outcome depends on who the caller is.
+//! Two depths of identification, by what a mistaken one would cost:
+//! - [`pidns_of`]: one `readlink` of `/proc/<tid>/ns/pid`, all a read needs to pick its
+//!   container (the hot path of every `open`). It is not pinned, and need not be: the caller
+//!   is blocked in the system call the request serves, so its TID names it until the reply,
+//!   unless a fatal signal ends it meanwhile. Then the TID may be reused (after the whole pid
+//!   space has cycled), a view may be rendered for the new task's container, and the reply
+//!   goes to nobody: the kernel drops the answer of an interrupted request with the task.
+//! - [`Pin`]: a pidfd taken before and checked after the facts are read, for every decision
+//!   with an effect (a write through an agent, to a store or to a host-global file), so that
+//!   no fact of a task that reused the id decides a change.
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use crate::cgroup::{CgroupPaths, parse_proc_cgroup};
-use crate::container::NsIds;
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
-
-/// A fully identified caller.
-#[derive(Debug)]
-pub struct Caller {
-    /// The calling thread, in the daemon's pid namespace.
-    pub tid: u32,
-    /// Its process.
-    pub tgid: u32,
-    /// A pidfd to the process, which pins its identity.
-    pub pidfd: OwnedFd,
-    /// Its pid in each pid namespace, outermost first.
-    pub nspid: Vec<u32>,
-    /// Effective uid and gid (from `status`; FUSE's fsuid/fsgid come with the request).
-    pub uid: u32,
-    /// Effective gid.
-    pub gid: u32,
-    /// Its namespaces.
-    pub ns: NsIds,
-    /// Its cgroups.
-    pub cgroups: CgroupPaths,
-}
 
 /// A task held by a pidfd on its process: facts read about the task between [`Pin::new`]
 /// and a successful [`Pin::check`] are its own, not those of a later task that reused its id.
@@ -78,34 +60,6 @@ impl Pin {
     }
 }
 
-impl Caller {
-    /// Identifies task `tid`: pins it, reads `status`, `ns/*` and `cgroup`, then checks the
-    /// pin, so no fact comes from a task that reused the pid. A vanished caller is
-    /// [`Error::Gone`].
-    pub fn identify(proc: &ProcRoot, tid: u32) -> Result<Caller> {
-        let pin = Pin::new(proc, tid)?;
-        let status = proc.status(tid).map_err(|_| Error::Gone(tid))?;
-        let ns = NsIds::read(proc, tid)?;
-        let cgroups = parse_proc_cgroup(&proc.cgroup(tid)?);
-        pin.check(proc)?;
-        Ok(Caller {
-            tid,
-            tgid: pin.tgid,
-            pidfd: pin.pidfd,
-            nspid: status.nspid,
-            uid: status.euid,
-            gid: status.egid,
-            ns,
-            cgroups,
-        })
-    }
-
-    /// Whether the caller lives in a pid namespace below the daemon's.
-    pub fn in_child_pidns(&self) -> bool {
-        self.nspid.len() > 1
-    }
-}
-
 /// The pid-namespace inode of task `tid`: the hot path of every `open`.
 pub fn pidns_of(proc: &ProcRoot, tid: u32) -> Result<u64> {
     if tid == 0 {
@@ -130,19 +84,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifies_this_test_thread_in_the_real_proc() {
+    fn a_pin_holds_while_its_process_lives_and_fails_once_it_ended() {
         let proc = ProcRoot::default();
         let tid = nix::unistd::gettid().as_raw() as u32;
-        let caller = Caller::identify(&proc, tid).unwrap();
-        assert_eq!(caller.tgid, std::process::id());
-        assert_eq!(caller.nspid.first(), Some(&tid));
-        assert_eq!(caller.ns.pid(), pidns_of(&proc, tid).unwrap());
+        Pin::new(&proc, tid).unwrap().check(&proc).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pin = Pin::new(&proc, child.id()).unwrap();
+        pin.check(&proc).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(matches!(pin.check(&proc), Err(Error::Gone(_))));
     }
 
     #[test]
     fn pid_zero_and_vanished_tasks_are_gone() {
         let proc = ProcRoot::default();
-        assert!(matches!(Caller::identify(&proc, 0), Err(Error::Gone(0))));
+        assert!(matches!(Pin::new(&proc, 0), Err(Error::Gone(0))));
         assert!(matches!(pidns_of(&proc, 0), Err(Error::Gone(0))));
         // pid_max is at most 2^22: this pid cannot exist.
         assert!(matches!(pidns_of(&proc, 1 << 23), Err(Error::Gone(_))));

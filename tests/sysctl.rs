@@ -376,6 +376,50 @@ fn a_killed_or_stopped_agent_is_eio_within_the_deadline() {
     assert_eq!(a.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
 }
 
+/// Whether process `pid` is in a sleep syscall (nanosleep or clock_nanosleep).
+fn sleeping(pid: u32) -> bool {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    matches!(syscall.split_whitespace().next(), Some("35" | "230"))
+}
+
+#[test]
+fn an_answer_that_came_while_the_daemon_was_stopped_is_taken() {
+    let daemon = Daemon::start_with(&["--test-nodes", "--test-faults", "--agent-timeout", "1"]);
+    let a = container(&daemon);
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
+    let slow = daemon.path("test/agent-fault/slow").display().to_string();
+    let reader = a.spawn(&["/bin/sh", "-c", &format!("cat {slow}; echo rc=$?")]);
+    // The agent has the request once it sleeps in it (it answers after 0.5 s).
+    let started = Instant::now();
+    while !agents(&daemon).into_iter().any(sleeping) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no agent slept"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The daemon stopped for twice the agent deadline: the agent answers meanwhile.
+    struct Resume(u32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let stopped = Resume(daemon.pid());
+    let ok = Command::new("kill")
+        .args(["-STOP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_secs(2));
+    drop(stopped);
+    let out = reader.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rc=0"), "{text}");
+}
+
 #[test]
 fn agents_go_with_their_container() {
     let daemon = Daemon::start();
@@ -392,6 +436,54 @@ fn agents_go_with_their_container() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The voluntary context switches of `daemon`'s thread named `name`.
+fn switches_of_thread(daemon: &Daemon, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+        }
+    }
+    panic!("no thread {name} in the daemon");
+}
+
+#[test]
+fn idle_agents_end_on_time_and_the_reaper_sleeps_between() {
+    let daemon = Daemon::start_with(&["--agent-idle", "2"]);
+    let a = container(&daemon);
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
+    let agent = agents(&daemon);
+    assert!(!agent.is_empty());
+    // While the agent is neither idle long enough nor gone, the reaper has no reason to
+    // wake (a 200 ms timer, as before, woke it about 5 times in this second).
+    let before = switches_of_thread(&daemon, "nsview-reaper");
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = switches_of_thread(&daemon, "nsview-reaper") - before;
+    assert!(woke <= 1, "the reaper woke {woke} times in 1 s");
+    // It does wake when the agent has been idle for 2 s.
+    let started = Instant::now();
+    while agent.iter().any(|&pid| running(pid)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an agent idle for 2 s still runs after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("agent ended {:?} after the check", started.elapsed());
+    assert_eq!(a.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
 }
 
 #[test]
@@ -491,9 +583,16 @@ fn pid_namespace_knobs_are_the_containers_own_though_the_agent_is_outside_it() {
         .output()
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&host_next.stdout).trim(), "5000");
-    // Read through nsview, it is the container's count (the reading cat's own pid).
+    // Read through nsview, it is the container's count: the reading cat's own pid, as
+    // natively (the agent's own children in the namespace, which take pids too, not counted).
     let read: u32 = a.run("cat /proc/sys/kernel/ns_last_pid").parse().unwrap();
     assert!((5000..5100).contains(&read), "{read}");
+    for _ in 0..3 {
+        let out = a.run("cat /proc/sys/kernel/ns_last_pid & echo $!; wait");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0], lines[1], "cat's pid and what it read");
+    }
 }
 
 #[test]

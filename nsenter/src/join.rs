@@ -18,17 +18,84 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, chdir, fork, getppid, mkdir, pivot_root};
 
-/// The namespace kinds an agent may join (the order the daemon names them in).
-pub const ORDER: [&str; 6] = ["user", "net", "uts", "ipc", "cgroup", "pid"];
+/// A kind of namespace an agent may join: the one list of them for the agent and the daemon
+/// (its pool keys, its write rules, its table of namespaced sysctls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NsKind {
+    /// User namespace.
+    User,
+    /// Network namespace.
+    Net,
+    /// UTS namespace.
+    Uts,
+    /// IPC namespace.
+    Ipc,
+    /// Cgroup namespace.
+    Cgroup,
+    /// Pid namespace.
+    Pid,
+}
 
-/// The kinds joined before the fork, in this order; the user namespace is joined after.
-pub const BEFORE_USER: [&str; 5] = ["net", "uts", "ipc", "cgroup", "pid"];
+impl NsKind {
+    /// Every kind, in the order the daemon names them (a pool key's order).
+    pub const ALL: [NsKind; 6] = [
+        NsKind::User,
+        NsKind::Net,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::Cgroup,
+        NsKind::Pid,
+    ];
+
+    /// The kinds joined before the fork, in this order; the user namespace is joined after.
+    pub const BEFORE_USER: [NsKind; 5] = [
+        NsKind::Net,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::Cgroup,
+        NsKind::Pid,
+    ];
+
+    /// The name of its `/proc/<pid>/ns/` link, and on the agent's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::User => "user",
+            NsKind::Net => "net",
+            NsKind::Uts => "uts",
+            NsKind::Ipc => "ipc",
+            NsKind::Cgroup => "cgroup",
+            NsKind::Pid => "pid",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<NsKind> {
+        NsKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its place in [`NsKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its `setns` flag.
+    pub fn flag(self) -> CloneFlags {
+        match self {
+            NsKind::User => CloneFlags::CLONE_NEWUSER,
+            NsKind::Net => CloneFlags::CLONE_NEWNET,
+            NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+            NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            NsKind::Pid => CloneFlags::CLONE_NEWPID,
+        }
+    }
+}
 
 /// The command line: `--ns KIND=FD` per namespace to join, `--allow-faults` for tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Args {
     /// Namespace kind and the inherited descriptor of it.
-    pub ns: Vec<(String, RawFd)>,
+    pub ns: Vec<(NsKind, RawFd)>,
     /// Whether `fault` requests are obeyed.
     pub allow_faults: bool,
 }
@@ -42,17 +109,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String
             "--allow-faults" => out.allow_faults = true,
             "--ns" => {
                 let spec = args.next().ok_or("--ns needs KIND=FD")?;
-                let (kind, fd) = spec.split_once('=').ok_or(format!("bad --ns {spec:?}"))?;
-                if !ORDER.contains(&kind) {
-                    return Err(format!("unknown namespace kind {kind:?}"));
-                }
+                let (name, fd) = spec.split_once('=').ok_or(format!("bad --ns {spec:?}"))?;
+                let kind = NsKind::from_name(name)
+                    .ok_or_else(|| format!("unknown namespace kind {name:?}"))?;
                 let fd: RawFd = fd
                     .parse()
                     .map_err(|_| format!("bad descriptor in {spec:?}"))?;
                 if fd < 3 {
                     return Err(format!("descriptor {fd} is a standard stream"));
                 }
-                out.ns.push((kind.to_owned(), fd));
+                out.ns.push((kind, fd));
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -60,26 +126,15 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String
     Ok(out)
 }
 
-fn flag(kind: &str) -> CloneFlags {
-    match kind {
-        "user" => CloneFlags::CLONE_NEWUSER,
-        "net" => CloneFlags::CLONE_NEWNET,
-        "uts" => CloneFlags::CLONE_NEWUTS,
-        "ipc" => CloneFlags::CLONE_NEWIPC,
-        "cgroup" => CloneFlags::CLONE_NEWCGROUP,
-        _ => CloneFlags::CLONE_NEWPID,
-    }
-}
-
 /// Joins the namespaces of `ns` of the kinds `kinds`, in that order, closing each
 /// descriptor after use.
-pub fn join(ns: &[(String, RawFd)], kinds: &[&str]) -> Result<(), String> {
+pub fn join(ns: &[(NsKind, RawFd)], kinds: &[NsKind]) -> Result<(), String> {
     for kind in kinds.iter().copied() {
-        for (_, fd) in ns.iter().filter(|(k, _)| k == kind) {
+        for (_, fd) in ns.iter().filter(|(k, _)| *k == kind) {
             // SAFETY: the descriptor was inherited for this purpose (checked to be above the
             // standard streams) and is not used or closed elsewhere until the close below.
             let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
-            setns(borrowed, flag(kind)).map_err(|e| format!("setns {kind}: {e}"))?;
+            setns(borrowed, kind.flag()).map_err(|e| format!("setns {}: {e}", kind.name()))?;
             // SAFETY: closing the inherited descriptor we own; it is not used afterwards.
             unsafe { libc::close(*fd) };
         }
@@ -390,11 +445,24 @@ mod tests {
         let args =
             parse_args(["--ns", "user=3", "--ns", "net=4", "--allow-faults"].map(String::from))
                 .unwrap();
-        assert_eq!(args.ns, [("user".to_owned(), 3), ("net".to_owned(), 4)]);
+        assert_eq!(args.ns, [(NsKind::User, 3), (NsKind::Net, 4)]);
         assert!(args.allow_faults);
         assert!(parse_args(["--ns", "mnt=3"].map(String::from)).is_err());
         assert!(parse_args(["--ns", "net=1"].map(String::from)).is_err());
         assert!(parse_args(["--ns"].map(String::from)).is_err());
         assert!(parse_args(["--bogus"].map(String::from)).is_err());
+    }
+
+    #[test]
+    fn every_kind_has_its_own_name_flag_and_place() {
+        for (i, kind) in NsKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+            assert_eq!(NsKind::from_name(kind.name()), Some(kind));
+            let others = NsKind::ALL.into_iter().filter(|k| *k != kind);
+            assert!(others.clone().all(|k| k.flag() != kind.flag()));
+            assert!(others.clone().all(|k| k.name() != kind.name()));
+        }
+        assert_eq!(NsKind::from_name("mnt"), None);
+        assert!(!NsKind::BEFORE_USER.contains(&NsKind::User));
     }
 }

@@ -25,7 +25,7 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    join::join(&args.ns, &join::BEFORE_USER)?;
+    join::join(&args.ns, &join::NsKind::BEFORE_USER)?;
     // The agent stays in the daemon's pid namespace, out of the container's sight; a child
     // in the joined one makes its procfs, and another runs each request whose file depends
     // on the reader's pid namespace (see `ops`). Without the new mount API, the agent forks
@@ -41,7 +41,7 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
         }
     };
     join::private_proc(procfs)?;
-    join::join(&args.ns, &["user"])?;
+    join::join(&args.ns, &[join::NsKind::User])?;
     nsview_nsenter::ops::become_namespace_root()?;
     // Joining a user namespace makes a process dumpable again.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;

@@ -30,7 +30,7 @@ type Failure = (i32, String);
 /// `kernel/cad_pid` is not written by containers, but it prints a pid as the reader's
 /// namespace numbers it (0 where the host's init is not in it).
 const OF_THE_READERS_PID_NAMESPACE: [&str; 3] = [
-    "proc/sys/kernel/ns_last_pid",
+    NS_LAST_PID,
     "proc/sys/kernel/pid_max",
     "proc/sys/kernel/cad_pid",
 ];
@@ -76,21 +76,26 @@ impl<R: Read> Read for UntilGone<R> {
 }
 
 /// Runs `f` in a child, which is in the pid namespace the agent joined for its children, and
-/// returns what it answered (through a pipe, as a protocol response).
-fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> Result<Payload, Failure> {
+/// returns what it answered (through a pipe, as a protocol response whose id is the child's
+/// pid in that namespace), and that pid.
+fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> (Result<Payload, Failure>, u64) {
     use nix::unistd::{ForkResult, fork, pipe2};
-    let (from_child, to_parent) = pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(e, "pipe"))?;
+    let (from_child, to_parent) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(pipe) => pipe,
+        Err(e) => return (Err(fail(e, "pipe")), 0),
+    };
     // SAFETY: the agent is single-threaded, so the child may run any code after fork.
-    match unsafe { fork() }.map_err(|e| fail(e, "fork into the pid namespace"))? {
+    let forked = match unsafe { fork() } {
+        Ok(forked) => forked,
+        Err(e) => return (Err(fail(e, "fork into the pid namespace")), 0),
+    };
+    match forked {
         ForkResult::Child => {
             drop(from_child);
+            let id = nix::unistd::getpid().as_raw() as u64;
             let reply = match f() {
-                Ok(payload) => Response::Ok { id: 0, payload },
-                Err((errno, message)) => Response::Err {
-                    id: 0,
-                    errno,
-                    message,
-                },
+                Ok(payload) => Response::Ok { id, payload },
+                Err((errno, message)) => Response::Err { id, errno, message },
             };
             let _ = std::fs::File::from(to_parent).write_all(&encode(&reply));
             // SAFETY: ending the child at once, without running the agent's exit handlers.
@@ -104,12 +109,40 @@ fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> Result<Payload, Fai
                 .read_to_end(&mut line);
             let _ = nix::sys::wait::waitpid(child, None);
             match read.ok().and_then(|_| decode::<Response>(&line).ok()) {
-                Some(Response::Ok { payload, .. }) => Ok(payload),
-                Some(Response::Err { errno, message, .. }) => Err((errno, message)),
-                None => Err((libc::EIO, "no answer from the pid namespace".into())),
+                Some(Response::Ok { payload, id }) => (Ok(payload), id),
+                Some(Response::Err { errno, message, id }) => (Err((errno, message)), id),
+                None => (
+                    Err((libc::EIO, "no answer from the pid namespace".into())),
+                    0,
+                ),
             }
         }
     }
+}
+
+/// The pid namespace's last pid, as the kernel prints it.
+const NS_LAST_PID: &str = "proc/sys/kernel/ns_last_pid";
+
+/// How many of the agent's own children in the pid namespace [`before_helpers`] knows.
+const HELPERS_KEPT: usize = 8;
+
+/// `ns_last_pid` as the reader would see it natively: the value a child of the agent read
+/// (`data`), less the pids the agent's own children took last (`helpers`), which the reader
+/// never forked: a lookup and a read each take one, so a native `cat` reads its own pid where
+/// the child would read its own. Pids are handed out upwards, so the reader's last pid is the
+/// first below the value that is no child's. Anything but a number is left as it is.
+fn before_helpers(data: &[u8], helpers: &[u64]) -> Vec<u8> {
+    let Some(mut pid) = std::str::from_utf8(data)
+        .ok()
+        .and_then(|text| text.strip_suffix('\n'))
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return data.to_vec();
+    };
+    while pid > 1 && helpers.contains(&pid) {
+        pid -= 1;
+    }
+    format!("{pid}\n").into_bytes()
 }
 
 fn fail(errno: Errno, what: impl std::fmt::Display) -> Failure {
@@ -130,6 +163,8 @@ pub struct Agent {
     allow_faults: bool,
     /// The buffer reads go through ([`MAX_READ`] bytes, made once).
     buffer: std::cell::RefCell<Vec<u8>>,
+    /// The pids the last children in the pid namespace had there (see [`before_helpers`]).
+    helpers: std::cell::RefCell<std::collections::VecDeque<u64>>,
 }
 
 impl Agent {
@@ -139,6 +174,7 @@ impl Agent {
         Agent {
             root,
             buffer: std::cell::RefCell::new(vec![0; MAX_READ]),
+            helpers: Default::default(),
             netns_cookie,
             allow_faults,
         }
@@ -215,7 +251,7 @@ impl Agent {
             if let Op::Fault { fault } = request.op
                 && self.allow_faults
             {
-                misbehave(fault, &mut output);
+                misbehave(request.id, fault, &mut output);
                 continue;
             }
             let reply = match self.execute(request.op) {
@@ -249,10 +285,23 @@ impl Agent {
             | Op::Write { path, .. } => Some(path.as_str()),
             _ => None,
         };
-        if path.is_some_and(|p| OF_THE_READERS_PID_NAMESPACE.contains(&p)) {
-            return in_child(|| self.execute_here(op));
+        let Some(path) = path.filter(|p| OF_THE_READERS_PID_NAMESPACE.contains(p)) else {
+            return self.execute_here(op);
+        };
+        let last_pid = path == NS_LAST_PID && matches!(op, Op::Read { .. });
+        let (result, helper) = in_child(|| self.execute_here(op));
+        let mut helpers = self.helpers.borrow_mut();
+        if helpers.len() == HELPERS_KEPT {
+            helpers.pop_front();
         }
-        self.execute_here(op)
+        helpers.push_back(helper);
+        match result {
+            Ok(Payload::Data(data)) if last_pid => Ok(Payload::Data(before_helpers(
+                &data,
+                helpers.make_contiguous(),
+            ))),
+            other => other,
+        }
     }
 
     fn execute_here(&self, op: Op) -> Result<Payload, Failure> {
@@ -477,7 +526,7 @@ fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, ProtoError> {
     Ok(Some(line))
 }
 
-fn misbehave(fault: Fault, output: &mut impl Write) {
+fn misbehave(id: u64, fault: Fault, output: &mut impl Write) {
     match fault {
         Fault::Garbage => {
             let _ = output.write_all(b"this is not json\n");
@@ -489,6 +538,14 @@ fn misbehave(fault: Fault, output: &mut impl Write) {
         Fault::Hang => loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
+        Fault::Slow => {
+            std::thread::sleep(crate::protocol::SLOW_FAULT);
+            let reply = Response::Ok {
+                id,
+                payload: Payload::Allowed,
+            };
+            let _ = output.write_all(&encode(&reply));
+        }
     }
     let _ = output.flush();
 }
@@ -496,6 +553,17 @@ fn misbehave(fault: Fault, output: &mut impl Write) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_pid_skips_the_agents_own_children() {
+        assert_eq!(before_helpers(b"102\n", &[101, 102]), b"100\n");
+        assert_eq!(before_helpers(b"102\n", &[102]), b"101\n");
+        // A reader forked after the agent's child: its own pid is the last.
+        assert_eq!(before_helpers(b"103\n", &[101, 102]), b"103\n");
+        assert_eq!(before_helpers(b"2\n", &[1, 2]), b"1\n");
+        assert_eq!(before_helpers(b"x\n", &[1]), b"x\n");
+        assert_eq!(before_helpers(b"", &[]), b"");
+    }
     use crate::protocol::Request;
 
     /// An agent over a fixture tree, as root with the process's own capabilities.

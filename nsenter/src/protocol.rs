@@ -46,7 +46,12 @@ pub enum Fault {
     Oversized,
     /// Never reply.
     Hang,
+    /// Reply `Allowed` after [`SLOW_FAULT`].
+    Slow,
 }
+
+/// How long a [`Fault::Slow`] reply takes.
+pub const SLOW_FAULT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +321,8 @@ mod tests {
             prop_oneof![
                 Just(Fault::Garbage),
                 Just(Fault::Oversized),
-                Just(Fault::Hang)
+                Just(Fault::Hang),
+                Just(Fault::Slow)
             ]
             .prop_map(|fault| Op::Fault { fault }),
         ]

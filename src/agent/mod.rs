@@ -12,6 +12,9 @@
 //! - **Bounds**: at most `max_agents`; spawning beyond evicts the least recently used idle
 //!   one. A reaper thread ends agents idle for `idle` and reaps agents whose process exited
 //!   (an agent lives in its container's pid namespace, so it dies with the container's init).
+//!   It sleeps until an agent's socket hangs up, the next agent falls idle, or a new agent
+//!   is spawned, and never on a timer of its own. An agent is killed and waited for outside
+//!   the pool's lock, so one slow to die holds up no other key.
 //! - **Attribute cache**: a lookup's answer (an entry's kind, mode and owner, which no
 //!   caller's credentials change) is kept per key for [`STAT_TTL`], as are the attributes a
 //!   listing returns, so a path walk through `proc/sys/net/ipv4/` costs the agent one round
@@ -24,18 +27,19 @@
 mod spawn;
 
 use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nsview_nsenter::protocol::{Kind, Op, Payload, Response, Stat};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
 
-pub use spawn::{Agent, KINDS, NsKey};
+pub use spawn::{Agent, NsKey, NsKind};
 
 /// How agents are used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +81,9 @@ pub struct PoolConfig {
     /// Test only: agents obey fault requests.
     pub allow_faults: bool,
 }
+
+/// How soon the reaper looks again at an agent that was busy when it last looked.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a lookup's answer is reused for the same namespace key.
 pub const STAT_TTL: Duration = Duration::from_secs(1);
@@ -145,22 +152,30 @@ pub struct Pool {
     own: NsKey,
     slots: Mutex<HashMap<NsKey, Arc<Slot>>>,
     next_id: AtomicU64,
-    stop: Mutex<bool>,
-    wake: Condvar,
+    stop: AtomicBool,
+    /// The reaper's doorbell: a byte written to `.0` wakes it, which reads them from `.1`.
+    bell: (UnixStream, UnixStream),
 }
 
 impl Pool {
     /// A pool spawning `cfg.exe`, reading namespaces through `proc`.
     pub fn new(cfg: PoolConfig, proc: ProcRoot) -> Result<Arc<Pool>> {
         let own = NsKey::of(&proc, std::process::id())?;
+        let bell = UnixStream::pair()
+            .and_then(|(ring, hear)| {
+                ring.set_nonblocking(true)?;
+                hear.set_nonblocking(true)?;
+                Ok((ring, hear))
+            })
+            .map_err(|e| Error::task("socketpair (reaper)", std::process::id(), e))?;
         Ok(Arc::new(Pool {
             cfg,
             proc,
             own,
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            bell,
         }))
     }
 
@@ -193,7 +208,7 @@ impl Pool {
             *slot.last_used.lock() = Instant::now();
             return Ok(Payload::Entry(stat));
         }
-        let mut guard = self.live_agent(&slot, tid, key)?;
+        let (mut guard, spawned) = self.live_agent(&slot, tid, key)?;
         let agent = guard.as_mut().ok_or(Error::Os(libc::EIO))?;
         let learns = matches!(op, Op::Lookup { .. } | Op::Readdir { .. });
         let asked = if learns { Some(op.clone()) } else { None };
@@ -208,6 +223,10 @@ impl Pool {
             }
         }
         *slot.last_used.lock() = Instant::now();
+        drop(guard);
+        if spawned {
+            self.ring();
+        }
         result
     }
 
@@ -223,26 +242,34 @@ impl Pool {
             return Ok(cookie);
         }
         let slot = self.slot(key);
-        let guard = self.live_agent(&slot, tid, key)?;
+        let (guard, spawned) = self.live_agent(&slot, tid, key)?;
         *slot.last_used.lock() = Instant::now();
-        Ok(guard.as_ref().and_then(Agent::netns_cookie))
+        let cookie = guard.as_ref().and_then(Agent::netns_cookie);
+        drop(guard);
+        if spawned {
+            self.ring();
+        }
+        Ok(cookie)
     }
 
-    /// The slot's agent, spawned (in task `tid`'s namespaces `key`) unless one is running.
+    /// The slot's agent, spawned (in task `tid`'s namespaces `key`) unless one is running, and
+    /// whether it was: the caller then rings for the reaper once it has released the slot (the
+    /// reaper watches no busy slot).
     fn live_agent<'s>(
         &self,
         slot: &'s Slot,
         tid: u32,
         key: NsKey,
-    ) -> Result<parking_lot::MutexGuard<'s, Option<Agent>>> {
+    ) -> Result<(parking_lot::MutexGuard<'s, Option<Agent>>, bool)> {
         let mut guard = slot.agent.lock();
-        if guard.as_mut().is_none_or(|a| !a.is_running()) {
-            if let Some(old) = guard.take() {
-                old.end();
-            }
-            *guard = Some(self.spawn(tid, key)?);
+        if guard.as_mut().is_some_and(Agent::is_running) {
+            return Ok((guard, false));
         }
-        Ok(guard)
+        if let Some(old) = guard.take() {
+            old.end();
+        }
+        *guard = Some(self.spawn(tid, key)?);
+        Ok((guard, true))
     }
 
     fn next_id(&self) -> u64 {
@@ -258,37 +285,42 @@ impl Pool {
     /// The slot of `key`, made (evicting the least recently used idle agent when the pool is
     /// full) if there is none.
     fn slot(&self, key: NsKey) -> Arc<Slot> {
-        let mut slots = self.slots.lock();
-        if let Some(slot) = slots.get(&key) {
-            return slot.clone();
-        }
-        while slots.len() >= self.cfg.max_agents.max(1) {
-            let victim = slots
-                .iter()
-                .filter(|(_, s)| s.agent.try_lock().is_some())
-                .min_by_key(|(_, s)| *s.last_used.lock())
-                .map(|(k, _)| *k);
-            let Some(victim) = victim else { break };
-            let Some(slot) = slots.remove(&victim) else {
-                break;
-            };
-            // Never wait here, under the pool's lock: a slot that became busy since it was
-            // picked stays (the pool is one over its bound until a later spawn).
-            let Some(mut agent) = slot.agent.try_lock() else {
-                slots.insert(victim, slot.clone());
-                break;
-            };
-            if let Some(agent) = agent.take() {
-                debug!("agent for {victim} evicted (pool full)");
-                agent.end();
+        let mut evicted = Vec::new();
+        let slot = {
+            let mut slots = self.slots.lock();
+            if let Some(slot) = slots.get(&key) {
+                return slot.clone();
             }
-        }
-        let slot = Arc::new(Slot {
-            agent: Mutex::new(None),
-            last_used: Mutex::new(Instant::now()),
-            stats: Mutex::new(HashMap::new()),
-        });
-        slots.insert(key, slot.clone());
+            while slots.len() >= self.cfg.max_agents.max(1) {
+                let victim = slots
+                    .iter()
+                    .filter(|(_, s)| s.agent.try_lock().is_some())
+                    .min_by_key(|(_, s)| *s.last_used.lock())
+                    .map(|(k, _)| *k);
+                let Some(victim) = victim else { break };
+                let Some(slot) = slots.remove(&victim) else {
+                    break;
+                };
+                // Never wait here, under the pool's lock: a slot that became busy since it
+                // was picked stays (the pool is one over its bound until a later spawn).
+                let Some(mut agent) = slot.agent.try_lock() else {
+                    slots.insert(victim, slot.clone());
+                    break;
+                };
+                if let Some(agent) = agent.take() {
+                    debug!("agent for {victim} evicted (pool full)");
+                    evicted.push(agent);
+                }
+            }
+            let slot = Arc::new(Slot {
+                agent: Mutex::new(None),
+                last_used: Mutex::new(Instant::now()),
+                stats: Mutex::new(HashMap::new()),
+            });
+            slots.insert(key, slot.clone());
+            slot
+        };
+        evicted.into_iter().for_each(Agent::end);
         slot
     }
 
@@ -312,52 +344,110 @@ impl Pool {
         std::thread::Builder::new()
             .name("nsview-reaper".into())
             .spawn(move || {
-                loop {
-                    let mut stop = me.stop.lock();
-                    if !*stop {
-                        me.wake.wait_for(&mut stop, Duration::from_millis(200));
-                    }
-                    if *stop {
-                        return;
-                    }
-                    drop(stop);
+                while !me.stop.load(Ordering::Acquire) {
                     me.reap();
+                    me.sleep();
                 }
             })
     }
 
+    /// Wakes the reaper.
+    fn ring(&self) {
+        use std::io::Write;
+        // A full doorbell is one the reaper has yet to hear: it wakes anyway.
+        let _ = (&self.bell.0).write(&[1]);
+    }
+
+    /// Waits until an agent's socket hangs up, the next agent falls idle or the doorbell
+    /// rings, whichever comes first.
+    fn sleep(&self) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let (sockets, next) = self.watch_list();
+        let mut fds = Vec::with_capacity(1 + sockets.len());
+        fds.push(PollFd::new(self.bell.1.as_fd(), PollFlags::POLLIN));
+        // Of an agent's socket, hangup and error only: they are reported whatever is asked.
+        fds.extend(
+            sockets
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::empty())),
+        );
+        let timeout = match next {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // Rounded up: waking a millisecond early would find nobody idle yet.
+                PollTimeout::from(u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX))
+            }
+        };
+        let _ = poll(&mut fds, timeout);
+        let mut drain = [0u8; 64];
+        while matches!((&self.bell.1).read(&mut drain), Ok(n) if n > 0) {}
+    }
+
+    /// The sockets of the agents to watch, and when to look again at the latest (`None`: no
+    /// agent to wait for): when the next one falls idle. A busy slot's agent is left out: a
+    /// request holds it; it is looked at again within [`BUSY_RECHECK`] (a spawn rings, so
+    /// this matters only for an agent that ends just after a request the reaper saw).
+    fn watch_list(&self) -> (Vec<Arc<UnixStream>>, Option<Instant>) {
+        let slots = self.slots.lock();
+        let mut sockets = Vec::with_capacity(slots.len());
+        let mut next: Option<Instant> = None;
+        let mut soonest = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
+        for slot in slots.values() {
+            match slot.agent.try_lock() {
+                Some(agent) => {
+                    if let Some(agent) = agent.as_ref() {
+                        sockets.push(agent.socket());
+                    }
+                    soonest(*slot.last_used.lock() + self.cfg.idle);
+                }
+                None => soonest(Instant::now() + BUSY_RECHECK),
+            }
+        }
+        (sockets, next)
+    }
+
     /// Ends idle agents and reaps exited ones.
     pub fn reap(&self) {
-        let mut slots = self.slots.lock();
-        slots.retain(|key, slot| {
+        let mut ended = Vec::new();
+        self.slots.lock().retain(|key, slot| {
             let Some(mut agent) = slot.agent.try_lock() else {
                 return true; // busy
             };
             let idle = slot.last_used.lock().elapsed() >= self.cfg.idle;
             let exited = agent.as_mut().is_some_and(|a| !a.is_running());
+            let hung_up = agent.as_ref().is_some_and(Agent::hung_up);
             match agent.as_mut() {
                 Some(_) if exited => {
                     debug!("agent for {key} exited; reaped");
                     agent.take();
                     false
                 }
+                Some(_) if hung_up => {
+                    // Exiting (its descriptors close before it becomes a zombie), or it
+                    // closed the socket and runs on: either way ended, and not watched again.
+                    debug!("agent for {key} hung up; ended");
+                    ended.extend(agent.take());
+                    false
+                }
                 Some(_) if idle => {
                     debug!("agent for {key} idle; ended");
-                    if let Some(a) = agent.take() {
-                        a.end();
-                    }
+                    ended.extend(agent.take());
                     false
                 }
                 Some(_) => true,
                 None => !idle,
             }
         });
+        ended.into_iter().for_each(Agent::end);
     }
 
     /// Ends the reaper and every agent.
     pub fn stop(&self) {
-        *self.stop.lock() = true;
-        self.wake.notify_all();
+        self.stop.store(true, Ordering::Release);
+        self.ring();
         let slots: Vec<Arc<Slot>> = self.slots.lock().drain().map(|(_, s)| s).collect();
         let n = slots.len();
         for slot in slots {
@@ -484,7 +574,7 @@ mod tests {
         .unwrap();
         // No task has this id (pid_max is at most 2^22).
         let ghost = 4_000_000_000;
-        let key = NsKey([7; 6]);
+        let key = NsKey::new([7; 6]);
         assert!(pool.key_of(ghost).is_err());
         with_key(ghost, key, || {
             assert_eq!(pool.key_of(ghost).unwrap(), key);

@@ -2,8 +2,8 @@
 //! descriptors, spoken to over a socket pair, ended by SIGKILL and reaped.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -15,14 +15,18 @@ use super::{PoolConfig, into_result};
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
 
-/// The namespace kinds of a key, in the order the agent joins them.
-pub const KINDS: [&str; 6] = nsview_nsenter::join::ORDER;
+pub use nsview_nsenter::join::NsKind;
 
-/// A caller's namespaces by inode, in [`KINDS`] order: the pool key.
+/// A caller's namespaces by inode, one per [`NsKind`]: the pool key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NsKey(pub [u64; 6]);
+pub struct NsKey([u64; 6]);
 
 impl NsKey {
+    /// The key of these inodes, in [`NsKind::ALL`] order.
+    pub const fn new(ids: [u64; 6]) -> NsKey {
+        NsKey(ids)
+    }
+
     /// The namespaces of task `tid`: six `readlinkat` calls on one descriptor of its `ns`
     /// directory (one path walk instead of six).
     pub fn of(proc: &ProcRoot, tid: u32) -> Result<NsKey> {
@@ -36,28 +40,33 @@ impl NsKey {
         )
         .map_err(|e| Error::read(&dir_path, e.into()))?;
         let mut ids = [0; 6];
-        for (id, kind) in ids.iter_mut().zip(KINDS) {
-            let target = nix::fcntl::readlinkat(&dir, kind)
-                .map_err(|e| Error::read(dir_path.join(kind), e.into()))?;
+        for (id, kind) in ids.iter_mut().zip(NsKind::ALL) {
+            let target = nix::fcntl::readlinkat(&dir, kind.name())
+                .map_err(|e| Error::read(dir_path.join(kind.name()), e.into()))?;
             *id = crate::procfs::parse_ns_link(&target.to_string_lossy())
-                .ok_or_else(|| Error::parse(dir_path.join(kind), "ns link"))?;
+                .ok_or_else(|| Error::parse(dir_path.join(kind.name()), "ns link"))?;
         }
         Ok(NsKey(ids))
     }
 
+    /// The inode of its namespace of `kind`.
+    pub fn get(&self, kind: NsKind) -> u64 {
+        self.0[kind.index()]
+    }
+
     /// Whether the user namespace is `other`'s.
     pub fn same_user_namespace(&self, other: &NsKey) -> bool {
-        self.0[0] == other.0[0]
+        self.get(NsKind::User) == other.get(NsKind::User)
     }
 
     /// The network namespace's inode.
     pub fn net(&self) -> u64 {
-        self.0[1]
+        self.get(NsKind::Net)
     }
 
     /// The pid namespace's inode.
     pub fn pid(&self) -> u64 {
-        self.0[5]
+        self.get(NsKind::Pid)
     }
 }
 
@@ -68,7 +77,7 @@ impl std::fmt::Display for NsKey {
             "net:{} pid:{} user:{}",
             self.net(),
             self.pid(),
-            self.0[0]
+            self.get(NsKind::User)
         )
     }
 }
@@ -77,8 +86,8 @@ impl std::fmt::Display for NsKey {
 #[derive(Debug)]
 pub struct Agent {
     child: Child,
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
+    /// Shared with the pool's reaper, which waits for its hangup (the agent's end).
+    stream: std::sync::Arc<UnixStream>,
     healthy: bool,
     netns_cookie: Option<u64>,
 }
@@ -93,10 +102,10 @@ impl Agent {
         key: NsKey,
         own: &NsKey,
     ) -> Result<Agent> {
-        let mut files: Vec<(&str, File)> = Vec::new();
-        for (i, kind) in KINDS.iter().enumerate() {
-            if key.0[i] != own.0[i] {
-                let path = proc.pid_path(tid, &format!("ns/{kind}"));
+        let mut files: Vec<(NsKind, File)> = Vec::new();
+        for kind in NsKind::ALL {
+            if key.get(kind) != own.get(kind) {
+                let path = proc.pid_path(tid, &format!("ns/{}", kind.name()));
                 let file = File::open(&path).map_err(|e| Error::read(&path, e))?;
                 files.push((kind, file));
             }
@@ -109,7 +118,7 @@ impl Agent {
         let (ours, theirs) = UnixStream::pair().map_err(|e| Error::task("socketpair", tid, e))?;
         let mut cmd = Command::new(&cfg.exe);
         for (n, (kind, _)) in files.iter().enumerate() {
-            cmd.arg("--ns").arg(format!("{kind}={}", 3 + n));
+            cmd.arg("--ns").arg(format!("{}={}", kind.name(), 3 + n));
         }
         if cfg.allow_faults {
             cmd.arg("--allow-faults");
@@ -130,15 +139,13 @@ impl Agent {
             .spawn()
             .map_err(|e| Error::task("spawn agent", tid, e))?;
         drop(files);
-        // Timeouts are set once: every exchange gets the same deadline.
+        // A request is one short line: the socket's timeout bounds sending it. Reading the
+        // response is bounded by each call's deadline (`read_response`).
         ours.set_write_timeout(Some(cfg.timeout))
-            .and_then(|()| ours.set_read_timeout(Some(cfg.timeout)))
             .map_err(|e| Error::task("socket timeout", tid, e))?;
-        let reader = BufReader::new(ours.try_clone().map_err(|e| Error::task("dup", tid, e))?);
         let mut agent = Agent {
             child,
-            stream: ours,
-            reader,
+            stream: std::sync::Arc::new(ours),
             healthy: true,
             netns_cookie: None,
         };
@@ -169,6 +176,22 @@ impl Agent {
         self.netns_cookie
     }
 
+    /// The daemon's end of the agent's socket: it hangs up once the agent has ended.
+    pub fn socket(&self) -> std::sync::Arc<UnixStream> {
+        self.stream.clone()
+    }
+
+    /// Whether the agent's end of the socket is closed: it has ended, or is about to (or
+    /// broke the protocol by closing it), and is no use.
+    pub fn hung_up(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -179,15 +202,13 @@ impl Agent {
         self.healthy
     }
 
-    /// Sends `op` as request `id` and waits at most `timeout` for its response (the socket's
-    /// timeouts, set at spawn, bound each blocking call; a reply trickling in slower than
-    /// that is cut off by the deadline checked between reads). Any breach (deadline, end of
-    /// stream, a line that does not parse or is too long, a wrong id) marks the agent
-    /// unhealthy and is EIO.
+    /// Sends `op` as request `id` and waits at most `timeout` for its response. Any breach
+    /// (deadline, end of stream, a line that does not parse or is too long, bytes after it,
+    /// a wrong id) marks the agent unhealthy and is EIO.
     pub fn call(&mut self, id: u64, op: Op, timeout: Duration) -> Result<Payload> {
         let deadline = Instant::now() + timeout;
         let line = encode(&Request { id, op });
-        let sent = self.stream.write_all(&line);
+        let sent = (&*self.stream).write_all(&line);
         if sent.is_err() {
             self.healthy = false;
             return Err(Error::Os(libc::EIO));
@@ -207,20 +228,45 @@ impl Agent {
         }
     }
 
+    /// The response: one line. What the agent has sent is taken before the deadline is
+    /// looked at, and the deadline only ends a wait for more. So an answer that came while
+    /// the daemon itself was not running (stopped by SIGSTOP, a frozen cgroup, a paused VM)
+    /// counts, while bytes trickling in are cut off at the deadline, which is checked each
+    /// time the queue runs dry (and a line is at most `MAX_LINE`).
     fn read_response(&mut self, deadline: Instant) -> Option<Response> {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
+        use nix::errno::Errno;
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::{MsgFlags, recv};
         let mut line = Vec::new();
-        let n = Read::take(&mut self.reader, MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .ok()?;
-        if n == 0 || line.last() != Some(&b'\n') || Instant::now() > deadline {
-            return None;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    let searched = line.len();
+                    line.extend_from_slice(&chunk[..n]);
+                    if let Some(at) = line[searched..].iter().position(|&b| b == b'\n') {
+                        let end = searched + at;
+                        let whole = end + 1 == line.len() && end <= MAX_LINE;
+                        return if whole { decode(&line).ok() } else { None };
+                    }
+                    if line.len() > MAX_LINE {
+                        return None;
+                    }
+                    continue;
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => return None,
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            // Rounded up: a wait of 0 ms would spin until the deadline.
+            let ms = u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => return None,
+            }
         }
-        decode(&line).ok()
     }
 
     /// Kills the agent (its pid-namespace child follows through its parent-death signal) and

@@ -25,29 +25,6 @@ use crate::tasks;
 use crate::views::proc::counters::Baselines;
 use crate::views::proc::stat::CpuLine;
 
-/// The namespace kinds whose inodes a container records.
-pub const NS_KINDS: [&str; 7] = ["pid", "mnt", "net", "uts", "ipc", "user", "cgroup"];
-
-/// Namespace inodes of a task, in [`NS_KINDS`] order; 0 where the kernel has no such link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct NsIds(pub [u64; 7]);
-
-impl NsIds {
-    /// Reads every namespace link of task `pid`.
-    pub fn read(proc: &ProcRoot, pid: u32) -> Result<NsIds> {
-        let mut ids = [0; 7];
-        for (id, kind) in ids.iter_mut().zip(NS_KINDS) {
-            *id = proc.ns_inode(pid, kind)?;
-        }
-        Ok(NsIds(ids))
-    }
-
-    /// The pid-namespace inode.
-    pub fn pid(&self) -> u64 {
-        self.0[0]
-    }
-}
-
 /// The boottime offset (seconds) of task `pid`'s time namespace, if it is not the daemon's:
 /// `/proc/<pid>/timens_offsets` (Linux 5.6+), `boottime <secs> <nsecs>`.
 fn boottime_offset(proc: &ProcRoot, pid: u32) -> Option<f64> {
@@ -100,8 +77,6 @@ pub struct Container {
     /// then shifts the container's `/proc/uptime`, start times and `btime` by it, and so do
     /// the views: the kernel's clock is the truth.
     pub boottime_offset: Option<f64>,
-    /// The init's namespaces.
-    pub ns: NsIds,
     /// The idle time last served, in hundredths of a second: `/proc/uptime` idle never goes
     /// backwards, even when the CPU count or the accounting changes under it.
     last_idle_cs: AtomicU64,
@@ -125,7 +100,6 @@ impl Container {
             cgroups,
             by_pidns: None,
             boottime_offset: None,
-            ns: NsIds::default(),
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new((Vec::new(), CpuLine::default())),
@@ -319,7 +293,6 @@ impl Registry {
             by_pidns: self.by_pidns(&cgroup_paths),
             boottime_offset: old.boottime_offset,
             cgroup_paths,
-            ns: old.ns,
             last_idle_cs: AtomicU64::new(old.last_idle_cs.load(Ordering::Relaxed)),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new(old.last_stat.lock().clone()),
@@ -376,8 +349,7 @@ impl Registry {
         // Read the facts through /proc, then check through the pidfd that the process is still
         // the one we resolved: if it had died and its pid been reused, its namespace would
         // differ (checked here) or the pidfd would report it exited (checked last).
-        let ns = NsIds::read(&self.proc, init_pid)?;
-        if ns.pid() != pidns {
+        if self.proc.ns_inode(init_pid, "pid")? != pidns {
             return Err(Error::Gone(init_pid));
         }
         let start_ticks = self.proc.start_ticks(init_pid)?;
@@ -391,7 +363,6 @@ impl Registry {
             by_pidns: self.by_pidns(&cgroup_paths),
             boottime_offset: boottime_offset(&self.proc, init_pid),
             cgroup_paths,
-            ns,
             last_idle_cs: AtomicU64::new(0),
             visible_cpus: Mutex::new(None),
             last_stat: Mutex::new((Vec::new(), CpuLine::default())),

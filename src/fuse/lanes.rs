@@ -225,7 +225,7 @@ mod tests {
     use super::*;
 
     fn key(n: u64) -> NsKey {
-        NsKey([n; 6])
+        NsKey::new([n; 6])
     }
 
     #[test]

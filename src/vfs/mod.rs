@@ -149,6 +149,7 @@ pub const TEST_TABLE: &[Spec] = &[
         ViewId::TestAgentFault(Fault::Oversized),
     ),
     view("test/agent-fault/hang", ViewId::TestAgentFault(Fault::Hang)),
+    view("test/agent-fault/slow", ViewId::TestAgentFault(Fault::Slow)),
 ];
 
 /// A node of the tree.

@@ -19,33 +19,7 @@
 //! - `user/`: the limits of the user namespace the opener is in.
 //! - `kernel/ns_last_pid`, and `kernel/pid_max` since 6.14: the pid namespace's.
 
-/// The namespace kinds that confine sysctls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NsKind {
-    /// Network namespace.
-    Net,
-    /// UTS namespace.
-    Uts,
-    /// IPC namespace.
-    Ipc,
-    /// User namespace.
-    User,
-    /// Pid namespace.
-    Pid,
-}
-
-impl NsKind {
-    /// The name of its `/proc/<pid>/ns/` link.
-    pub fn name(self) -> &'static str {
-        match self {
-            NsKind::Net => "net",
-            NsKind::Uts => "uts",
-            NsKind::Ipc => "ipc",
-            NsKind::User => "user",
-            NsKind::Pid => "pid",
-        }
-    }
-}
+pub use crate::agent::NsKind;
 
 /// One line: a path below `proc/sys` (a directory ending in `/` covers everything below it),
 /// its namespace kind, and the first kernel (major, minor) that confines it.

@@ -8,11 +8,9 @@
 //! with a mount namespace of its own, is not the host: its root is host root by uid, which is
 //! exactly why its writes to machine-wide knobs are refused.
 
-use crate::agent::{KINDS, NsKey};
+use crate::agent::{NsKey, NsKind};
 use crate::error::Result;
 use crate::procfs::ProcRoot;
-
-use super::namespaces::NsKind;
 
 /// What the write rules make of a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +29,7 @@ pub enum Standing {
 /// The host's namespaces: per kind, this daemon's and its pid namespace's init's inodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostNs {
-    /// In [`KINDS`] order.
+    /// In [`NsKind::ALL`] order.
     kinds: [[u64; 2]; 6],
     mnt: [u64; 2],
 }
@@ -50,10 +48,7 @@ impl HostNs {
 
     /// The host made of two sets of namespaces (and mount namespaces).
     pub fn new(own: NsKey, own_mnt: u64, init: NsKey, init_mnt: u64) -> HostNs {
-        let mut kinds = [[0; 2]; 6];
-        for (i, k) in kinds.iter_mut().enumerate() {
-            *k = [own.0[i], init.0[i]];
-        }
+        let kinds = NsKind::ALL.map(|kind| [own.get(kind), init.get(kind)]);
         HostNs {
             kinds,
             mnt: [own_mnt, init_mnt],
@@ -62,8 +57,7 @@ impl HostNs {
 
     /// Whether `key`'s namespace of `kind` is the host's.
     pub fn shares(&self, key: &NsKey, kind: NsKind) -> bool {
-        let i = index(kind.name());
-        self.kinds[i].contains(&key.0[i])
+        self.kinds[kind.index()].contains(&key.get(kind))
     }
 
     /// What the caller with namespaces `key` is; `mnt` gives its mount namespace's inode
@@ -72,7 +66,7 @@ impl HostNs {
         if !self.shares(key, NsKind::Pid) {
             return Standing::Container;
         }
-        let all = (0..KINDS.len()).all(|i| self.kinds[i].contains(&key.0[i]));
+        let all = NsKind::ALL.into_iter().all(|kind| self.shares(key, kind));
         if all && mnt().is_ok_and(|m| self.mnt.contains(&m)) {
             Standing::Host
         } else {
@@ -81,18 +75,13 @@ impl HostNs {
     }
 }
 
-/// The position of namespace kind `name` in a key.
-fn index(name: &str) -> usize {
-    KINDS.iter().position(|k| *k == name).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// user, net, uts, ipc, cgroup, pid.
-    const OWN: NsKey = NsKey([1, 2, 3, 4, 5, 6]);
-    const INIT: NsKey = NsKey([1, 20, 3, 4, 5, 6]);
+    const OWN: NsKey = NsKey::new([1, 2, 3, 4, 5, 6]);
+    const INIT: NsKey = NsKey::new([1, 20, 3, 4, 5, 6]);
 
     fn host() -> HostNs {
         HostNs::new(OWN, 7, INIT, 70)
@@ -110,13 +99,13 @@ mod tests {
             Standing::Outsider
         );
         // A network namespace of its own in the host's pid namespace.
-        let netns = NsKey([1, 9, 3, 4, 5, 6]);
+        let netns = NsKey::new([1, 9, 3, 4, 5, 6]);
         assert_eq!(h.standing(&netns, || Ok(7)), Standing::Outsider);
         // A user namespace of its own.
-        let userns = NsKey([9, 2, 3, 4, 5, 6]);
+        let userns = NsKey::new([9, 2, 3, 4, 5, 6]);
         assert_eq!(h.standing(&userns, || Ok(7)), Standing::Outsider);
         // A pid namespace of its own: a container, whatever else it shares.
-        let pidns = NsKey([1, 2, 3, 4, 5, 9]);
+        let pidns = NsKey::new([1, 2, 3, 4, 5, 9]);
         assert_eq!(
             h.standing(&pidns, || panic!("not needed")),
             Standing::Container
@@ -126,7 +115,7 @@ mod tests {
     #[test]
     fn kinds_are_compared_one_by_one() {
         let h = host();
-        let c = NsKey([9, 20, 9, 9, 9, 9]);
+        let c = NsKey::new([9, 20, 9, 9, 9, 9]);
         assert!(h.shares(&c, NsKind::Net));
         assert!(!h.shares(&c, NsKind::Uts));
         assert!(!h.shares(&c, NsKind::User));
