@@ -154,7 +154,7 @@ pub struct ServeArgs {
     #[arg(default_value = "/var/lib/nsview")]
     pub mountpoint: PathBuf,
 
-    /// Directory for the daemon's lock, pid file and (later) control socket and registry.
+    /// Directory for the daemon's lock, pid file, control socket and registry.
     #[arg(long, value_name = "DIR", default_value = "/run/nsview")]
     pub runtime_dir: PathBuf,
 

@@ -143,6 +143,14 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         })?;
     service.env.sysctl_stores = Arc::new(stores);
     let service = Arc::new(service);
+    // Every sampling round (5 s), the containers that ended are forgotten: their cgroup
+    // descriptors close.
+    let weak = Arc::downgrade(&service);
+    service.env.sampler.after_every_round(move || {
+        if let Some(service) = weak.upgrade() {
+            service.registry.prune();
+        }
+    });
     let session = Session::new(
         Fs::new(service.clone(), usize::from(args.threads)),
         &mountpoint,
@@ -233,8 +241,9 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 
 /// Runs `nsview reattach` (the registered containers, then any other mount namespace holding
 /// binds of an earlier mount of this nsview) in a child process (joining mount namespaces
-/// needs a single-threaded process), and logs its line per container as it comes. The child's requests to the mount wait until the
-/// session runs; it gets SIGKILL if this thread ends first (the daemon stopped).
+/// needs a single-threaded process), and logs its line per container as it comes. The child's
+/// requests to the mount wait until the session runs; it gets SIGKILL if this thread ends
+/// first (the daemon stopped).
 fn spawn_reattach(args: &ServeArgs, mountpoint: &Path) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
@@ -412,15 +421,17 @@ fn check_dev_fuse() -> Result<(), ServeError> {
     }
 }
 
-/// Makes `path` ready to mount on and returns its canonical form: lazily unmounts stale FUSE
-/// mounts left by a crashed daemon (ENOTCONN), refuses a mountpoint a live nsview serves,
-/// creates a missing directory, refuses a non-directory.
+/// Records `dev`, the device of a dead predecessor's mount, in the runtime directory: reattach
+/// replaces binds of it.
 fn remember_device(runtime_dir: &Path, dev: crate::oci::devices::Dev) {
     if let Err(e) = crate::oci::devices::record(runtime_dir, dev) {
         warn!("cannot record mount device {}:{}: {e}", dev.0, dev.1);
     }
 }
 
+/// Makes `path` ready to mount on and returns its canonical form and the devices of the stale
+/// mounts on it: lazily unmounts stale FUSE mounts left by a crashed daemon (ENOTCONN), refuses
+/// a mountpoint a live nsview serves, creates a missing directory, refuses a non-directory.
 fn prepare_mountpoint(path: &Path) -> Result<(PathBuf, Vec<crate::oci::devices::Dev>), ServeError> {
     let io_err = |source| ServeError::Mountpoint {
         path: path.to_path_buf(),

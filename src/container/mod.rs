@@ -276,6 +276,30 @@ impl Registry {
         Ok(container)
     }
 
+    /// Forgets the containers whose init has exited and the host scopes whose cgroups were
+    /// removed, so that their descriptors into those cgroups close (a removed cgroup held
+    /// open stays in the kernel as a dying one). What else holds such a container (a request
+    /// in flight, the load sampler until its next round) lets it go on its own.
+    pub fn prune(&self) {
+        let dead: Vec<Arc<Container>> = {
+            let mut map = self.map.write();
+            let dead = map.values().filter(|c| !c.is_alive()).cloned().collect();
+            map.retain(|_, c| c.is_alive());
+            dead
+        };
+        let mut scopes = self.host_scopes.lock();
+        let before = scopes.len();
+        scopes.retain(|_, s| !s.cgroups.gone());
+        let scopes_gone = before - scopes.len();
+        drop(scopes);
+        if !dead.is_empty() || scopes_gone > 0 {
+            debug!(
+                "forgot {} exited containers and {scopes_gone} host scopes of removed cgroups",
+                dead.len()
+            );
+        }
+    }
+
     /// `old` in the cgroups its init is in now (its own were removed under it), with the
     /// counters it served kept, so that nothing it showed goes backwards.
     fn recgroup(&self, old: &Arc<Container>) -> Result<Arc<Container>> {

@@ -168,6 +168,17 @@ pub struct Sampler {
     idle_after: Duration,
     followed: Mutex<HashMap<u64, Followed>>,
     signal: Arc<StopSignal>,
+    /// Run after every round: the daemon's other housekeeping that needs no thread of its own.
+    after_round: Mutex<Option<AfterRound>>,
+}
+
+/// Work [`Sampler::after_every_round`] was given.
+struct AfterRound(Box<dyn Fn() + Send>);
+
+impl std::fmt::Debug for AfterRound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterRound")
+    }
 }
 
 impl Sampler {
@@ -180,7 +191,14 @@ impl Sampler {
             idle_after,
             followed: Mutex::new(HashMap::new()),
             signal: Arc::default(),
+            after_round: Mutex::new(None),
         })
+    }
+
+    /// Runs `work` on the sampling thread after every round (every `interval`), replacing
+    /// what an earlier call gave.
+    pub fn after_every_round(&self, work: impl Fn() + Send + 'static) {
+        *self.after_round.lock() = Some(AfterRound(Box::new(work)));
     }
 
     /// Starts the sampling thread (call it once). It ends soon after [`Sampler::stop`] or after
@@ -333,6 +351,9 @@ fn run(sampler: &Weak<Sampler>, signal: &StopSignal, interval: Duration) {
             return;
         };
         sampler.sample_all(windows);
+        if let Some(work) = &*sampler.after_round.lock() {
+            (work.0)();
+        }
     }
 }
 
