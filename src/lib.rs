@@ -4,6 +4,7 @@
 //! node table; [`views`] render files; [`caller`] and [`container`] turn a request's TID into
 //! whose view it gets; [`cgroup`] reads cgroups on v1, v2 and hybrid hosts; [`serve`] runs the
 //! daemon.
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod caller;

@@ -29,8 +29,18 @@ pub mod cap {
 }
 
 const NSIO: u8 = 0xb7;
-nix::ioctl_none!(ns_get_userns, NSIO, 0x1);
-nix::ioctl_none!(ns_get_parent, NSIO, 0x2);
+nix::ioctl_none!(
+    /// `NS_GET_USERNS`: a descriptor of the user namespace that owns a namespace.
+    ns_get_userns,
+    NSIO,
+    0x1
+);
+nix::ioctl_none!(
+    /// `NS_GET_PARENT`: a descriptor of a pid or user namespace's parent.
+    ns_get_parent,
+    NSIO,
+    0x2
+);
 
 /// An open namespace.
 #[derive(Debug)]

@@ -148,7 +148,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let weak = Arc::downgrade(&service);
     service.env.sampler.after_every_round(move || {
         if let Some(service) = weak.upgrade() {
-            service.registry.prune();
+            service.containers.prune();
         }
     });
     let session = Session::new(

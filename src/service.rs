@@ -5,7 +5,7 @@ use log::debug;
 
 use crate::caller::pidns_of;
 use crate::cgroup::CgroupReader;
-use crate::container::Registry;
+use crate::container::Containers;
 use crate::error::Result;
 use crate::procfs::ProcRoot;
 use crate::vfs::{Spec, Vfs};
@@ -20,7 +20,7 @@ pub struct Service {
     /// What views read.
     pub env: Env,
     /// Containers seen so far.
-    pub registry: Registry,
+    pub containers: Containers,
     /// The daemon's own pid namespace: callers there are "the host".
     self_pidns: u64,
 }
@@ -36,7 +36,7 @@ impl Service {
         let self_pidns = pidns_of(&proc, std::process::id())?;
         Ok(Service {
             vfs: Vfs::build(specs),
-            registry: Registry::new(proc.clone(), cgroups.clone()),
+            containers: Containers::new(proc.clone(), cgroups.clone()),
             env: Env::new(proc, cgroups, cpu_view),
             self_pidns,
         })
@@ -56,7 +56,7 @@ impl Service {
             }
         };
         if pidns == self.self_pidns {
-            return match self.registry.host_scope(pidns, tid) {
+            return match self.containers.host_scope(pidns, tid) {
                 Ok(Some(scope)) => Subject::Container(scope),
                 Ok(None) => Subject::Host,
                 Err(e) => {
@@ -65,7 +65,7 @@ impl Service {
                 }
             };
         }
-        match self.registry.get(pidns, tid) {
+        match self.containers.get(pidns, tid) {
             Ok(c) => Subject::Container(c),
             Err(e) => {
                 self.env.stats.host_fallback(format_args!(

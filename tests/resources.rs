@@ -243,25 +243,26 @@ fn a_busy_loop_lifts_its_containers_load_and_not_its_siblings() {
     assert!(busy0 < 0.5 && idle0 < 0.5, "{busy0} {idle0}");
     let _hog = Hog::start(&busy);
     let started = Instant::now();
-    // The kernel's 1-minute average of one busy task: 0.39 after 30 s, 0.5 after 45 s.
-    std::thread::sleep(Duration::from_secs(30));
-    let at_30s = load1(&busy);
-    assert!(
-        at_30s > 0.3,
-        "1-min load after 30 s of one busy task: {at_30s}"
-    );
-    let mut seen = at_30s;
-    while seen <= 0.5 && started.elapsed() < Duration::from_secs(75) {
-        std::thread::sleep(Duration::from_secs(5));
+    // A live check only: `loadavg/tests.rs` proves the averages (0.39 after 30 s of one busy
+    // task, as the kernel's) with an injected clock. Here the busy container's 1-minute load
+    // must rise within a few of the daemon's 5-second samples (0.08 after one, 0.15 after
+    // two), and its idle sibling's must not.
+    let mut seen = load1(&busy);
+    while seen <= 0.05 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
         seen = load1(&busy);
     }
     assert!(
-        seen > 0.5,
+        seen > 0.05,
         "busy container's 1-min load after {:?}: {seen}",
         started.elapsed()
     );
+    eprintln!("load {seen} after {:?}", started.elapsed());
     let sibling = load1(&idle);
-    assert!(sibling < 0.3, "idle sibling's load {sibling}");
+    assert!(
+        sibling < seen / 2.0,
+        "idle sibling's load {sibling}, the busy one's {seen}"
+    );
     let fields: Vec<String> = run(&busy, "cat /proc/loadavg")
         .split_whitespace()
         .map(str::to_owned)

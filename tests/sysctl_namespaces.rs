@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use nsview::views::sysctl::namespaces::{NsKind, TABLE, UNCONFINED, running_release};
+use nsview::views::sysctl::namespaces::{CONFINED, NsKind, UNCONFINED, running_release};
 
 /// Values that move by themselves on a live host (prefixes).
 const MOVING: &[&str] = &[
@@ -121,7 +121,7 @@ fn unshare_flags(kind: NsKind) -> &'static [&'static str] {
 fn every_confined_path_is_its_namespaces_own_on_this_kernel() {
     let release = running_release();
     for kind in NsKind::ALL {
-        let lines: Vec<&str> = TABLE
+        let lines: Vec<&str> = CONFINED
             .iter()
             .filter(|c| c.kind == kind && release >= c.since)
             .map(|c| c.path)

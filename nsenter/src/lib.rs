@@ -1,6 +1,7 @@
 //! nsview's agent: the protocol it speaks with the daemon ([`protocol`]), how it joins a
 //! caller's namespaces and hides the host from them ([`join`]), and how it executes requests
 //! there ([`ops`]). The binary `nsview-nsenter` puts these together.
+#![warn(missing_docs)]
 
 pub mod join;
 pub mod ops;

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use nsview_nsenter::join;
-use nsview_nsenter::ops::Agent;
+use nsview_nsenter::ops::Server;
 
 /// What `setup` leaves the agent with: its root, its network namespace's cookie, and the
 /// pidfds whose processes' end ends it: the daemon's and, when it serves from outside the
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let agent = Agent::new(root, cookie, args.allow_faults);
+    let agent = Server::new(root, cookie, args.allow_faults);
     let input = nsview_nsenter::ops::UntilGone {
         input: std::io::stdin().lock(),
         fd: 0,

@@ -8,7 +8,7 @@
 //! would for the caller. Supplementary groups are not carried over (sysctl files are
 //! root-owned; a group grant on them is unheard of).
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -18,8 +18,8 @@ use rustix::fs::{ResolveFlags, openat2};
 use rustix::thread::{CapabilitySet, CapabilitySets, capabilities, set_capabilities};
 
 use crate::protocol::{
-    Creds, DirItem, Fault, Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, ProtoError, Request,
-    Response, Stat, VERSION, check_path, decode, encode,
+    Creds, DirItem, Fault, Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, Request, Response,
+    Stat, VERSION, check_path, decode, encode,
 };
 
 /// A failed operation: errno and message.
@@ -154,10 +154,11 @@ fn io_fail(e: std::io::Error, what: impl std::fmt::Display) -> Failure {
     (errno, format!("{what}: {e}"))
 }
 
-/// What the agent serves: the root it resolves paths beneath, the cookie of the network
-/// namespace it is in, and whether faults are obeyed.
+/// The agent's request loop (the daemon's handle on an agent is `nsview::agent::Agent`): the
+/// root it resolves paths beneath, the cookie of the network namespace it is in, and whether
+/// faults are obeyed.
 #[derive(Debug)]
-pub struct Agent {
+pub struct Server {
     root: OwnedFd,
     netns_cookie: Option<u64>,
     allow_faults: bool,
@@ -167,11 +168,11 @@ pub struct Agent {
     helpers: std::cell::RefCell<std::collections::VecDeque<u64>>,
 }
 
-impl Agent {
-    /// An agent resolving paths beneath `root` (its private root directory), in the network
+impl Server {
+    /// A server resolving paths beneath `root` (its private root directory), in the network
     /// namespace whose cookie is `netns_cookie`.
-    pub fn new(root: OwnedFd, netns_cookie: Option<u64>, allow_faults: bool) -> Agent {
-        Agent {
+    pub fn new(root: OwnedFd, netns_cookie: Option<u64>, allow_faults: bool) -> Server {
+        Server {
             root,
             buffer: std::cell::RefCell::new(vec![0; MAX_READ]),
             helpers: Default::default(),
@@ -186,7 +187,7 @@ impl Agent {
         let mut input = std::io::BufReader::new(input);
         let mut greeted = false;
         loop {
-            let line = match read_line(&mut input) {
+            let line = match crate::protocol::read_line(&mut input, MAX_LINE) {
                 Ok(Some(line)) => line,
                 Ok(None) => return 0,
                 Err(e) => {
@@ -510,22 +511,6 @@ pub fn become_namespace_root() -> Result<(), String> {
     setresuid(root, root, root).map_err(|e| format!("setresuid(0): {e}"))
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes; `None` at end of input.
-fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, ProtoError> {
-    let mut line = Vec::new();
-    let n = input
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
-        return Err(ProtoError::TooLong);
-    }
-    Ok(Some(line))
-}
-
 fn misbehave(id: u64, fault: Fault, output: &mut impl Write) {
     match fault {
         Fault::Garbage => {
@@ -567,12 +552,12 @@ mod tests {
     use crate::protocol::Request;
 
     /// An agent over a fixture tree, as root with the process's own capabilities.
-    fn agent(dir: &std::path::Path) -> Agent {
+    fn agent(dir: &std::path::Path) -> Server {
         let root = std::fs::File::open(dir).unwrap();
-        Agent::new(root.into(), Some(7), false)
+        Server::new(root.into(), Some(7), false)
     }
 
-    fn converse(agent: &Agent, requests: &[Request]) -> Vec<Response> {
+    fn converse(agent: &Server, requests: &[Request]) -> Vec<Response> {
         let mut input = Vec::new();
         for r in requests {
             input.extend(encode(r));

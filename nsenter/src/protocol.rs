@@ -225,8 +225,8 @@ pub enum Response {
 /// A line that could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtoError {
-    /// Longer than [`MAX_LINE`].
-    TooLong,
+    /// Longer than the limit (bytes).
+    TooLong(usize),
     /// Not valid JSON for the expected type.
     Malformed(String),
 }
@@ -234,7 +234,7 @@ pub enum ProtoError {
 impl std::fmt::Display for ProtoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProtoError::TooLong => write!(f, "line longer than {MAX_LINE} bytes"),
+            ProtoError::TooLong(max) => write!(f, "line longer than {max} bytes"),
             ProtoError::Malformed(e) => write!(f, "malformed message: {e}"),
         }
     }
@@ -253,9 +253,33 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 /// Parses one line (without or with its newline).
 pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtoError> {
     if line.len() > MAX_LINE {
-        return Err(ProtoError::TooLong);
+        return Err(ProtoError::TooLong(MAX_LINE));
     }
     serde_json::from_slice(line).map_err(|e| ProtoError::Malformed(e.to_string()))
+}
+
+/// Reads one line of at most `max` bytes (its newline not counted) from `input`, without
+/// reading past it: `None` at the end of input. The framing of every newline-JSON stream of
+/// nsview (daemon and agent, the control socket, reattach's workers), written once.
+pub fn read_line(
+    input: &mut impl std::io::BufRead,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::{BufRead, Read};
+    let mut line = Vec::new();
+    let n = input.take(max as u64 + 1).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            ProtoError::TooLong(max),
+        ));
+    }
+    Ok(Some(line))
 }
 
 /// Whether `path` may be used: one of [`ROOTS`] or below one, with no `.`, `..` or empty
@@ -397,6 +421,22 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_read_one_at_a_time_up_to_their_limit() {
+        let mut input = std::io::Cursor::new(b"ab\n\nxyz".to_vec());
+        assert_eq!(read_line(&mut input, 3).unwrap(), Some(b"ab".to_vec()));
+        assert_eq!(read_line(&mut input, 3).unwrap(), Some(Vec::new()));
+        assert_eq!(read_line(&mut input, 3).unwrap(), Some(b"xyz".to_vec()));
+        assert_eq!(read_line(&mut input, 3).unwrap(), None);
+        let mut long = std::io::Cursor::new(b"abcd\nnext\n".to_vec());
+        let e = read_line(&mut long, 3).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), "line longer than 3 bytes");
+        let mut exact = std::io::Cursor::new(b"abc\nd\n".to_vec());
+        assert_eq!(read_line(&mut exact, 3).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_line(&mut exact, 3).unwrap(), Some(b"d".to_vec()));
+    }
+
+    #[test]
     fn unknown_fields_and_operations_are_rejected() {
         assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x","extra":1}}}"#).is_err());
         assert!(decode::<Request>(br#"{"id":1,"op":{"format_disk":{}}}"#).is_err());
@@ -404,7 +444,7 @@ mod tests {
         assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x"}}}"#).is_ok());
         assert_eq!(
             decode::<Request>(&vec![b' '; MAX_LINE + 1]),
-            Err(ProtoError::TooLong)
+            Err(ProtoError::TooLong(MAX_LINE))
         );
     }
 

@@ -1,7 +1,7 @@
 //! Containers: the set of tasks sharing a pid namespace, keyed by that namespace's inode, with
 //! the facts of the namespace's init (start time, cgroups, namespaces).
 //!
-//! The [`Registry`] caches a container per pid-namespace inode together with a pidfd to its
+//! The [`Containers`] caches a container per pid-namespace inode together with a pidfd to its
 //! init. A hit costs one hash lookup and one `poll` on that pidfd; an entry whose init has died
 //! is dropped on the next lookup and when any new container is added.
 
@@ -204,7 +204,7 @@ impl Container {
 
 /// The containers seen so far, by pid-namespace inode.
 #[derive(Debug)]
-pub struct Registry {
+pub struct Containers {
     proc: ProcRoot,
     cgroups: CgroupReader,
     map: RwLock<HashMap<u64, Arc<Container>>>,
@@ -216,10 +216,10 @@ pub struct Registry {
 /// monotonic state of their views, so forgetting them costs little).
 const MAX_HOST_SCOPES: usize = 1024;
 
-impl Registry {
+impl Containers {
     /// An empty registry reading through `proc` and `cgroups`.
     pub fn new(proc: ProcRoot, cgroups: CgroupReader) -> Self {
-        Registry {
+        Containers {
             proc,
             cgroups,
             map: RwLock::new(HashMap::new()),

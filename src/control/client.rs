@@ -1,10 +1,14 @@
 //! `nsview ctl`: one request to the daemon's control socket, its answer printed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::{CtlRequest, CtlResponse, socket_path};
+use nsview_nsenter::protocol::{encode, read_line};
+
+/// Longest answer read: a list of every registered container is one line.
+const MAX_ANSWER: usize = 64 << 20;
 use crate::cli::{CtlArgs, CtlCommand};
 
 /// Errors of `nsview ctl`, each one line.
@@ -96,15 +100,14 @@ impl Connection {
 
     /// Sends `request` and reads its answer.
     pub fn request(&mut self, request: &CtlRequest) -> Result<CtlResponse, CtlError> {
-        let mut line = serde_json::to_vec(request).unwrap_or_default();
-        line.push(b'\n');
-        self.stream.write_all(&line).map_err(|e| self.error(e))?;
-        // One answer per request: nothing beyond its line is buffered away.
-        let mut answer = String::new();
-        BufReader::new(&self.stream)
-            .read_line(&mut answer)
+        self.stream
+            .write_all(&encode(request))
             .map_err(|e| self.error(e))?;
-        serde_json::from_str(&answer)
+        // One answer per request: nothing beyond its line is buffered away.
+        let answer = read_line(&mut BufReader::new(&self.stream), MAX_ANSWER)
+            .map_err(|e| self.error(e))?
+            .ok_or_else(|| CtlError::Refused("the daemon closed the connection".into()))?;
+        serde_json::from_slice(&answer)
             .map_err(|e| CtlError::Refused(format!("unreadable answer: {e}")))
     }
 

@@ -1,6 +1,6 @@
 //! The control socket's server side.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -15,6 +15,7 @@ use serde_json::json;
 use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
 use crate::service::Service;
 use crate::views::cpus::CpuView;
+use nsview_nsenter::protocol::{encode, read_line};
 
 /// How long a client may stay silent before its connection is closed.
 const IDLE: Duration = Duration::from_secs(10);
@@ -74,9 +75,7 @@ impl Drop for ClientSlot {
 }
 
 fn reply(mut stream: &UnixStream, response: &CtlResponse) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(response).unwrap_or_default();
-    line.push(b'\n');
-    stream.write_all(&line)
+    stream.write_all(&encode(response))
 }
 
 /// Serves one client until it closes, breaks the protocol or stays silent for [`IDLE`].
@@ -101,22 +100,15 @@ fn serve_client(stream: UnixStream, service: &Service, started: Instant) {
     };
     let mut reader = BufReader::new(reader);
     loop {
-        let mut line = Vec::new();
-        match reader
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line.len() > MAX_LINE => {
-                let _ = reply(
-                    &stream,
-                    &CtlResponse::err(format!("line longer than {MAX_LINE} bytes")),
-                );
+        let line = match read_line(&mut reader, MAX_LINE) {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let _ = reply(&stream, &CtlResponse::err(e.to_string()));
                 return;
             }
-            Ok(_) => {}
-        }
+            Err(_) => return, // a read error or the idle deadline
+        };
         let response = match serde_json::from_slice::<CtlRequest>(&line) {
             Ok(request) => handle(request, service, started),
             Err(e) => CtlResponse::err(format!("bad request: {e}")),
@@ -203,7 +195,7 @@ fn status(service: &Service, started: Instant) -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": started.elapsed().as_secs(),
-        "containers_seen": service.registry.len(),
+        "containers_seen": service.containers.len(),
         "containers_registered": env.registered.as_ref().map_or(0, |r| r.list().len()),
         "agents_alive": env.agents.as_ref().map_or(0, |a| a.len()),
         "requests": crate::stats::requests(),

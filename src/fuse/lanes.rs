@@ -47,12 +47,12 @@ struct Lane {
     pending: Arc<AtomicUsize>,
 }
 
-type Registry = Mutex<HashMap<NsKey, Lane>>;
+type LaneMap = Mutex<HashMap<NsKey, Lane>>;
 
 /// The lanes by namespace set.
 #[derive(Debug)]
 pub struct Lanes {
-    lanes: Arc<Registry>,
+    lanes: Arc<LaneMap>,
     /// Sets with a request running on a FUSE worker.
     inline: Mutex<HashSet<NsKey>>,
     /// Most workers waiting on agents at once, over all sets: a container can make new sets
@@ -178,7 +178,7 @@ impl Lanes {
 
 /// A lane's thread: runs its jobs in order until it has none for [`IDLE`] (or the registry
 /// dropped it to make room).
-fn serve(key: NsKey, rx: &Receiver<Job>, pending: &Arc<AtomicUsize>, registry: &Registry) {
+fn serve(key: NsKey, rx: &Receiver<Job>, pending: &Arc<AtomicUsize>, registry: &LaneMap) {
     let run = |job: Job| {
         run_guarded(job);
         pending.fetch_sub(1, Ordering::Relaxed);

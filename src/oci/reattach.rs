@@ -210,8 +210,7 @@ fn in_child(
             drop(read_end);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .unwrap_or_else(|_| Err("the worker panicked".into()));
-            let mut line = serde_json::to_vec(&result).unwrap_or_default();
-            line.push(b'\n');
+            let line = nsview_nsenter::protocol::encode(&result);
             let _ = std::fs::File::from(write_end).write_all(&line);
             // SAFETY: ends the child at once, without running the parent's exit handlers or
             // flushing buffers it inherited.

@@ -99,7 +99,7 @@ use Policy::*;
 const RO: Check = Check::None;
 
 /// Every emulated path; the ranges are the kernel handlers' (`proc_dointvec` takes any int).
-pub const TABLE: &[Emulated] = &[
+pub const EMULATED: &[Emulated] = &[
     e(
         "kernel/panic",
         Store,
@@ -234,7 +234,7 @@ pub const TABLE: &[Emulated] = &[
 
 /// The table line of `path` (below `proc/sys`).
 pub fn find(path: &str) -> Option<&'static Emulated> {
-    TABLE.iter().find(|e| e.path == path)
+    EMULATED.iter().find(|e| e.path == path)
 }
 
 /// Names directly under directory `dir` ("" is `proc/sys`) that the emulated paths for which
@@ -242,7 +242,7 @@ pub fn find(path: &str) -> Option<&'static Emulated> {
 /// whether each is a directory.
 pub fn names_under(dir: &str, present: impl Fn(&Emulated) -> bool) -> Vec<(&'static str, bool)> {
     let mut out: Vec<(&'static str, bool)> = Vec::new();
-    for e in TABLE.iter().filter(|e| present(e)) {
+    for e in EMULATED.iter().filter(|e| present(e)) {
         let rest = if dir.is_empty() {
             Some(e.path)
         } else {
@@ -262,7 +262,7 @@ pub fn names_under(dir: &str, present: impl Fn(&Emulated) -> bool) -> Vec<(&'sta
 
 /// Whether `dir` leads to an emulated path for which `present` holds.
 pub fn is_emulated_dir(dir: &str, present: impl Fn(&Emulated) -> bool) -> bool {
-    TABLE
+    EMULATED
         .iter()
         .any(|e| e.path.starts_with(dir) && e.path[dir.len()..].starts_with('/') && present(e))
 }
@@ -438,9 +438,9 @@ mod tests {
 
     #[test]
     fn every_path_is_unique_and_every_writable_one_checks_and_asks_a_capability() {
-        for (i, a) in TABLE.iter().enumerate() {
+        for (i, a) in EMULATED.iter().enumerate() {
             assert!(
-                TABLE[i + 1..].iter().all(|b| b.path != a.path),
+                EMULATED[i + 1..].iter().all(|b| b.path != a.path),
                 "{}",
                 a.path
             );

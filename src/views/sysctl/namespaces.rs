@@ -44,7 +44,7 @@ const fn c(path: &'static str, kind: NsKind) -> Confined {
 use NsKind::{Ipc, Net, Pid, User, Uts};
 
 /// Every namespaced path.
-pub const TABLE: &[Confined] = &[
+pub const CONFINED: &[Confined] = &[
     c("net/", Net),
     c("kernel/hostname", Uts),
     c("kernel/domainname", Uts),
@@ -69,7 +69,7 @@ pub const TABLE: &[Confined] = &[
     },
 ];
 
-/// Paths under a line of [`TABLE`] whose value is the machine's all the same.
+/// Paths under a line of [`CONFINED`] whose value is the machine's all the same.
 /// `nf_hooks_lwtunnel` is a static key every network namespace lists: a write of 1 in any of
 /// them turns it on for the whole machine, and nothing turns it off again (EBUSY); the
 /// namespace check found it on 6.18.
@@ -81,7 +81,7 @@ pub fn kind_of(rel: &str, release: (u32, u32)) -> Option<NsKind> {
     if UNCONFINED.contains(&rel) {
         return None;
     }
-    TABLE
+    CONFINED
         .iter()
         .find(|c| match c.path.strip_suffix('/') {
             Some(dir) => rel.strip_prefix(dir).is_some_and(|r| r.starts_with('/')),
