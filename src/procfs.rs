@@ -77,7 +77,14 @@ impl ProcRoot {
 
 /// Reads a whole file, keeping the path in the error.
 pub fn read_to_string(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|e| Error::read(path, e))
+    use std::io::Read;
+    // procfs files report size 0: `fs::read_to_string` then starts with 32-byte probes and
+    // doubles (8 reads for a task's `status`). A page-sized buffer takes most in one read.
+    let mut text = String::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|mut file| file.read_to_string(&mut text))
+        .map_err(|e| Error::read(path, e))?;
+    Ok(text)
 }
 
 /// The fields of `/proc/<pid>/status` nsview uses.

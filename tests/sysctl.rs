@@ -145,6 +145,17 @@ fn an_interface_made_inside_is_listed_in_its_namespace_only() {
     let host_list = std::fs::read_dir(daemon.path("proc/sys/net/ipv4/conf")).unwrap();
     assert!(!host_list.flatten().any(|e| e.file_name() == "nsv0"));
     assert_eq!(a.run("cat /proc/sys/net/ipv4/conf/nsv0/forwarding"), "0");
+    // The kernel keeps the names of directories every namespace has (`conf` here), never of
+    // one only some have: right after `a` found it, `b` and the host do not.
+    let probe = "test -e /proc/sys/net/ipv4/conf/nsv0 && echo yes || echo no; \
+                 cat /proc/sys/net/ipv4/conf/nsv0/forwarding 2>&1; true";
+    let out = b.run(probe);
+    assert!(
+        out.starts_with("no\n") && out.contains("No such file"),
+        "{out}"
+    );
+    assert!(std::fs::read(daemon.path("proc/sys/net/ipv4/conf/nsv0/forwarding")).is_err());
+    assert_eq!(a.run(probe), "yes\n0");
 }
 
 #[test]

@@ -264,6 +264,16 @@ impl Core {
         Ok(slice_at(&data, offset, size).to_vec())
     }
 
+    /// Whether a read of `fh` at `offset` is served from its snapshot, rendering nothing (see
+    /// [`Core::read_file`]).
+    fn served_from_snapshot(&self, fh: u64, offset: u64) -> bool {
+        offset != 0
+            && self
+                .handles
+                .get(fh)
+                .is_some_and(|h| h.host_file.is_none() && h.snapshot.lock().is_some())
+    }
+
     /// The size an open descriptor `fh` reports (`fstat`, `SEEK_END`): the length of its
     /// snapshot, rendered now if it has none (and then what its first read returns). `None`
     /// for a host file (its own size), a descriptor open for writing (whose view a read
@@ -597,6 +607,9 @@ impl Filesystem for Fs {
         // cache (see `read_file`).
         let fill = lock_owner.is_none();
         let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
+        // A read past offset 0 with a snapshot in hand (the read to EOF after the first)
+        // renders nothing: no agent, so no namespace key to read and no lane.
+        let agent = agent && !self.core.served_from_snapshot(fh.0, offset);
         self.dispatch(agent, who, move |core| {
             match core.read_file(fh, offset, size, fill) {
                 Ok(data) => reply.data(&data),

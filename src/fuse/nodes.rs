@@ -140,6 +140,30 @@ pub fn sized_per_caller(node: &Node) -> bool {
     matches!(node.kind, NodeKind::File(view) if in_proc(&node.path) && !view.needs_agent())
 }
 
+/// Directories of the agents' subtrees that every caller has (the kernel registers them for
+/// every namespace): the kernel may keep their names for [`STATIC_TTL`], so a path walk to
+/// `proc/sys/net/ipv4/ip_forward` asks for its last name only. Their attributes (the owner
+/// differs in a container's user namespace) are never cached; entries that exist in some
+/// namespaces only (`net/ipv4/conf/<interface>`) are looked up every time.
+const EVERYWHERE: &[&str] = &[
+    "proc/sys/abi",
+    "proc/sys/debug",
+    "proc/sys/dev",
+    "proc/sys/fs",
+    "proc/sys/kernel",
+    "proc/sys/net",
+    "proc/sys/net/core",
+    "proc/sys/net/ipv4",
+    "proc/sys/net/ipv4/conf",
+    "proc/sys/net/ipv4/neigh",
+    "proc/sys/net/ipv6",
+    "proc/sys/net/ipv6/conf",
+    "proc/sys/net/ipv6/neigh",
+    "proc/sys/net/unix",
+    "proc/sys/user",
+    "proc/sys/vm",
+];
+
 /// Whether a table node's existence depends on who asks (see [`Core::present`]).
 fn present_varies(node: &Node) -> bool {
     node.per_caller
@@ -295,7 +319,11 @@ impl Core {
             nlink: links(kind, &path, 0),
             blksize: blksize(&path),
             ttl: Duration::ZERO,
-            entry_ttl: Duration::ZERO,
+            entry_ttl: if kind == FileType::Directory && EVERYWHERE.contains(&path.as_str()) {
+                STATIC_TTL
+            } else {
+                Duration::ZERO
+            },
         })
     }
 
