@@ -49,6 +49,9 @@ fn the_systemd_unit_runs_serve_with_the_defaults_and_survives_restarts() {
     assert_eq!(value("Restart"), "on-failure");
     assert_eq!(value("KillMode"), "process");
     assert_eq!(value("OOMScoreAdjust"), "-1000");
+    // Half of it is the budget of kept cgroup files: room for 10000 containers' 48 each.
+    let nofile: usize = value("LimitNOFILE").parse().unwrap();
+    assert!(nofile / 2 >= 10_000 * nsview::cgroup::MAX_OPEN, "{nofile}");
 }
 
 #[test]

@@ -805,6 +805,43 @@ fn an_ended_containers_cgroup_descriptors_are_closed() {
 }
 
 #[test]
+fn a_daemon_short_of_descriptors_keeps_fewer_cgroup_files_open_and_reads_on() {
+    let daemon = Daemon::start();
+    // An open-file limit of 200: at most 100 cgroup files are kept open (half the limit),
+    // where 16 containers reading five files each would keep about 14 apiece.
+    let limited_fds = std::process::Command::new("prlimit")
+        .args(["--pid", &daemon.pid().to_string(), "--nofile=200:200"])
+        .status()
+        .unwrap();
+    assert!(limited_fds.success());
+    let containers: Vec<Container> = (0..16).map(|_| container(&daemon, limited())).collect();
+    for c in &containers {
+        let text = run(
+            c,
+            "cat /proc/stat /proc/cpuinfo /proc/loadavg /proc/uptime >/dev/null && cat /proc/meminfo",
+        );
+        assert_eq!(meminfo_bytes(&text, "MemTotal"), 256 * MIB, "{text}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&daemon.ctl(&["--json", "status"])).unwrap();
+    let kept = status["cgroup_files_kept"].as_u64().unwrap();
+    assert_eq!(
+        status["cgroup_files_budget"].as_u64(),
+        Some(100),
+        "{status}"
+    );
+    assert!(
+        (50..=100).contains(&kept),
+        "{kept} cgroup files kept: {status}"
+    );
+    let open = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+        .unwrap()
+        .count();
+    assert!(open < 200, "{open} descriptors open");
+    assert_eq!(status["host_fallbacks"].as_u64(), Some(0), "{status}");
+}
+
+#[test]
 fn writes_are_refused_and_reads_past_the_end_are_empty() {
     let daemon = Daemon::start();
     let c = container(&daemon, limited());

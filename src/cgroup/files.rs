@@ -10,8 +10,10 @@
 //! with `ENODEV`. Such a descriptor is dropped and the path opened once more, so a cgroup
 //! re-created under the same name is read again, and a removed one reads as missing.
 //!
-//! Bounded: at most [`MAX_OPEN`] descriptors per set; paths beyond that are read without
-//! keeping them open.
+//! Bounded: at most [`MAX_OPEN`] descriptors per set, and at most [`budget`] (half the
+//! open-file limit) in all sets of the process together; paths beyond either
+//! are read without keeping them open. A container past the budget costs its reads an open
+//! and a close each, never a descriptor the daemon lacks for the next container.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,6 +21,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -28,6 +31,39 @@ use crate::error::{Error, Result};
 /// few levels of its cgroup tree; this leaves room for deep trees without letting one set
 /// hold an unbounded number.
 pub const MAX_OPEN: usize = 48;
+
+/// Descriptors kept by every set of the process together.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// The most descriptors all sets together keep open: half the process's open-file limit as
+/// it is now (the rest is for pidfds, agents, FUSE handles and the host's files).
+pub fn budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(512, |(soft, _)| {
+        usize::try_from(soft / 2).unwrap_or(usize::MAX)
+    })
+}
+
+/// How many descriptors all sets keep open now.
+pub fn kept() -> usize {
+    KEPT.load(Ordering::Relaxed)
+}
+
+/// Takes one descriptor from the budget, if any is left.
+fn reserve() -> bool {
+    let max = budget();
+    KEPT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < max).then_some(n + 1)
+    })
+    .is_ok()
+}
+
+/// Gives `n` descriptors back to the budget.
+fn release(n: usize) {
+    if n > 0 {
+        KEPT.fetch_sub(n, Ordering::Relaxed);
+    }
+}
 
 /// First read size; larger files are read again whole with a buffer big enough for them, so
 /// every returned text is one generation of the file.
@@ -69,7 +105,9 @@ impl OpenFiles {
                 }
                 // Removed (and maybe re-created) since it was opened: forget it, open anew.
                 Err(e) if gone(&e) => {
-                    self.files.lock().remove(path);
+                    if self.files.lock().remove(path).is_some() {
+                        release(1);
+                    }
                 }
                 Err(e) => return Err(Error::read(path, e)),
             }
@@ -85,7 +123,7 @@ impl OpenFiles {
             Err(e) => return Err(Error::read(path, e)),
         };
         let mut files = self.files.lock();
-        if files.len() < MAX_OPEN {
+        if files.len() < MAX_OPEN && !files.contains_key(path) && reserve() {
             let last_len = text.len();
             files.insert(path.to_path_buf(), Kept { file, last_len });
         }
@@ -100,6 +138,12 @@ impl OpenFiles {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Drop for OpenFiles {
+    fn drop(&mut self) {
+        release(self.files.get_mut().len());
     }
 }
 

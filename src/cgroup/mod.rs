@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cpuset::CpuSet;
-pub use files::OpenFiles;
+pub use files::{MAX_OPEN, OpenFiles, budget as kept_files_budget, kept as kept_files};
 pub use paths::{CgroupPaths, parse_proc_cgroup};
 pub use tasks::MAX_TASKS;
 pub use types::{CpuTimes, CpuUsage, IoStat, Memory, MemoryStat, PressureKind};

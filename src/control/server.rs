@@ -201,5 +201,7 @@ fn status(service: &Service, started: Instant) -> serde_json::Value {
         "requests": crate::stats::requests(),
         "host_fallbacks": env.stats.host_fallbacks.load(Ordering::Relaxed),
         "errors": crate::stats::errors(),
+        "cgroup_files_kept": crate::cgroup::kept_files(),
+        "cgroup_files_budget": crate::cgroup::kept_files_budget(),
     })
 }
