@@ -12,7 +12,25 @@ use rig::Daemon;
 
 /// Runs `nsview oci-hook --stage <stage> <args>` with `stdin`: (success, stderr).
 fn hook(stage: &str, runtime_dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nsview"))
+    hook_as(&[], stage, runtime_dir, args, stdin)
+}
+
+/// [`hook`] run through `prefix` (`setpriv ...`).
+fn hook_as(
+    prefix: &[&str],
+    stage: &str,
+    runtime_dir: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String) {
+    let (program, before) = match prefix.split_first() {
+        Some((program, rest)) => (*program, rest.to_vec()),
+        None => (env!("CARGO_BIN_EXE_nsview"), Vec::new()),
+    };
+    let nsview = (!prefix.is_empty()).then_some(env!("CARGO_BIN_EXE_nsview"));
+    let mut child = Command::new(program)
+        .args(before)
+        .args(nsview)
         .args(["oci-hook", "--stage", stage, "--runtime-dir"])
         .arg(runtime_dir)
         .args(args)
@@ -173,6 +191,46 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
             .count(),
         0
     );
+}
+
+#[test]
+fn optional_forgives_an_absent_nsview_never_a_refused_step() {
+    let daemon = Daemon::start();
+    let (_init, bundle, state) = live_state("c3");
+    // A bundle anyone may read: what fails for `nobody` is only the privileged work (cloning
+    // the mount's files needs CAP_SYS_ADMIN), with nsview there.
+    let opened = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(bundle.path())
+        .status()
+        .unwrap();
+    assert!(opened.success());
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ];
+    let at = ["--mountpoint", daemon.mountpoint().to_str().unwrap()];
+    for optional in [&[][..], &["--optional"][..]] {
+        let args = [&at[..], optional].concat();
+        let (ok, err) = hook_as(
+            &nobody,
+            "create-runtime",
+            daemon.runtime_dir(),
+            &args,
+            &state,
+        );
+        assert!(!ok, "{optional:?}: a refused step was forgiven: {err}");
+        assert!(
+            err.contains("Operation not permitted") && err.lines().count() == 1,
+            "{optional:?}: {err}"
+        );
+    }
+    assert_eq!(list(&daemon), "[]", "nothing was registered");
 }
 
 #[test]

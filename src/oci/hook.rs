@@ -45,8 +45,43 @@ pub struct State {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+/// Why a step of the hook failed, as far as `--optional` is concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// nsview is not there: no daemon listens on the control socket, or no nsview mount
+    /// answers at the mountpoint (missing, or its daemon dead). `--optional` lets the
+    /// container start without it.
+    #[error("{0}")]
+    Absent(String),
+    /// Anything else (bad input, a step refused with EPERM or EACCES, a failed bind): the
+    /// start fails, `--optional` or not.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for HookError {
+    fn from(message: String) -> HookError {
+        HookError::Failed(message)
+    }
+}
+
+impl From<&str> for HookError {
+    fn from(message: &str) -> HookError {
+        HookError::Failed(message.to_owned())
+    }
+}
+
+impl From<crate::control::CtlError> for HookError {
+    fn from(e: crate::control::CtlError) -> HookError {
+        match e {
+            crate::control::CtlError::NotRunning(_) => HookError::Absent(e.to_string()),
+            e => HookError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// Runs the hook; `Err` is the one-line message.
-pub fn run(args: &OciHookArgs) -> Result<(), String> {
+pub fn run(args: &OciHookArgs) -> Result<(), HookError> {
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
@@ -61,21 +96,21 @@ pub fn run(args: &OciHookArgs) -> Result<(), String> {
     }
 }
 
-fn poststop(args: &OciHookArgs, state: &State) -> Result<(), String> {
+fn poststop(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let request = CtlRequest::Unregister {
         id: state.id.clone(),
     };
-    match ctl_send(&args.runtime_dir, &request) {
+    match ctl_send(&args.runtime_dir, &request).map_err(HookError::from) {
         Ok(_) => Ok(()),
-        Err(e) if args.optional => {
+        Err(HookError::Absent(e)) if args.optional => {
             eprintln!("nsview oci-hook: {e}; continuing");
             Ok(())
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
-fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
+fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let pid = state.pid.ok_or("the container state has no pid")?;
     let pidfd = inject::pidfd_of(pid, None)?;
     let bundle = state
@@ -88,12 +123,12 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
     // Sources cloned and the daemon connected in the host's mount namespace, where the
     // mountpoint and the socket's path are nsview's.
     let connected = clone_sources(&args.mountpoint, files).and_then(|clones| {
-        let daemon = Connection::open(&args.runtime_dir).map_err(|e| e.to_string())?;
+        let daemon = Connection::open(&args.runtime_dir)?;
         Ok((clones, daemon))
     });
     let (clones, mut daemon) = match connected {
         Ok(both) => both,
-        Err(e) if args.optional => {
+        Err(HookError::Absent(e)) if args.optional => {
             eprintln!("nsview oci-hook: {e}; the container starts without nsview");
             return Ok(());
         }
@@ -105,11 +140,15 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
         cpu_view: None,
         host_writes: Some(host_writes),
     };
-    let response = daemon.request(&register).map_err(|e| e.to_string())?;
+    let response = daemon
+        .request(&register)
+        .map_err(|e| HookError::Failed(e.to_string()))?;
     if !response.ok {
-        return Err(response
-            .error
-            .unwrap_or_else(|| "registration refused".into()));
+        return Err(HookError::Failed(
+            response
+                .error
+                .unwrap_or_else(|| "registration refused".into()),
+        ));
     }
     match bind_files(pid, &pidfd, &rootfs, clones) {
         Ok((bound, skipped)) => {
@@ -138,8 +177,8 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
                 id: state.id.clone(),
             });
             match rollback {
-                Ok(response) if response.ok => Err(e),
-                _ => Err(format!("{e} (and {} stays registered)", state.id)),
+                Ok(response) if response.ok => Err(e.into()),
+                _ => Err(format!("{e} (and {} stays registered)", state.id).into()),
             }
         }
     }
@@ -150,7 +189,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), String> {
 /// not there).
 type Clones = Vec<(inject::Bind, std::os::fd::OwnedFd)>;
 
-fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<Clones, String> {
+fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<Clones, HookError> {
     let mut clones = Vec::new();
     let mut failed = Vec::new();
     for bind in inject::binds(&files, Path::new("/sys")) {
@@ -160,11 +199,22 @@ fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<
             Err(e) => failed.push((source, e)),
         }
     }
+    // Absent: no file there (a plain directory, not the mount) or a dead mount (ENOTCONN).
+    // Anything else (EPERM without CAP_SYS_ADMIN, ...) is a refusal, not an absence.
+    let absent = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTCONN)
+    };
     match failed.first() {
-        Some((_, e)) if clones.is_empty() => Err(format!(
-            "nsview's mount at {} is not there ({e}): is nsview serve running?",
-            mountpoint.display()
-        )),
+        Some((_, e)) if clones.is_empty() && failed.iter().all(|(_, e)| absent(e)) => {
+            Err(HookError::Absent(format!(
+                "nsview's mount at {} is not there ({e}): is nsview serve running?",
+                mountpoint.display()
+            )))
+        }
+        Some((source, e)) if clones.is_empty() => Err(HookError::Failed(format!(
+            "cloning {} from nsview's mount: {e}",
+            source.display()
+        ))),
         _ => {
             for (source, e) in failed {
                 eprintln!("nsview oci-hook: {}: {e}; skipped", source.display());
