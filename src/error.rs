@@ -50,6 +50,34 @@ pub enum Error {
     /// A view panicked while rendering; the panic message is kept for the log.
     #[error("view panicked: {0}")]
     ViewPanicked(String),
+    /// An agent broke its side of an exchange (EIO to the caller; the pool replaces it).
+    #[error("agent: {0}")]
+    Agent(AgentFailure),
+}
+
+/// How an agent failed an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AgentFailure {
+    /// It did not answer the hello (it failed to join the namespaces, or speaks another
+    /// protocol version).
+    #[error("did not start")]
+    NotStarted,
+    /// The request could not be sent (it has gone, or stopped reading).
+    #[error("request not taken")]
+    Send,
+    /// No whole answer within the deadline.
+    #[error("no answer within the deadline")]
+    Deadline,
+    /// It closed its end before answering.
+    #[error("hung up")]
+    Hangup,
+    /// The answer was not one protocol line (not JSON, over the line limit, or more than one
+    /// line).
+    #[error("malformed answer")]
+    Malformed,
+    /// The answer was another request's.
+    #[error("answer to another request")]
+    WrongId,
 }
 
 impl Error {

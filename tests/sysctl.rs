@@ -335,6 +335,11 @@ fn a_misbehaving_agent_costs_one_request_and_is_replaced() {
             "after {kind}"
         );
     }
+    // The log says how each agent failed.
+    let log = daemon.log();
+    for cause in ["malformed answer", "no answer within the deadline"] {
+        assert!(log.contains(&format!("failed ({cause}); killed")), "{log}");
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ use log::{debug, info, warn};
 use nsview_nsenter::protocol::{Kind, Op, Payload, Response, Stat};
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{AgentFailure, Error, Result};
 use crate::procfs::ProcRoot;
 
 pub use spawn::{Agent, NsKey, NsKind};
@@ -216,8 +216,8 @@ impl Pool {
         if let Some(op) = &asked {
             slot.learn(op, &result);
         }
-        if matches!(result, Err(Error::Os(libc::EIO))) && !agent.is_healthy() {
-            warn!("agent for {key} failed; killed");
+        if let Err(Error::Agent(failure)) = &result {
+            warn!("agent for {key} failed ({failure}); killed");
             if let Some(a) = guard.take() {
                 a.end();
             }
@@ -493,7 +493,7 @@ pub fn into_result(response: Response, id: u64) -> Result<Payload> {
         }
         other => {
             warn!("agent answered request {id} with {other:?}");
-            Err(Error::Os(libc::EIO))
+            Err(Error::Agent(AgentFailure::WrongId))
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nsview_nsenter::protocol::{MAX_LINE, Op, Payload, Request, Response, VERSION, decode, encode};
 
 use super::{PoolConfig, into_result};
-use crate::error::{Error, Result};
+use crate::error::{AgentFailure, Error, Result};
 use crate::procfs::ProcRoot;
 
 pub use nsview_nsenter::join::NsKind;
@@ -88,7 +88,6 @@ pub struct Agent {
     child: Child,
     /// Shared with the pool's reaper, which waits for its hangup (the agent's end).
     stream: std::sync::Arc<UnixStream>,
-    healthy: bool,
     netns_cookie: Option<u64>,
 }
 
@@ -146,7 +145,6 @@ impl Agent {
         let mut agent = Agent {
             child,
             stream: std::sync::Arc::new(ours),
-            healthy: true,
             netns_cookie: None,
         };
         match agent.call(0, Op::Hello { version: VERSION }, cfg.timeout) {
@@ -161,7 +159,7 @@ impl Agent {
             other => {
                 log::warn!("agent for task {tid} did not start: {other:?}");
                 agent.end();
-                Err(Error::Os(libc::EIO))
+                Err(Error::Agent(AgentFailure::NotStarted))
             }
         }
     }
@@ -197,35 +195,19 @@ impl Agent {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Whether every exchange so far went by the protocol.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy
-    }
-
     /// Sends `op` as request `id` and waits at most `timeout` for its response. Any breach
     /// (deadline, end of stream, a line that does not parse or is too long, bytes after it,
-    /// a wrong id) marks the agent unhealthy and is EIO.
+    /// a wrong id) is [`Error::Agent`] saying which: the pool then ends the agent.
     pub fn call(&mut self, id: u64, op: Op, timeout: Duration) -> Result<Payload> {
         let deadline = Instant::now() + timeout;
         let line = encode(&Request { id, op });
         let sent = (&*self.stream).write_all(&line);
         if sent.is_err() {
-            self.healthy = false;
-            return Err(Error::Os(libc::EIO));
+            return Err(Error::Agent(AgentFailure::Send));
         }
-        match self.read_response(deadline) {
-            Some(response) => {
-                if !matches!(&response, Response::Ok { id: got, .. } | Response::Err { id: got, .. } if *got == id)
-                {
-                    self.healthy = false;
-                }
-                into_result(response, id)
-            }
-            None => {
-                self.healthy = false;
-                Err(Error::Os(libc::EIO))
-            }
-        }
+        self.read_response(deadline)
+            .map_err(Error::Agent)
+            .and_then(|response| into_result(response, id))
     }
 
     /// The response: one line. What the agent has sent is taken before the deadline is
@@ -233,7 +215,7 @@ impl Agent {
     /// the daemon itself was not running (stopped by SIGSTOP, a frozen cgroup, a paused VM)
     /// counts, while bytes trickling in are cut off at the deadline, which is checked each
     /// time the queue runs dry (and a line is at most `MAX_LINE`).
-    fn read_response(&mut self, deadline: Instant) -> Option<Response> {
+    fn read_response(&mut self, deadline: Instant) -> std::result::Result<Response, AgentFailure> {
         use nix::errno::Errno;
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use nix::sys::socket::{MsgFlags, recv};
@@ -241,30 +223,35 @@ impl Agent {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return None,
+                Ok(0) => return Err(AgentFailure::Hangup),
                 Ok(n) => {
                     let searched = line.len();
                     line.extend_from_slice(&chunk[..n]);
                     if let Some(at) = line[searched..].iter().position(|&b| b == b'\n') {
                         let end = searched + at;
                         let whole = end + 1 == line.len() && end <= MAX_LINE;
-                        return if whole { decode(&line).ok() } else { None };
+                        if !whole {
+                            return Err(AgentFailure::Malformed);
+                        }
+                        return decode(&line).map_err(|_| AgentFailure::Malformed);
                     }
                     if line.len() > MAX_LINE {
-                        return None;
+                        return Err(AgentFailure::Malformed);
                     }
                     continue;
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(_) => return None,
+                Err(_) => return Err(AgentFailure::Hangup),
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or(AgentFailure::Deadline)?;
             // Rounded up: a wait of 0 ms would spin until the deadline.
             let ms = u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => return None,
+                Err(_) => return Err(AgentFailure::Hangup),
             }
         }
     }

@@ -400,7 +400,7 @@ pub fn errno(e: &Error) -> fuser::Errno {
         Error::Gone(_) => libc::ESRCH,
         Error::Access => libc::EACCES,
         Error::NotFound => libc::ENOENT,
-        Error::Parse { .. } | Error::ViewPanicked(_) => libc::EIO,
+        Error::Parse { .. } | Error::ViewPanicked(_) | Error::Agent(_) => libc::EIO,
     };
     match e {
         Error::NotFound | Error::Access | Error::Os(_) => debug!("request failed: {e}"),
