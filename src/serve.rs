@@ -121,17 +121,8 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     } else {
         TABLE.to_vec()
     };
-    let mut service = Service::new(
-        &specs,
-        ProcRoot::default(),
-        CgroupReader::new(&args.cgroup_root),
-        args.cpu_view,
-    )?;
     let agents = Pool::new(agent_config(args)?, ProcRoot::default())?;
-    service.env.agents = Some(agents.clone());
     let registered = Registrations::load(&args.runtime_dir, ProcRoot::default())?;
-    service.env.registered = Some(Arc::new(registered));
-    service.env.host_ns = Some(HostNs::read(&ProcRoot::default())?);
     let stores_dir = args.runtime_dir.join("stores");
     let boot_id = ProcRoot::default().read_host("sys/kernel/random/boot_id")?;
     let stores =
@@ -141,7 +132,19 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
                 source,
             }
         })?;
-    service.env.sysctl_stores = Arc::new(stores);
+    let parts = crate::views::Parts {
+        agents: agents.clone(),
+        registered: Arc::new(registered),
+        host_ns: HostNs::read(&ProcRoot::default())?,
+        sysctl_stores: Arc::new(stores),
+    };
+    let service = Service::new(
+        &specs,
+        ProcRoot::default(),
+        CgroupReader::new(&args.cgroup_root),
+        args.cpu_view,
+        parts,
+    )?;
     let service = Arc::new(service);
     // Every sampling round (5 s), the containers that ended are forgotten: their cgroup
     // descriptors close.

@@ -32,12 +32,13 @@ impl Service {
         proc: ProcRoot,
         cgroups: CgroupReader,
         cpu_view: CpuView,
+        parts: crate::views::Parts,
     ) -> Result<Service> {
         let self_pidns = pidns_of(&proc, std::process::id())?;
         Ok(Service {
             vfs: Vfs::build(specs),
             containers: Containers::new(proc.clone(), cgroups.clone()),
-            env: Env::new(proc, cgroups, cpu_view),
+            env: Env::new(proc, cgroups, cpu_view, parts),
             self_pidns,
         })
     }

@@ -121,9 +121,7 @@ fn serve_client(stream: UnixStream, service: &Service, started: Instant) {
 
 fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlResponse {
     debug!("control: {request:?}");
-    let Some(registry) = service.env.registered.as_ref() else {
-        return CtlResponse::err("no registry");
-    };
+    let registry = &service.env.registered;
     match request {
         CtlRequest::Register {
             id,
@@ -196,8 +194,8 @@ fn status(service: &Service, started: Instant) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": started.elapsed().as_secs(),
         "containers_seen": service.containers.len(),
-        "containers_registered": env.registered.as_ref().map_or(0, |r| r.list().len()),
-        "agents_alive": env.agents.as_ref().map_or(0, |a| a.len()),
+        "containers_registered": env.registered.list().len(),
+        "agents_alive": env.agents.len(),
         "requests": crate::stats::requests(),
         "host_fallbacks": env.stats.host_fallbacks.load(Ordering::Relaxed),
         "errors": crate::stats::errors(),

@@ -79,10 +79,8 @@ impl Fs {
     /// already waits on one here: then on their lane (so a slow or stuck agent holds up one
     /// FUSE worker at most, never the daemon).
     fn dispatch(&self, agent: bool, who: Requester, job: impl FnOnce(&Core) + Send + 'static) {
-        let key = agent
-            .then(|| self.core.service.env.agents.as_ref())
-            .flatten()
-            .and_then(|pool| pool.key_of(who.pid).ok());
+        let pool = &self.core.service.env.agents;
+        let key = agent.then(|| pool.key_of(who.pid).ok()).flatten();
         let Some(key) = key else {
             return job(&self.core);
         };
@@ -200,8 +198,7 @@ impl Core {
         }
         let opened_in = match &source {
             Source::Subtree(id, _) if write && nodes::agent_subtree(*id) => {
-                let pool = self.service.env.agents.as_ref();
-                Some(pool.ok_or(Error::Os(libc::EIO))?.key_of(who.pid)?)
+                Some(self.service.env.agents.key_of(who.pid)?)
             }
             _ => None,
         };

@@ -62,10 +62,7 @@ pub fn container_cpus(env: &Env, c: &Container) -> Result<std::sync::Arc<[u32]>>
     c.cached_cpus(|| {
         let placed = c.cgroups.cpuset()?.filter(|s| !s.is_empty());
         let placed = placed.as_ref().unwrap_or(&env.host_online);
-        let view = env
-            .registered
-            .as_ref()
-            .and_then(|r| r.cpu_view_for(c.pidns));
+        let view = env.registered.cpu_view_for(c.pidns);
         Ok(visible_cpus(
             placed.cpus(),
             c.cgroups.cpu_quota()?,

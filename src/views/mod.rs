@@ -180,13 +180,12 @@ pub struct Env {
     pub sampler: Arc<Sampler>,
     /// The host's procfs files, kept open (`pread` at 0 regenerates them).
     host_files: OpenFiles,
-    /// The agents that serve `proc/sys` (none in tests of other views).
-    pub agents: Option<Arc<crate::agent::Pool>>,
-    /// Containers registered by runtimes, with their options (none in unit tests).
-    pub registered: Option<Arc<crate::control::Registrations>>,
-    /// The host's namespaces, which the write rules of `proc/sys` judge callers by (none in
-    /// tests of other views).
-    pub host_ns: Option<sysctl::standing::HostNs>,
+    /// The agents that serve `proc/sys`.
+    pub agents: Arc<crate::agent::Pool>,
+    /// Containers registered by runtimes, with their options.
+    pub registered: Arc<crate::control::Registrations>,
+    /// The host's namespaces, which the write rules of `proc/sys` judge callers by.
+    pub host_ns: sysctl::standing::HostNs,
     /// The running kernel's (major, minor) version: which sysctls it confines to a namespace.
     pub kernel_release: (u32, u32),
     /// Container-local values of emulated sysctls.
@@ -197,9 +196,29 @@ pub struct Env {
     pub stats: Stats,
 }
 
+/// What the daemon builds before its views can serve: the agent pool, the registrations, the
+/// host's namespaces and the container-local sysctl values.
+#[derive(Debug)]
+pub struct Parts {
+    /// The agents that serve `proc/sys`.
+    pub agents: Arc<crate::agent::Pool>,
+    /// Containers registered by runtimes.
+    pub registered: Arc<crate::control::Registrations>,
+    /// The host's namespaces.
+    pub host_ns: sysctl::standing::HostNs,
+    /// Container-local values of emulated sysctls.
+    pub sysctl_stores: Arc<sysctl::stores::Stores>,
+}
+
 impl Env {
-    /// An environment reading from `proc` (with the sysfs beside it) and `cgroups`.
-    pub fn new(proc: ProcRoot, cgroups: CgroupReader, cpu_view: cpus::CpuView) -> Self {
+    /// An environment reading from `proc` (with the sysfs beside it) and `cgroups`, built
+    /// whole from the daemon's `parts`.
+    pub fn new(
+        proc: ProcRoot,
+        cgroups: CgroupReader,
+        cpu_view: cpus::CpuView,
+        parts: Parts,
+    ) -> Self {
         let sys = proc
             .path()
             .parent()
@@ -216,11 +235,11 @@ impl Env {
             host_online,
             cpu_view,
             host_files: OpenFiles::default(),
-            agents: None,
-            registered: None,
-            host_ns: None,
+            agents: parts.agents,
+            registered: parts.registered,
+            host_ns: parts.host_ns,
             kernel_release: sysctl::namespaces::running_release(),
-            sysctl_stores: Default::default(),
+            sysctl_stores: parts.sysctl_stores,
             sampler: Sampler::new(
                 sampler_proc,
                 std::time::Duration::from_secs(5),

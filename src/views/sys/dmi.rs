@@ -53,11 +53,7 @@ fn host_identity(env: &Env) -> String {
 /// registration vouches for it, else its pid namespace with its init's pid and start time
 /// (an inode the kernel may hand out again, never with the same start time).
 pub fn identity(env: &Env, c: &Container) -> String {
-    let registered = env
-        .registered
-        .as_ref()
-        .and_then(|r| r.vouched(c.pidns))
-        .map(|reg| reg.id);
+    let registered = env.registered.vouched(c.pidns).map(|reg| reg.id);
     registered.unwrap_or_else(|| {
         format!(
             "{}:{}:{}",

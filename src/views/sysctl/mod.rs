@@ -83,8 +83,7 @@ struct Task {
 
 impl<'a> Caller<'a> {
     fn new(env: &'a Env, who: &'a Requester) -> Result<Caller<'a>> {
-        let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
-        let key = pool.key_of(who.pid)?;
+        let key = env.agents.key_of(who.pid)?;
         Caller::with_key(env, who, key)
     }
 
@@ -96,8 +95,8 @@ impl<'a> Caller<'a> {
     }
 
     fn with_key(env: &'a Env, who: &'a Requester, key: NsKey) -> Result<Caller<'a>> {
-        let pool = env.agents.as_deref().ok_or(Error::Os(libc::EIO))?;
-        let host = env.host_ns.as_ref().ok_or(Error::Os(libc::EIO))?;
+        let pool = &*env.agents;
+        let host = &env.host_ns;
         let standing = host.standing(&key, || env.proc.ns_inode(who.pid, "mnt"));
         Ok(Caller {
             env,
@@ -210,8 +209,7 @@ impl<'a> Caller<'a> {
     /// it, and the caller is in that container's own network namespace (not one of its own
     /// making, where `unshare -Urn` gives anyone every capability).
     fn host_writes(&self) -> bool {
-        let vouched = self.env.registered.as_ref();
-        let Some(r) = vouched.and_then(|r| r.vouched(self.key.pid())) else {
+        let Some(r) = self.env.registered.vouched(self.key.pid()) else {
             return false;
         };
         r.host_writes && self.env.proc.ns_inode(r.pid, "net").ok() == Some(self.key.net())
