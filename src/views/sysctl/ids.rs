@@ -91,5 +91,30 @@ mod tests {
         );
         assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
         assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+        // capget(2), which the write rules use on the hot path, says what status says, for
+        // a thread with every capability and one with none.
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let sets = rustix::thread::capabilities(None).unwrap();
+        assert_eq!(Some(sets.effective.bits()), parse_cap_eff(&own));
+        let mut bare = std::process::Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-all", "--reuid=65534"])
+            .args(["sleep", "10"])
+            .spawn()
+            .unwrap();
+        // Once it runs `sleep`, setpriv has dropped everything.
+        let comm = format!("/proc/{}/comm", bare.id());
+        for _ in 0..2000 {
+            if std::fs::read_to_string(&comm).unwrap_or_default().trim() == "sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let pid = rustix::process::Pid::from_raw(bare.id() as i32).unwrap();
+        let theirs = rustix::thread::capabilities(Some(pid)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", bare.id())).unwrap();
+        let _ = bare.kill();
+        let _ = bare.wait();
+        assert_eq!(Some(theirs.effective.bits()), parse_cap_eff(&status));
+        assert_eq!(theirs.effective.bits(), 0, "{status}");
     }
 }

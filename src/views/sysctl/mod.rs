@@ -141,13 +141,27 @@ impl<'a> Caller<'a> {
         })
     }
 
+    /// The caller's effective capabilities, as [`Caller::task`] judges them, from `capget(2)`
+    /// rather than `status`: the kernel generates the whole of `status` (about 1.4 KiB) for
+    /// one line, on every read of a `proc/sys` file.
+    fn caps(&self) -> Result<u64> {
+        let pid = self.who.pid;
+        let stat = self.env.proc.read_host(&format!("{pid}/stat"))?;
+        if crate::procfs::parse_flags(&stat).is_none_or(|f| f & PF_IO_WORKER != 0) {
+            return Ok(0);
+        }
+        let tid = rustix::process::Pid::from_raw(pid as i32).ok_or(Error::Gone(pid))?;
+        let sets = rustix::thread::capabilities(Some(tid)).map_err(|_| Error::Gone(pid))?;
+        Ok(sets.effective.bits())
+    }
+
     /// The caller's credentials as its user namespace numbers them.
     fn creds(&self) -> Result<Creds> {
         let inside = |map: Option<IdMap>, id| map.map_or(id, |m| m.inside(id));
         Ok(Creds {
             uid: inside(self.map("uid_map")?, self.who.uid),
             gid: inside(self.map("gid_map")?, self.who.gid),
-            caps: self.task()?.caps,
+            caps: self.caps()?,
         })
     }
 
