@@ -609,6 +609,17 @@ fn pid_namespace_knobs_are_the_containers_own_though_the_agent_is_outside_it() {
         assert_eq!(lines.len(), 2, "{out}");
         assert_eq!(lines[0], lines[1], "cat's pid and what it read");
     }
+    // Set back to the last reader's pid (as CRIU sets it back), in one shell so that no
+    // process of the test's lies in between: the next cat takes the pid the last read's
+    // child had, and still reads its own.
+    let out = a.run(
+        "for i in 1 2 3; do cat /proc/sys/kernel/ns_last_pid >/dev/null & last=$!; wait; done; \
+         echo $last > /proc/sys/kernel/ns_last_pid; \
+         cat /proc/sys/kernel/ns_last_pid & echo $!; wait",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], lines[1], "after setting it back: {out}");
 }
 
 #[test]
@@ -721,6 +732,31 @@ fn agents_die_with_the_daemon() {
 }
 
 #[test]
+fn an_agent_waiting_on_its_child_in_the_namespace_still_dies_with_the_daemon() {
+    let daemon = Daemon::start_with(&["--test-nodes", "--test-faults", "--agent-timeout", "30"]);
+    let a = container(&daemon);
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
+    let all = agents(&daemon);
+    assert!(!all.is_empty());
+    // The agent waits on a child in the container that never answers (one the container
+    // stopped would not either), far inside the deadline.
+    let hang = daemon.path("test/agent-fault/hang-in-namespace");
+    let reader = a.spawn(&["cat", &hang.display().to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let stale = daemon.kill_leaving_stale_mount();
+    let started = Instant::now();
+    while all.iter().copied().any(running) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "an agent waiting on its child outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(reader);
+    drop(stale);
+}
+
+#[test]
 fn a_stuck_agent_holds_up_its_own_callers_only() {
     // Two FUSE workers and a long agent deadline: without lanes, two requests to a stuck
     // agent would hold every worker until the deadline.
@@ -753,6 +789,56 @@ fn a_stuck_agent_holds_up_its_own_callers_only() {
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "a stuck agent's read fails (EIO)");
     }
+}
+
+#[test]
+fn reads_past_offset_zero_of_a_stuck_render_hold_no_worker() {
+    // Two FUSE workers. One descriptor of a stuck agent's file: a read at offset 0 renders,
+    // holding the descriptor's snapshot while its agent hangs; reads at offset 1 of it must
+    // queue on the agent's lane, not wait for that snapshot on a worker (which let one
+    // container hold every worker until the deadline).
+    let daemon = Daemon::start_with(&[
+        "--test-nodes",
+        "--test-faults",
+        "--agent-timeout",
+        "3",
+        "--threads",
+        "2",
+    ]);
+    let a = container(&daemon);
+    let b = container(&daemon);
+    a.run("cat /proc/sys/net/ipv4/ip_forward");
+    b.run("cat /proc/sys/net/ipv4/ip_forward");
+    const PREADS: &str = r#"import os, sys, threading, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def at(offset):
+    try:
+        os.pread(fd, 100, offset)
+    except OSError:
+        pass
+first = threading.Thread(target=at, args=(0,))
+first.start()
+time.sleep(0.3)
+later = [threading.Thread(target=at, args=(1,)) for _ in range(4)]
+for t in later:
+    t.start()
+for t in [first] + later:
+    t.join()
+"#;
+    let hang = daemon.path("test/agent-fault/hang").display().to_string();
+    let stuck = a.spawn(&["/usr/bin/python3", "-c", PREADS, &hang]);
+    std::thread::sleep(Duration::from_millis(800));
+    let started = Instant::now();
+    assert_eq!(b.run("cat /proc/sys/net/ipv4/ip_forward"), "0");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "b waited {took:?} for a's reads of a stuck render"
+    );
+    // Its queued reads would each wait out a deadline of their own: end them now.
+    let mut stuck = stuck;
+    let _ = stuck.kill();
+    let _ = stuck.wait();
 }
 
 #[test]

@@ -75,11 +75,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let agent = Server::new(root, cookie, args.allow_faults);
+    let gone: std::rc::Rc<[OwnedFd]> = init.into();
+    let agent = Server::new(root, cookie, args.allow_faults).watching(gone.clone());
     let input = nsview_nsenter::ops::UntilGone {
         input: std::io::stdin().lock(),
         fd: 0,
-        gone: init,
+        gone,
     };
     let code = agent.serve(input, std::io::stdout().lock());
     ExitCode::from(code as u8)

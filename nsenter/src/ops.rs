@@ -46,7 +46,7 @@ pub struct UntilGone<R> {
     /// Its descriptor, polled with `gone`.
     pub fd: std::os::fd::RawFd,
     /// The pidfds watched.
-    pub gone: Vec<OwnedFd>,
+    pub gone: std::rc::Rc<[OwnedFd]>,
 }
 
 impl<R: Read> Read for UntilGone<R> {
@@ -78,7 +78,12 @@ impl<R: Read> Read for UntilGone<R> {
 /// Runs `f` in a child, which is in the pid namespace the agent joined for its children, and
 /// returns what it answered (through a pipe, as a protocol response whose id is the child's
 /// pid in that namespace), and that pid.
-fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> (Result<Payload, Failure>, u64) {
+/// While it waits for the child, it also watches `gone` (the pidfds [`UntilGone`] watches): a
+/// child the container stopped must not keep the agent alive once the daemon is gone.
+fn in_child(
+    gone: &[OwnedFd],
+    f: impl FnOnce() -> Result<Payload, Failure>,
+) -> (Result<Payload, Failure>, u64) {
     use nix::unistd::{ForkResult, fork, pipe2};
     let (from_child, to_parent) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(pipe) => pipe,
@@ -103,6 +108,14 @@ fn in_child(f: impl FnOnce() -> Result<Payload, Failure>) -> (Result<Payload, Fa
         }
         ForkResult::Parent { child } => {
             drop(to_parent);
+            if !answers_before_gone(&from_child, gone) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return (
+                    Err((libc::EIO, "the daemon or the namespace is gone".into())),
+                    0,
+                );
+            }
             let mut line = Vec::new();
             let read = std::fs::File::from(from_child)
                 .take(MAX_LINE as u64)
@@ -145,6 +158,26 @@ fn before_helpers(data: &[u8], helpers: &[u64]) -> Vec<u8> {
     format!("{pid}\n").into_bytes()
 }
 
+/// Waits until `pipe` has something to read (or its writer closed it), or a process of `gone`
+/// has exited; false for the latter.
+fn answers_before_gone(pipe: &OwnedFd, gone: &[OwnedFd]) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(pipe.as_fd())
+            .chain(gone.iter().map(AsFd::as_fd))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                let ended = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                return !fds[1..].iter().any(ended);
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
 fn fail(errno: Errno, what: impl std::fmt::Display) -> Failure {
     (errno as i32, format!("{what}: {}", errno.desc()))
 }
@@ -166,6 +199,8 @@ pub struct Server {
     buffer: std::cell::RefCell<Vec<u8>>,
     /// The pids the last children in the pid namespace had there (see [`before_helpers`]).
     helpers: std::cell::RefCell<std::collections::VecDeque<u64>>,
+    /// The processes whose end ends the agent (see [`UntilGone`]).
+    gone: std::rc::Rc<[OwnedFd]>,
 }
 
 impl Server {
@@ -176,9 +211,17 @@ impl Server {
             root,
             buffer: std::cell::RefCell::new(vec![0; MAX_READ]),
             helpers: Default::default(),
+            gone: std::rc::Rc::from(Vec::new()),
             netns_cookie,
             allow_faults,
         }
+    }
+
+    /// The server watching `gone` (see [`UntilGone`]) while a child in the pid namespace
+    /// works for it.
+    pub fn watching(mut self, gone: std::rc::Rc<[OwnedFd]>) -> Server {
+        self.gone = gone;
+        self
     }
 
     /// Serves lines from `input` to `output` until end of input or a line it cannot resync
@@ -252,7 +295,15 @@ impl Server {
             if let Op::Fault { fault } = request.op
                 && self.allow_faults
             {
-                misbehave(request.id, fault, &mut output);
+                if fault == Fault::HangInNamespace {
+                    let _ = in_child(&self.gone, || {
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(3600));
+                        }
+                    });
+                } else {
+                    misbehave(request.id, fault, &mut output);
+                }
                 continue;
             }
             let reply = match self.execute(request.op) {
@@ -290,12 +341,20 @@ impl Server {
             return self.execute_here(op);
         };
         let last_pid = path == NS_LAST_PID && matches!(op, Op::Read { .. });
-        let (result, helper) = in_child(|| self.execute_here(op));
+        let set_last_pid = path == NS_LAST_PID && matches!(op, Op::Write { .. });
+        let (result, helper) = in_child(&self.gone, || self.execute_here(op));
         let mut helpers = self.helpers.borrow_mut();
+        // Pids are handed out upwards: one below the last child's means the count was set
+        // back (a write, a wrap), and the pids known so far say nothing of what lies below.
+        if set_last_pid || helpers.back().is_some_and(|&last| helper < last) {
+            helpers.clear();
+        }
         if helpers.len() == HELPERS_KEPT {
             helpers.pop_front();
         }
-        helpers.push_back(helper);
+        if !set_last_pid {
+            helpers.push_back(helper);
+        }
         match result {
             Ok(Payload::Data(data)) if last_pid => Ok(Payload::Data(before_helpers(
                 &data,
@@ -523,6 +582,7 @@ fn misbehave(id: u64, fault: Fault, output: &mut impl Write) {
         Fault::Hang => loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
+        Fault::HangInNamespace => {}
         Fault::Slow => {
             std::thread::sleep(crate::protocol::SLOW_FAULT);
             let reply = Response::Ok {

@@ -48,6 +48,9 @@ pub enum Fault {
     Hang,
     /// Reply `Allowed` after [`SLOW_FAULT`].
     Slow,
+    /// Never reply, waiting on a child in the pid namespace that never answers (as a child
+    /// the container stopped would).
+    HangInNamespace,
 }
 
 /// How long a [`Fault::Slow`] reply takes.
@@ -346,7 +349,8 @@ mod tests {
                 Just(Fault::Garbage),
                 Just(Fault::Oversized),
                 Just(Fault::Hang),
-                Just(Fault::Slow)
+                Just(Fault::Slow),
+                Just(Fault::HangInNamespace)
             ]
             .prop_map(|fault| Op::Fault { fault }),
         ]

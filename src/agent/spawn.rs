@@ -257,8 +257,17 @@ impl Agent {
     }
 
     /// Kills the agent (its pid-namespace child follows through its parent-death signal) and
-    /// reaps it.
-    pub fn end(mut self) {
+    /// reaps it: what dropping it does, said where it is meant.
+    pub fn end(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Agent {
+    /// An agent is never left behind: one dropped anywhere (a request that found its slot
+    /// evicted or reaped under it, an unwinding thread) is killed and reaped, not left a
+    /// zombie of the daemon. A reaped agent's kill signals nothing.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -261,14 +261,23 @@ impl Core {
         Ok(slice_at(&data, offset, size).to_vec())
     }
 
-    /// Whether a read of `fh` at `offset` is served from its snapshot, rendering nothing (see
-    /// [`Core::read_file`]).
-    fn served_from_snapshot(&self, fh: u64, offset: u64) -> bool {
-        offset != 0
-            && self
-                .handles
-                .get(fh)
-                .is_some_and(|h| h.host_file.is_none() && h.snapshot.lock().is_some())
+    /// A read of `fh` at `offset` answered from its snapshot at once (the read to EOF after the
+    /// first), with no namespace key and no lane: `None` when it needs the full path of
+    /// [`Core::read_file`] (offset 0, a page-cache fill, a host file, no snapshot yet) or the
+    /// snapshot is busy. A render holds the snapshot while it may wait on an agent, so this
+    /// never waits for it: a worker blocked here would be a worker a stopped agent holds.
+    fn read_from_snapshot(&self, fh: u64, offset: u64, size: u32, fill: bool) -> Option<Vec<u8>> {
+        if offset == 0 || fill {
+            return None;
+        }
+        let handle = self.handles.get(fh)?;
+        if handle.host_file.is_some() {
+            return None;
+        }
+        let mut snapshot = handle.snapshot.try_lock()?;
+        let s = snapshot.as_mut()?;
+        s.unread = false;
+        Some(slice_at(&s.data, offset, size).to_vec())
     }
 
     /// The size an open descriptor `fh` reports (`fstat`, `SEEK_END`): the length of its
@@ -603,10 +612,10 @@ impl Filesystem for Fs {
         // The kernel's direct reads name their lock owner; a read without one fills the page
         // cache (see `read_file`).
         let fill = lock_owner.is_none();
+        if let Some(data) = self.core.read_from_snapshot(fh.0, offset, size, fill) {
+            return reply.data(&data);
+        }
         let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
-        // A read past offset 0 with a snapshot in hand (the read to EOF after the first)
-        // renders nothing: no agent, so no namespace key to read and no lane.
-        let agent = agent && !self.core.served_from_snapshot(fh.0, offset);
         self.dispatch(agent, who, move |core| {
             match core.read_file(fh, offset, size, fill) {
                 Ok(data) => reply.data(&data),

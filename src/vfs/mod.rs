@@ -150,6 +150,10 @@ pub const TEST_TABLE: &[Spec] = &[
     ),
     view("test/agent-fault/hang", ViewId::TestAgentFault(Fault::Hang)),
     view("test/agent-fault/slow", ViewId::TestAgentFault(Fault::Slow)),
+    view(
+        "test/agent-fault/hang-in-namespace",
+        ViewId::TestAgentFault(Fault::HangInNamespace),
+    ),
 ];
 
 /// A node of the tree.
