@@ -716,19 +716,19 @@ fn agents_die_with_the_daemon() {
     assert!(!all.is_empty());
     // SIGKILL: no cleanup of its own; the agents see the daemon's pidfd readable and end.
     let stale = daemon.kill_leaving_stale_mount();
+    let took = wait_until_ended(&all, "agents outlived the daemon");
+    eprintln!("agents ended {took:?} after the daemon's SIGKILL");
+    drop(stale);
+}
+
+/// Waits until none of `pids` runs, failing with `why` after 2 s; how long it took.
+fn wait_until_ended(pids: &[u32], why: &str) -> Duration {
     let started = Instant::now();
-    while all.iter().copied().any(running) {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "agents outlived the daemon"
-        );
+    while pids.iter().copied().any(running) {
+        assert!(started.elapsed() < Duration::from_secs(2), "{why}");
         std::thread::sleep(Duration::from_millis(5));
     }
-    eprintln!(
-        "agents ended {:?} after the daemon's SIGKILL",
-        started.elapsed()
-    );
-    drop(stale);
+    started.elapsed()
 }
 
 #[test]
@@ -744,14 +744,7 @@ fn an_agent_waiting_on_its_child_in_the_namespace_still_dies_with_the_daemon() {
     let reader = a.spawn(&["cat", &hang.display().to_string()]);
     std::thread::sleep(Duration::from_millis(500));
     let stale = daemon.kill_leaving_stale_mount();
-    let started = Instant::now();
-    while all.iter().copied().any(running) {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "an agent waiting on its child outlived the daemon"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_ended(&all, "an agent waiting on its child outlived the daemon");
     drop(reader);
     drop(stale);
 }
