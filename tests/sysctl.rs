@@ -749,18 +749,24 @@ fn an_agent_waiting_on_its_child_in_the_namespace_still_dies_with_the_daemon() {
     drop(stale);
 }
 
-#[test]
-fn a_stuck_agent_holds_up_its_own_callers_only() {
-    // Two FUSE workers and a long agent deadline: without lanes, two requests to a stuck
-    // agent would hold every worker until the deadline.
-    let daemon = Daemon::start_with(&[
+/// A daemon with two FUSE workers, agent faults and a 3 s agent deadline: two requests
+/// held on a worker for the deadline would stop it for everyone.
+fn two_workers_slow_deadline() -> Daemon {
+    Daemon::start_with(&[
         "--test-nodes",
         "--test-faults",
         "--agent-timeout",
         "3",
         "--threads",
         "2",
-    ]);
+    ])
+}
+
+#[test]
+fn a_stuck_agent_holds_up_its_own_callers_only() {
+    // Two FUSE workers and a long agent deadline: without lanes, two requests to a stuck
+    // agent would hold every worker until the deadline.
+    let daemon = two_workers_slow_deadline();
     let a = ContainerBuilder::new()
         .bind_from(&daemon, &["proc/sys", "proc/meminfo"])
         .start();
@@ -790,14 +796,7 @@ fn reads_past_offset_zero_of_a_stuck_render_hold_no_worker() {
     // holding the descriptor's snapshot while its agent hangs; reads at offset 1 of it must
     // queue on the agent's lane, not wait for that snapshot on a worker (which let one
     // container hold every worker until the deadline).
-    let daemon = Daemon::start_with(&[
-        "--test-nodes",
-        "--test-faults",
-        "--agent-timeout",
-        "3",
-        "--threads",
-        "2",
-    ]);
+    let daemon = two_workers_slow_deadline();
     let a = container(&daemon);
     let b = container(&daemon);
     a.run("cat /proc/sys/net/ipv4/ip_forward");
