@@ -9,7 +9,7 @@
 //! root-owned; a group grant on them is unheard of).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -51,24 +51,9 @@ pub struct UntilGone<R> {
 
 impl<R: Read> Read for UntilGone<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         // SAFETY: `fd` is the stream's descriptor, open for as long as `input` is.
-        let input = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
-        let mut fds: Vec<PollFd<'_>> = std::iter::once(input)
-            .chain(self.gone.iter().map(AsFd::as_fd))
-            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
-            .collect();
-        loop {
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if fds[1..]
-            .iter()
-            .any(|f| f.revents().is_some_and(|r| !r.is_empty()))
-        {
+        let input = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        if !readable_before_gone(input, &self.gone)? {
             return Ok(0);
         }
         self.input.read(buf)
@@ -108,7 +93,8 @@ fn in_child(
         }
         ForkResult::Parent { child } => {
             drop(to_parent);
-            if !answers_before_gone(&from_child, gone) {
+            // A poll failure is no sign the daemon is gone: the read below decides then.
+            if !readable_before_gone(from_child.as_fd(), gone).unwrap_or(true) {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
                 return (
@@ -158,24 +144,23 @@ fn before_helpers(data: &[u8], helpers: &[u64]) -> Vec<u8> {
     format!("{pid}\n").into_bytes()
 }
 
-/// Waits until `pipe` has something to read (or its writer closed it), or a process of `gone`
-/// has exited; false for the latter.
-fn answers_before_gone(pipe: &OwnedFd, gone: &[OwnedFd]) -> bool {
+/// Waits until `fd` has something to read (or its writer closed it), or a process of `gone`
+/// (pidfds) has exited; false for the latter.
+fn readable_before_gone(fd: BorrowedFd<'_>, gone: &[OwnedFd]) -> std::io::Result<bool> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds: Vec<PollFd<'_>> = std::iter::once(fd)
+        .chain(gone.iter().map(AsFd::as_fd))
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
     loop {
-        let mut fds: Vec<PollFd<'_>> = std::iter::once(pipe.as_fd())
-            .chain(gone.iter().map(AsFd::as_fd))
-            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
-            .collect();
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {
-                let ended = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-                return !fds[1..].iter().any(ended);
-            }
+            Ok(_) => break,
             Err(Errno::EINTR) => continue,
-            Err(_) => return true,
+            Err(e) => return Err(e.into()),
         }
     }
+    let ended = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+    Ok(!fds[1..].iter().any(ended))
 }
 
 fn fail(errno: Errno, what: impl std::fmt::Display) -> Failure {
