@@ -167,6 +167,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VIEW", default_value = "quota")]
     pub cpu_view: crate::views::cpus::CpuView,
 
+    /// The uptime of a container without a time namespace of its own: `boot` (the host's boot
+    /// clock, which its processes' start times count on, so `ps` agrees) or `age` (its init's
+    /// age, LXCFS's uptime, under which `ps -o etime` inside wraps). A time namespace's own
+    /// boot clock always wins.
+    #[arg(long, value_name = "CLOCK", default_value = "boot")]
+    pub uptime: crate::views::proc::uptime::Clock,
+
     /// How `proc/sys` agents are used: `pooled` (long-lived, one per namespace set) or
     /// `oneshot` (a fresh agent per request, for comparison).
     #[arg(long, value_name = "MODE", default_value = "pooled")]

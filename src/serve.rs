@@ -143,6 +143,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         ProcRoot::default(),
         CgroupReader::new(&args.cgroup_root),
         args.cpu_view,
+        args.uptime,
         parts,
     )?;
     let service = Arc::new(service);

@@ -32,13 +32,14 @@ impl Service {
         proc: ProcRoot,
         cgroups: CgroupReader,
         cpu_view: CpuView,
+        clock: crate::views::proc::uptime::Clock,
         parts: crate::views::Parts,
     ) -> Result<Service> {
         let self_pidns = pidns_of(&proc, std::process::id())?;
         Ok(Service {
             vfs: Vfs::build(specs),
             containers: Containers::new(proc.clone(), cgroups.clone()),
-            env: Env::new(proc, cgroups, cpu_view, parts),
+            env: Env::new(proc, cgroups, cpu_view, clock, parts),
             self_pidns,
         })
     }

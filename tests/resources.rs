@@ -9,6 +9,7 @@ mod rig;
 
 use std::time::{Duration, Instant};
 
+use rig::oci::host_uptime;
 use rig::{Container, ContainerBuilder, Daemon, Limits};
 
 const MIB: u64 = 1024 * 1024;
@@ -650,12 +651,6 @@ fn vmstat_lines(text: &str) -> Vec<std::collections::HashMap<String, u64>> {
                 .collect()
         })
         .collect()
-}
-
-/// The host's uptime in seconds.
-fn host_uptime() -> f64 {
-    let text = std::fs::read_to_string("/proc/uptime").unwrap();
-    text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// The host's interrupts and context switches per second since its boot.

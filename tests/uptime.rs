@@ -2,7 +2,9 @@
 //!
 //! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces, in fresh
 //! `nsview-test-*` cgroups (limits stated per test), with nsview's `proc/uptime` bound over
-//! their `/proc/uptime`.
+//! their `/proc/uptime`. By default a container without a time namespace is up by the host's
+//! boot clock (so `ps` agrees); the age tests run a daemon with `--uptime age`, LXCFS's
+//! uptime. Time namespaces are in `tests/fidelity.rs`.
 
 mod rig;
 
@@ -39,6 +41,11 @@ fn parse(line: &str) -> (f64, f64) {
     pair
 }
 
+/// A daemon whose containers are up by their init's age (`--uptime age`).
+fn age_clock_daemon() -> Daemon {
+    Daemon::start_with(&["--uptime", "age"])
+}
+
 fn container_with_uptime(daemon: &Daemon, limits: Limits) -> Container {
     ContainerBuilder::new()
         .limits(limits)
@@ -53,8 +60,8 @@ fn read_inside(c: &Container) -> (f64, f64) {
 }
 
 #[test]
-fn a_containers_uptime_is_the_age_of_its_init() {
-    let daemon = Daemon::start();
+fn on_the_age_clock_a_containers_uptime_is_the_age_of_its_init() {
+    let daemon = age_clock_daemon();
     // The init starts between these two instants; the read happens between the next two.
     let before_start = Instant::now();
     let c = container_with_uptime(&daemon, Limits::default());
@@ -71,6 +78,59 @@ fn a_containers_uptime_is_the_age_of_its_init() {
         "uptime {up}, expected between {youngest:.2} and {oldest:.2}"
     );
     assert!(idle >= 0.0, "idle {idle}");
+}
+
+#[test]
+fn by_default_uptime_ps_btime_and_psutil_tell_the_boot_clocks_story() {
+    let daemon = Daemon::start();
+    let c = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/uptime", "proc/stat"])
+        .start();
+    // A process 2 s old, its elapsed time by ps (uptime − start time), the uptime, and the
+    // uptime psutil and glances derive from btime.
+    let before = boottime();
+    let out = c.sh(
+        "sleep 5 & sleep 2; echo \"etimes $(ps -o etimes= -p $!)\"; \
+         echo \"etime $(ps -o etime= -p $!)\"; echo \"up $(cat /proc/uptime)\"; \
+         /usr/bin/python3 -c 'import psutil, time; print(\"psutil\", time.time() - psutil.boot_time())'; \
+         echo \"btime $(grep ^btime /proc/stat | cut -d\" \" -f2) now $(date +%s)\"; kill $!",
+    );
+    let after = boottime();
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = &out.stdout;
+    let field = |key: &str| -> &str {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {text}"))
+            .trim()
+    };
+    let etimes: u64 = field("etimes ")
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"));
+    assert!((1..=4).contains(&etimes), "ps -o etimes {etimes}: {text}");
+    assert!(
+        !field("etime ").contains('-'),
+        "ps -o etime wrapped: {text}"
+    );
+    let (up, _) = parse(field("up "));
+    assert!(
+        (before - 0.02..=after + 0.02).contains(&up),
+        "uptime {up}, the boot clock read {before:.2}..{after:.2}: {text}"
+    );
+    let psutil: f64 = field("psutil ").parse().unwrap();
+    assert!(
+        (psutil - up).abs() < 3.0,
+        "psutil's uptime {psutil}, uptime {up}"
+    );
+    let words: Vec<f64> = field("btime ")
+        .split(" now ")
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(
+        (words[1] - words[0] - up).abs() < 3.0,
+        "now − btime {} and uptime {up} differ: {text}",
+        words[1] - words[0]
+    );
 }
 
 #[test]
@@ -98,8 +158,8 @@ fn host_caller_reads_the_host_uptime() {
 }
 
 #[test]
-fn nested_pid_namespace_sees_its_own_age() {
-    let daemon = Daemon::start();
+fn on_the_age_clock_a_nested_pid_namespace_sees_its_own_age() {
+    let daemon = age_clock_daemon();
     let c = container_with_uptime(&daemon, Limits::default());
     std::thread::sleep(Duration::from_millis(2200));
     // The nested namespace mounts its own /proc (hiding the bind mount), so it reads the file
@@ -120,8 +180,8 @@ fn nested_pid_namespace_sees_its_own_age() {
 }
 
 #[test]
-fn procps_uptime_inside_shows_up_0_min() {
-    let daemon = Daemon::start();
+fn on_the_age_clock_procps_uptime_inside_shows_up_0_min() {
+    let daemon = age_clock_daemon();
     let c = container_with_uptime(&daemon, Limits::default());
     let out = c.exec(&["uptime"]);
     assert!(out.status.success(), "{}", out.stderr);
@@ -146,8 +206,8 @@ fn procps_uptime_inside_shows_up_0_min() {
 }
 
 #[test]
-fn fifty_parallel_readers_in_five_containers_each_get_their_own_value() {
-    let daemon = Daemon::start();
+fn on_the_age_clock_fifty_parallel_readers_in_five_containers_each_get_their_own_value() {
+    let daemon = age_clock_daemon();
     let mut containers = Vec::new();
     for _ in 0..5 {
         containers.push(container_with_uptime(&daemon, Limits::default()));

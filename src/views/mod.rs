@@ -192,6 +192,8 @@ pub struct Env {
     pub sysctl_stores: Arc<sysctl::stores::Stores>,
     /// Clock ticks per second (start times are in ticks).
     pub ticks_per_sec: u64,
+    /// The clock a container without a time namespace is up by.
+    pub clock: proc::uptime::Clock,
     /// Counters.
     pub stats: Stats,
 }
@@ -217,6 +219,7 @@ impl Env {
         proc: ProcRoot,
         cgroups: CgroupReader,
         cpu_view: cpus::CpuView,
+        clock: proc::uptime::Clock,
         parts: Parts,
     ) -> Self {
         let sys = proc
@@ -246,8 +249,14 @@ impl Env {
                 std::time::Duration::from_secs(600),
             ),
             ticks_per_sec: crate::procfs::clock_ticks_per_sec(),
+            clock,
             stats: Stats::default(),
         }
+    }
+
+    /// Container `c`'s uptime now, in seconds (see `proc::uptime`).
+    pub fn uptime_of(&self, c: &crate::container::Container) -> f64 {
+        proc::uptime::uptime_secs(self.clock, c, self.ticks_per_sec)
     }
 }
 

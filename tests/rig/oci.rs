@@ -48,6 +48,12 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
         .trim()
 }
 
+/// The host's uptime now, in seconds.
+pub fn host_uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 /// The first field of the `up ` line of `out` (see [`field`]): the uptime a container
 /// printed.
 pub fn uptime_in(out: &str) -> f64 {

@@ -1,15 +1,17 @@
 //! Host-wide event counters in a container's files, scaled so that a rate over the
-//! container's age comes out right: `proc/stat`'s `intr`, `ctxt` and `softirq`, and the
+//! container's uptime comes out right: `proc/stat`'s `intr`, `ctxt` and `softirq`, and the
 //! events of `proc/vmstat` that no cgroup counts.
 //!
 //! Tools divide a counter since boot by the uptime (vmstat's first line, mpstat and sar
-//! without an interval). A container's uptime is its age, so the host's count since the
-//! host's boot would make a rate host uptime / age times the host's (`vmstat 1 2` in a
-//! container a minute old on a host up a day: 1440x). A container instead sees, per counter,
-//! the host's value when it first read the file scaled by age / host uptime (the host's
-//! average rate over the container's life so far), plus all the host's counter has risen
-//! since: the first line's rate is the host's average rate, every later interval's is the
-//! host's own rate over it (what the container natively sees), and a value never goes back.
+//! without an interval). Where a container's uptime is shorter than the host's (a time
+//! namespace of its own, or `serve --uptime age`), the host's count since the host's boot
+//! would make a rate host uptime / uptime times the host's (`vmstat 1 2` in a container a
+//! minute old on a host up a day: 1440x). A container instead sees, per counter, the host's
+//! value when it first read the file scaled by its uptime / host uptime (the host's average
+//! rate over the container's life so far), plus all the host's counter has risen since: the
+//! first line's rate is the host's average rate, every later interval's is the host's own
+//! rate over it (what the container natively sees), and a value never goes back. On the
+//! host's boot clock the share is 1: the host's counters as they are.
 
 use std::collections::HashMap;
 

@@ -11,7 +11,6 @@ use crate::views::cpus::container_cpus;
 use crate::views::proc::counters::{self, SCALED_STAT_LINES, Scaled};
 use crate::views::proc::meminfo::{MemView, render_meminfo};
 use crate::views::proc::stat::{StatView, container_cpu_lines, monotonic, render_stat, sum};
-use crate::views::proc::uptime::age_secs;
 use crate::views::proc::{cpuinfo, disks, vmstat};
 
 /// `proc/meminfo`.
@@ -41,8 +40,8 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
     let host = env.host("stat")?;
     let cpus = container_cpus(env, c)?;
     let usage = c.cpu_usage()?.unwrap_or_default();
-    let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
-    let mut lines = container_cpu_lines(&usage, &cpus, age, env.ticks_per_sec);
+    let uptime = env.uptime_of(c);
+    let mut lines = container_cpu_lines(&usage, &cpus, uptime, env.ticks_per_sec);
     let mut total = [sum(&lines)];
     {
         let mut last = c.last_stat.lock();
@@ -60,7 +59,11 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
         });
         let counters: Vec<_> = lines.flat_map(counters::stat_line_counters).collect();
         let host_up = boottime_secs();
-        Scaled::new(age, host_up, counters.iter().map(|(k, v)| (k.as_str(), *v)))
+        Scaled::new(
+            uptime,
+            host_up,
+            counters.iter().map(|(k, v)| (k.as_str(), *v)),
+        )
     });
     let view = StatView {
         total: total[0],
@@ -75,7 +78,7 @@ pub fn stat(env: &Env, c: &std::sync::Arc<Container>, reader: u32) -> Result<Str
 }
 
 /// `proc/interrupts` (`softirqs` false) or `proc/softirqs`: the columns of the container's
-/// CPUs, scaled to its age.
+/// CPUs, scaled to its uptime.
 pub fn per_cpu_table(env: &Env, c: &Container, softirqs: bool) -> Result<String> {
     let file = if softirqs { "softirqs" } else { "interrupts" };
     let host = env.host(file)?;
@@ -87,10 +90,10 @@ pub fn per_cpu_table(env: &Env, c: &Container, softirqs: bool) -> Result<String>
         &mut baselines.interrupts
     };
     let scaled = slot.get_or_insert_with(|| {
-        let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
+        let uptime = env.uptime_of(c);
         let counters = counters::table_counters(&host);
         Scaled::new(
-            age,
+            uptime,
             boottime_secs(),
             counters.iter().map(|(k, v)| (k.as_str(), *v)),
         )
@@ -113,8 +116,8 @@ pub fn vmstat(env: &Env, c: &Container) -> Result<String> {
     }
     let mut baselines = c.baselines.lock();
     let scaled = baselines.vmstat.get_or_insert_with(|| {
-        let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
-        Scaled::new(age, boottime_secs(), vmstat::counters(&host))
+        let uptime = env.uptime_of(c);
+        Scaled::new(uptime, boottime_secs(), vmstat::counters(&host))
     });
     Ok(vmstat::render_vmstat(&host, &own, scaled))
 }

@@ -4,8 +4,8 @@
 //!   clock ticks. user/system come from the cgroup's accounting: per host CPU where the kernel
 //!   splits it (v1 `cpuacct.usage_all`), plus an even share of what the cgroup ran on host
 //!   CPUs it no longer sees (its cpuset or quota changed), so no busy time is lost; spread
-//!   evenly over the visible CPUs where the kernel does not split it (v2). idle = wall time
-//!   since the container started − user − system, per CPU. nice, iowait, irq, softirq, steal
+//!   evenly over the visible CPUs where the kernel does not split it (v2). idle = its uptime
+//!   (`super::uptime`) − user − system, per CPU. nice, iowait, irq, softirq, steal
 //!   and guest are 0: cgroups do not account them.
 //! - `cpu`: the sum of the `cpuN` lines.
 //! - Every counter is monotonic from one read to the next ([`monotonic`], fixing LXCFS #500
@@ -15,8 +15,8 @@
 //!   container's pid namespace has handed out as far as its tasks show: the highest pid
 //!   number in it.
 //! - `intr`, `ctxt`, `softirq`: interrupts and context switches are not accounted per cgroup,
-//!   so the host's, scaled to the container's age ([`super::counters`]): their rate since the
-//!   container started is the host's, not host uptime / age times it (vmstat's `in` and `cs`).
+//!   so the host's, scaled to the container's uptime ([`super::counters`]): their rate since
+//!   boot is the host's, not host uptime / uptime times it (vmstat's `in` and `cs`).
 //! - `btime`: the host's boot time, the base of every start time in `/proc/<pid>/stat`; in a
 //!   time namespace of its own, shifted by its boottime offset, as the kernel shifts it and
 //!   the start times there.
@@ -103,16 +103,16 @@ pub struct StatView {
 }
 
 /// The per-CPU lines of a container that has used `usage`, sees the host CPUs `visible` and
-/// is `age_secs` old.
+/// is up `uptime_secs` (its CPUs count as idle for all of it that it did not use).
 pub fn container_cpu_lines(
     usage: &CpuUsage,
     visible: &[u32],
-    age_secs: f64,
+    uptime_secs: f64,
     ticks_per_sec: u64,
 ) -> Vec<CpuLine> {
     let n = visible.len().max(1) as u64;
     let ns_per_tick = 1_000_000_000 / ticks_per_sec.max(1);
-    let capacity = (age_secs.max(0.0) * ticks_per_sec as f64) as u64;
+    let capacity = (uptime_secs.max(0.0) * ticks_per_sec as f64) as u64;
     let per_cpu: Vec<(u64, u64)> = match &usage.per_cpu {
         Some(times) => {
             let on = |cpu: u32| times.get(cpu as usize).copied().unwrap_or_default();

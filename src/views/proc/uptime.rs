@@ -1,20 +1,27 @@
-//! `proc/uptime`: the container's age and idle time.
+//! `proc/uptime`: the container's uptime and idle time.
 //!
-//! - first field: seconds since the init of the caller's pid namespace started
-//!   (`CLOCK_BOOTTIME` now minus field 22 of `/proc/<init>/stat`), or, where the init is in a
-//!   time namespace of its own, the boot clock there, as the kernel's file says: the kernel
-//!   shifts every start time in `/proc/<pid>/stat` and `btime` by the same offset, so `ps`
-//!   (elapsed time = uptime − start time) agrees with it. Without a time namespace, start
-//!   times stay the host's and `ps -o etime` inside is wrong (LXCFS's behaviour too): give
-//!   the container one (`nsview oci-patch --time-namespace`, runc 1.2+).
-//! - second field: idle seconds = age × CPUs the container may use − CPU time its cgroup used
-//!   (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`; where that cgroup is a hierarchy's root,
-//!   which accounts for the host, its processes' own times), clamped at 0 and never below the
-//!   value served before (the CPU count or the accounting may change under a running
-//!   container).
+//! - first field: the boot clock the container's processes live by. Where its init is in a
+//!   time namespace of its own, that namespace's boot clock, as the kernel's file says there;
+//!   otherwise the host's ([`Clock::Boot`], the default). The kernel counts every start time
+//!   in `/proc/<pid>/stat` (and `btime`) on that same clock, and `ps` computes a process's
+//!   elapsed time as uptime − start time: any smaller uptime would make `ps -o etime` wrap
+//!   (`441077233-23:23:44`) for every process started after the container's init. A
+//!   container gets its own uptime from a time namespace (`nsview oci-patch
+//!   --time-namespace`, runc 1.2+). [`Clock::Age`] (`serve --uptime age`) serves the age of
+//!   the container's init instead, as LXCFS and sysbox-fs do, with their broken `ps`.
+//! - second field: idle seconds = uptime × CPUs the container may use − CPU time its cgroup
+//!   used (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`; where that cgroup is a hierarchy's
+//!   root, which accounts for the host, its processes' own times), clamped at 0 and never
+//!   below the value served before (the CPU count or the accounting may change under a
+//!   running container). The CPUs count as idle before the container ran on them.
+//!
+//! `proc/stat`'s CPU lines and the counters tools divide by the uptime (see `counters`) go by
+//! the same clock, so rates since boot come out right whichever it is.
 //!
 //! Host callers (and host scopes: tasks of a cgroup in the daemon's pid namespace) get the
 //! host's file unchanged.
+
+use std::str::FromStr;
 
 use crate::container::Container;
 use crate::error::Result;
@@ -39,26 +46,75 @@ pub fn age_secs(now_secs: f64, start_ticks: u64, ticks_per_sec: u64) -> f64 {
     (now_secs - start_ticks as f64 / ticks_per_sec.max(1) as f64).max(0.0)
 }
 
+/// Which clock a container without a time namespace of its own is up by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The host's boot clock, which its processes' start times count on: `ps` agrees.
+    #[default]
+    Boot,
+    /// The age of its init (LXCFS's uptime): `ps -o etime` inside wraps.
+    Age,
+}
+
+impl Clock {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::Boot => "boot",
+            Clock::Age => "age",
+        }
+    }
+}
+
+impl FromStr for Clock {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "boot" => Ok(Clock::Boot),
+            "age" => Ok(Clock::Age),
+            other => Err(format!(
+                "unknown uptime clock {other:?} (expected boot or age)"
+            )),
+        }
+    }
+}
+
+/// The uptime of container `c` now, in seconds: its time namespace's boot clock where it has
+/// one, else by `clock`.
+pub fn uptime_secs(clock: Clock, c: &Container, ticks_per_sec: u64) -> f64 {
+    let now = boottime_secs();
+    match (c.boottime_offset, clock) {
+        (Some(offset), _) => (now + offset).max(0.0),
+        (None, Clock::Boot) => now,
+        (None, Clock::Age) => age_secs(now, c.start_ticks, ticks_per_sec),
+    }
+}
+
 /// `proc/uptime` for a container; a host scope gets the host's file (its age is the host's).
 pub fn read(env: &Env, c: &Container) -> Result<String> {
     if c.is_host_scope() {
         return env.host("uptime");
     }
-    let age = age_secs(boottime_secs(), c.start_ticks, env.ticks_per_sec);
+    let uptime = env.uptime_of(c);
     let cpus = container_cpus(env, c)?.len();
     let busy = c.cpu_usage_ns()?.unwrap_or(0);
-    let idle = c.monotonic_idle_cs(idle_cs(age, cpus, busy));
-    // In a time namespace of its own, the kernel's boot clock there (what `ps` subtracts the
-    // start times it shifts from); the idle time stays the container's own.
-    let uptime = c
-        .boottime_offset
-        .map_or(age, |offset| boottime_secs() + offset);
+    let idle = c.monotonic_idle_cs(idle_cs(uptime, cpus, busy));
     Ok(render_uptime(uptime, idle as f64 / 100.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clocks_parse_by_name_and_refuse_others() {
+        for clock in [Clock::Boot, Clock::Age] {
+            assert_eq!(clock.name().parse::<Clock>(), Ok(clock));
+        }
+        assert_eq!(Clock::default(), Clock::Boot);
+        assert!("host".parse::<Clock>().unwrap_err().contains("boot or age"));
+    }
 
     #[test]
     fn renders_like_the_kernel() {
