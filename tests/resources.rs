@@ -205,6 +205,45 @@ fn allocating_100_mib_inside_raises_used_memory_by_about_100_mib() {
 }
 
 #[test]
+fn vmstats_memory_gauges_agree_with_meminfo_and_show_the_containers_100_mib() {
+    let daemon = Daemon::start();
+    let c = container(&daemon, limited());
+    // While 100 MiB of anonymous memory is held: meminfo, then vmstat, by one reader.
+    let script = format!(
+        "{PYTHON} -c 'b = b\"x\" * (100 << 20); print(open(\"/proc/meminfo\").read()); \
+         print(open(\"/proc/vmstat\").read(), flush=True)'"
+    );
+    let out = run(&c, &script);
+    let gauge = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let page = 4096;
+    let free = gauge("nr_free_pages") * page;
+    let anon = gauge("nr_anon_pages") * page;
+    assert!(
+        free < 256 * MIB,
+        "nr_free_pages: {} MiB free of 256",
+        free / MIB
+    );
+    let meminfo_free = meminfo_bytes(&out, "MemFree");
+    assert!(
+        free.abs_diff(meminfo_free) < 16 * MIB,
+        "nr_free_pages {} MiB, MemFree {} MiB",
+        free / MIB,
+        meminfo_free / MIB
+    );
+    assert!(
+        (95 * MIB..160 * MIB).contains(&anon),
+        "nr_anon_pages: {} MiB anonymous with 100 MiB held",
+        anon / MIB
+    );
+    let file = gauge("nr_file_pages") * page;
+    assert!(file < 256 * MIB, "nr_file_pages: {} MiB", file / MIB);
+}
+
+#[test]
 fn an_unlimited_container_sees_the_hosts_memory() {
     let daemon = Daemon::start();
     let c = container(&daemon, Limits::default());

@@ -105,6 +105,12 @@ pub fn per_cpu_table(env: &Env, c: &Container, softirqs: bool) -> Result<String>
 pub fn vmstat(env: &Env, c: &Container) -> Result<String> {
     let host = env.host("vmstat")?;
     let mut own = c.cgroups.memory_events()?.unwrap_or_default();
+    // The gauges meminfo shows too, from the container's meminfo: the two files agree.
+    let page_kb = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4, |bytes| (bytes / 1024).max(1) as u64);
+    own.extend(vmstat::gauges(&meminfo(env, c)?, page_kb));
     // Block IO as the cgroup accounts it (as `proc/diskstats` shows it); the host's, scaled,
     // only without any accounting: one source for the container's life, so it never goes
     // back.
