@@ -6,6 +6,9 @@ use clap::Parser;
 use nsview::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // A signal mask is inherited through exec: the daemon's children (the reattach run) and
+    // hooks started by runtimes begin with none blocked; `serve` blocks its own set.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {

@@ -1,4 +1,5 @@
-//! `nsview serve`: checks, mountpoint recovery, the mount, and the shutdown on SIGINT/SIGTERM.
+//! `nsview serve`: checks, mountpoint recovery, the mount, the signals (see [`on_signal`]) and
+//! the shutdown on SIGINT/SIGTERM/SIGQUIT.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -97,7 +98,7 @@ enum Stop {
     SessionEnded(io::Result<()>),
 }
 
-/// Runs `nsview serve` until SIGINT or SIGTERM (then unmounts and returns), or until the mount
+/// Runs `nsview serve` until SIGINT, SIGTERM or SIGQUIT (then unmounts and returns), or until the mount
 /// goes away under it.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     check_root()?;
@@ -109,12 +110,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         remember_device(&args.runtime_dir, dev);
     }
     raise_fd_limit();
-    // Block the stop signals before any thread exists, so every thread inherits the mask and
-    // only the waiting thread below receives them.
-    let mut stop_signals = SigSet::empty();
-    stop_signals.add(Signal::SIGINT);
-    stop_signals.add(Signal::SIGTERM);
-    stop_signals.thread_block()?;
+    // Block every handled signal before any thread exists, so every thread inherits the mask
+    // and only the waiting thread below receives them.
+    let started = std::time::Instant::now();
+    let signals = handled_signals();
+    signals.thread_block()?;
 
     let specs: Vec<Spec> = if args.test_nodes {
         TABLE.iter().chain(TEST_TABLE).copied().collect()
@@ -208,7 +208,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     // get this mount's files.
     spawn_reattach(args, &mountpoint);
 
-    let stop = wait_for_stop(session, stop_signals);
+    let status_of = {
+        let service = service.clone();
+        move || control::status(&service, started).to_string()
+    };
+    let stop = wait_for_stop(session, signals, status_of);
     sampler.stop();
     agents.stop();
     stores.stop();
@@ -380,8 +384,50 @@ fn fuse_config(threads: u16) -> Config {
     config
 }
 
-/// Serves the session on its own threads and waits for a stop signal or the session's end.
-fn wait_for_stop(session: Session<Fs>, signals: SigSet) -> Result<Stop, ServeError> {
+/// What the daemon does on each signal it handles (every other keeps its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSignal {
+    /// Unmount and exit (SIGINT, SIGTERM, SIGQUIT).
+    Stop,
+    /// Log one status line and serve on (SIGHUP: there is no configuration to reload;
+    /// SIGUSR1, which Debian's `lxcfs.service` sends on reload; SIGUSR2).
+    Status,
+    /// Log it and serve on: signals whose default would end the daemon and every container's
+    /// view with it, though nothing here asked for them (SIGALRM, SIGVTALRM, SIGPROF, SIGIO,
+    /// SIGPWR, SIGXCPU, SIGXFSZ).
+    Ignore,
+}
+
+/// The daemon's answer to `sig`; `None`: the signal's default (SIGKILL, SIGSTOP, SIGCONT,
+/// SIGCHLD, SIGWINCH, faults, job control).
+pub fn on_signal(sig: Signal) -> Option<OnSignal> {
+    use Signal::*;
+    match sig {
+        SIGINT | SIGTERM | SIGQUIT => Some(OnSignal::Stop),
+        SIGHUP | SIGUSR1 | SIGUSR2 => Some(OnSignal::Status),
+        SIGALRM | SIGVTALRM | SIGPROF | SIGIO | SIGPWR | SIGXCPU | SIGXFSZ => {
+            Some(OnSignal::Ignore)
+        }
+        _ => None,
+    }
+}
+
+/// The signals [`on_signal`] answers.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in Signal::iterator().filter(|&s| on_signal(s).is_some()) {
+        set.add(sig);
+    }
+    set
+}
+
+/// Serves the session on its own threads and waits for a stop signal or the session's end;
+/// on a status signal, logs `status_of()`.
+fn wait_for_stop(
+    session: Session<Fs>,
+    signals: SigSet,
+    status_of: impl Fn() -> String + Send + 'static,
+) -> Result<Stop, ServeError> {
     let (tx, rx) = mpsc::channel();
     let session_tx = tx.clone();
     std::thread::Builder::new()
@@ -396,9 +442,17 @@ fn wait_for_stop(session: Session<Fs>, signals: SigSet) -> Result<Stop, ServeErr
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                let _ = tx.send(Stop::Signal(sig));
+            while let Ok(sig) = signals.wait() {
+                match on_signal(sig) {
+                    Some(OnSignal::Stop) => {
+                        let _ = tx.send(Stop::Signal(sig));
+                        return;
+                    }
+                    Some(OnSignal::Status) => info!("{sig}: status {}", status_of()),
+                    Some(OnSignal::Ignore) | None => info!("{sig}: ignored"),
+                }
             }
+            error!("waiting for signals failed; SIGKILL is the only way to stop");
         })
         .map_err(|source| ServeError::Mount {
             path: PathBuf::new(),

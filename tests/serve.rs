@@ -4,6 +4,7 @@
 mod rig;
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,6 +42,149 @@ fn sigterm_with_readers_active_unmounts_cleanly_and_exits_0() {
         let _ = r.kill();
         let _ = r.wait();
     }
+}
+
+#[test]
+fn the_daemon_serves_on_through_every_signal_but_the_stop_signals() {
+    let daemon = Daemon::start();
+    let read = |daemon: &Daemon| std::fs::read_to_string(daemon.path("proc/uptime"));
+    read(&daemon).unwrap();
+    // What a service manager, an admin or a resource limit may send. Before, SIGHUP, SIGUSR1
+    // and SIGUSR2 killed the daemon and left every container with ENOTCONN.
+    let signals = [
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGPIPE,
+        libc::SIGWINCH,
+        libc::SIGURG,
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGTSTP,
+        libc::SIGCONT,
+    ];
+    for sig in signals {
+        // SAFETY: kill(2) on the daemon this test started, by its pid.
+        assert_eq!(unsafe { libc::kill(daemon.pid() as i32, sig) }, 0);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if sig == libc::SIGTSTP {
+            continue; // stopped until the SIGCONT that follows
+        }
+        assert!(
+            read(&daemon).is_ok(),
+            "after signal {sig}:\n{}",
+            daemon.log()
+        );
+    }
+    let log = daemon.log();
+    for name in ["SIGHUP", "SIGUSR1", "SIGUSR2"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{name}: status {{")))
+            .unwrap_or_else(|| panic!("no status line for {name}:\n{log}"));
+        assert!(line.contains("\"containers_seen\""), "{line}");
+    }
+    assert!(log.contains("SIGALRM: ignored"), "{log}");
+    // SIGQUIT stops it as SIGTERM does: unmounted, exit status 0.
+    let (status, _, log) = daemon.stop_with(libc::SIGQUIT);
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("SIGQUIT: unmounting"), "{log}");
+}
+
+#[test]
+fn sigint_stops_the_daemon_cleanly() {
+    let daemon = Daemon::start();
+    std::fs::read_to_string(daemon.path("proc/meminfo")).unwrap();
+    let (status, _, log) = daemon.stop_with(libc::SIGINT);
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("SIGINT: unmounting"), "{log}");
+}
+
+/// The command lines of `deploy/nsview.service` with key `key`, each split into words, with
+/// the unit's paths replaced by this test's (`/usr/local/bin/nsview` by the built binary).
+fn unit_lines(key: &str, mountpoint: &Path, runtime_dir: &Path) -> Vec<Vec<String>> {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nsview.service"),
+    )
+    .unwrap();
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|line| {
+            line.trim_start_matches(['-', '@', '+', '!'])
+                .split_whitespace()
+                .map(|w| match w {
+                    "/usr/local/bin/nsview" => nsview_bin().display().to_string(),
+                    "/var/lib/nsview" => mountpoint.display().to_string(),
+                    "/run/nsview" => runtime_dir.display().to_string(),
+                    w => w.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A process this test started, SIGTERMed and waited for on drop.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the child this test started, by its pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_systemd_units_command_lines_start_nsview_again_on_a_crashed_daemons_mount() {
+    // What Restart=on-failure meets: the mountpoint holds a dead mount (ENOTCONN).
+    let stale = Daemon::start().kill_leaving_stale_mount();
+    let runtime_dir = tempfile::tempdir().unwrap();
+    let err = std::fs::metadata(stale.path()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // Every command systemd runs before the daemon succeeds there (the unit's
+    // `mkdir -p /var/lib/nsview` did not: "Transport endpoint is not connected").
+    for words in unit_lines("ExecStartPre", stale.path(), runtime_dir.path()) {
+        let out = Command::new(&words[0]).args(&words[1..]).output().unwrap();
+        assert!(out.status.success(), "{words:?}: {out:?}");
+    }
+    let start = unit_lines("ExecStart", stale.path(), runtime_dir.path());
+    assert_eq!(start.len(), 1, "{start:?}");
+    let daemon = Started(
+        Command::new(&start[0][0])
+            .args(&start[0][1..])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let uptime = stale.path().join("proc/uptime");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&uptime).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{start:?} serves nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ExecReload's signal leaves it serving.
+    for words in unit_lines("ExecReload", stale.path(), runtime_dir.path()) {
+        let words: Vec<String> = words
+            .into_iter()
+            .map(|w| w.replace("$MAINPID", &daemon.0.id().to_string()))
+            .collect();
+        let out = Command::new(&words[0]).args(&words[1..]).output().unwrap();
+        assert!(out.status.success(), "{words:?}: {out:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::fs::read_to_string(&uptime).is_ok(), "after ExecReload");
+    drop(daemon);
 }
 
 #[test]

@@ -58,6 +58,8 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
 }
 
 fn main() -> ExitCode {
+    // The daemon blocks the signals it waits for, and a mask is inherited through exec.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let args = match join::parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {

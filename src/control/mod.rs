@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{Connection, CtlError, run as ctl, send as ctl_send};
 pub use registry::{Registered, Registrations, valid_id};
-pub use server::start;
+pub use server::{start, status};
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;

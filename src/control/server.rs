@@ -188,7 +188,9 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
     }
 }
 
-fn status(service: &Service, started: Instant) -> serde_json::Value {
+/// The daemon's status (`ctl status`; also logged on SIGHUP, SIGUSR1, SIGUSR2), for a daemon
+/// serving since `started`.
+pub fn status(service: &Service, started: Instant) -> serde_json::Value {
     let env = &service.env;
     json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -230,15 +230,20 @@ impl Daemon {
 
     /// Sends SIGTERM and waits (at most 10 s) for the daemon to exit; returns its status, how
     /// long it took and its log. Panics if it does not exit or leaves its mount behind.
-    pub fn terminate(mut self) -> (ExitStatus, Duration, String) {
+    pub fn terminate(self) -> (ExitStatus, Duration, String) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// [`Daemon::terminate`] with signal `sig` instead of SIGTERM.
+    pub fn stop_with(mut self, sig: libc::c_int) -> (ExitStatus, Duration, String) {
         let mut child = self.child.take().expect("daemon already stopped");
         let start = Instant::now();
-        signal_child(&child, libc::SIGTERM);
+        signal_child(&child, sig);
         let Some(status) = wait_child_for(&mut child, TERMINATE_LIMIT) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "nsview serve ignored SIGTERM for {TERMINATE_LIMIT:?}; log:\n{}",
+                "nsview serve ignored signal {sig} for {TERMINATE_LIMIT:?}; log:\n{}",
                 self.log()
             );
         };
