@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -213,4 +214,14 @@ pub struct ServeArgs {
     /// that a store's identity alone keeps it from a new namespace).
     #[arg(long, hide = true)]
     pub test_keep_stores: bool,
+}
+
+/// Writes `text` to stdout. A reader that went away (`nsview ctl status | head -1`) is no
+/// error: it has what it wanted.
+pub fn print_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }

@@ -226,28 +226,101 @@ fn ctl_without_a_daemon_says_so() {
 }
 
 #[test]
-fn clients_beyond_the_limit_wait_for_a_slot_instead_of_failing() {
+fn idle_and_trickling_clients_never_keep_a_new_one_out() {
     let daemon = Daemon::start();
-    // Every slot held by a silent client.
+    // Every slot held by a client that has finished a request and then went silent...
     let mut held: Vec<UnixStream> = (0..nsview::control::MAX_CLIENTS)
         .map(|_| UnixStream::connect(socket(&daemon)).unwrap())
         .collect();
-    // Wait until the daemon has taken them all (one round trip each proves it).
     for stream in &mut held {
         stream.write_all(b"{\"op\":\"list\"}\n").unwrap();
         let mut line = String::new();
         BufReader::new(&*stream).read_line(&mut line).unwrap();
         assert!(line.contains("\"ok\":true"), "{line}");
     }
-    let runtime = daemon.runtime_dir().to_path_buf();
-    let late = std::thread::spawn(move || ctl(&runtime, &["list", "--json"]));
-    std::thread::sleep(Duration::from_millis(300));
+    // ... and a few more that trickle half a request, a byte now and then.
+    let mut tricklers: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(socket(&daemon)).unwrap())
+        .collect();
+    for stream in &mut tricklers {
+        stream.write_all(b"{\"op\"").unwrap();
+    }
+    // Before, `ctl status` then waited for a slot until the idle deadline (10 s) and its own
+    // timeout failed it. Now the longest-idle clients are closed to make room.
+    for _ in 0..3 {
+        let (ok, out, err) = ctl(daemon.runtime_dir(), &["--json", "status"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("\"version\""), "{out}");
+    }
+    held[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = String::new();
+    let n = BufReader::new(&held[0]).read_line(&mut rest).unwrap();
+    assert_eq!(n, 0, "the longest-idle client was closed: {rest:?}");
+}
+
+#[test]
+fn registration_takes_only_a_pid_namespaces_init_and_one_id_for_it() {
+    let daemon = Daemon::start();
+    let run = daemon.runtime_dir().to_path_buf();
+    let c = ContainerBuilder::new().start();
+    // A host process (this test) and a process inside the container that is not its init.
+    let me = std::process::id().to_string();
+    let (ok, _, err) = ctl(&run, &["register", "--id", "host", "--pid", &me]);
     assert!(
-        !late.is_finished(),
-        "the late client waits while all slots are taken"
+        !ok && err.contains("not the init of a pid namespace"),
+        "{err}"
     );
-    held.pop();
-    let (ok, out, err) = late.join().unwrap();
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "[]");
+    let mut inner = c.spawn(&["sleep", "30"]);
+    let children = format!("/proc/{0}/task/{0}/children", inner.id());
+    let mut sleeper = String::new();
+    for _ in 0..500 {
+        sleeper = std::fs::read_to_string(&children).unwrap_or_default();
+        if !sleeper.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sleeper = sleeper.split_whitespace().next().expect("no sleep child");
+    let (ok, _, err) = ctl(&run, &["register", "--id", "inner", "--pid", sleeper]);
+    assert!(
+        !ok && err.contains("not the init of a pid namespace"),
+        "{err}"
+    );
+    let _ = inner.kill();
+    let _ = inner.wait();
+    // Its init registers, under one id only.
+    let init = c.init_pid().to_string();
+    assert!(ctl(&run, &["register", "--id", "one", "--pid", &init]).0);
+    let (ok, _, err) = ctl(&run, &["register", "--id", "two", "--pid", &init]);
+    assert!(!ok && err.contains("is registered as one"), "{err}");
+    let (_, json, _) = ctl(&run, &["--json", "list"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[test]
+fn unknown_fields_are_refused_and_a_closed_stdout_is_no_crash() {
+    let daemon = Daemon::start();
+    let answer = exchange(&daemon, b"{\"op\":\"list\",\"x\":1}\n");
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("unknown field"),
+        "{answer}"
+    );
+    // `nsview ctl status | head -1` where head is gone before ctl writes: before, a panic
+    // ("failed printing to stdout: Broken pipe") and exit status 101.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("\"$0\" ctl --runtime-dir \"$1\" status | (exec <&-; sleep 0.5); echo \"rc ${PIPESTATUS[0]}\"")
+        .arg(env!("CARGO_BIN_EXE_nsview"))
+        .arg(daemon.runtime_dir())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.trim(), "rc 0", "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

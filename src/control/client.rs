@@ -29,13 +29,16 @@ pub enum CtlError {
     /// The daemon said no.
     #[error("{0}")]
     Refused(String),
+    /// The answer could not be printed.
+    #[error("stdout: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// Runs `nsview ctl`.
 pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
     let request = match &args.command {
-        CtlCommand::List => CtlRequest::List,
-        CtlCommand::Status => CtlRequest::Status,
+        CtlCommand::List => CtlRequest::List {},
+        CtlCommand::Status => CtlRequest::Status {},
         CtlCommand::Register {
             id,
             pid,
@@ -56,12 +59,12 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
         ));
     }
     let data = response.data.unwrap_or(serde_json::Value::Null);
-    if args.json {
-        println!("{data}");
+    let text = if args.json {
+        format!("{data}\n")
     } else {
-        print!("{}", table(&request, &data));
-    }
-    Ok(())
+        table(&request, &data)
+    };
+    crate::cli::print_stdout(&text).map_err(CtlError::Output)
 }
 
 /// Sends one request and reads its answer.
@@ -122,7 +125,7 @@ impl Connection {
 /// The answer as a readable table.
 fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
     match request {
-        CtlRequest::List => {
+        CtlRequest::List {} => {
             let mut out = format!(
                 "{:<24} {:>8} {:>12} {:<8}\n",
                 "ID", "PID", "PIDNS", "CPU-VIEW"
@@ -138,7 +141,7 @@ fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
             }
             out
         }
-        CtlRequest::Status => data
+        CtlRequest::Status {} => data
             .as_object()
             .into_iter()
             .flatten()

@@ -2,9 +2,11 @@
 //! containers and read the daemon's status there, one JSON object per line each way.
 //!
 //! Mode 0600 and every peer checked with `SO_PEERCRED` (root only). Each connection has its
-//! own thread (at most [`MAX_CLIENTS`] at once) and a read deadline, so a malformed line, a
-//! line over [`MAX_LINE`] bytes, an unknown operation or a client that connects and never
-//! writes costs only its own connection.
+//! own thread and a read deadline, so a malformed line, a line over [`MAX_LINE`] bytes, an
+//! unknown operation or field, or a client that connects and never writes costs only its own
+//! connection. At most [`MAX_CLIENTS`] are served at once; a new client beyond takes the slot
+//! of the one that has gone longest without a request in progress (idle and trickling
+//! clients cannot keep hooks out), and waits only while every slot has a request running.
 
 mod client;
 mod registry;
@@ -13,7 +15,7 @@ mod server;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Connection, CtlError, run as ctl, send as ctl_send};
-pub use registry::{Registered, Registrations, valid_id};
+pub use registry::{RegisterError, Registered, Registrations, is_pidns_init, valid_id};
 pub use server::{start, status};
 
 /// Longest request line accepted.
@@ -62,10 +64,11 @@ pub enum CtlRequest {
         /// Why.
         error: String,
     },
-    /// The registered containers.
-    List,
+    /// The registered containers. (A struct variant, as `Status`: only those refuse unknown
+    /// fields in an internally tagged enum.)
+    List {},
     /// The daemon's status.
-    Status,
+    Status {},
     /// Sets option `key` of container `id` to `value`.
     Set {
         /// The runtime's id.
@@ -114,4 +117,29 @@ impl CtlResponse {
 /// The socket's path under `runtime_dir`.
 pub fn socket_path(runtime_dir: &std::path::Path) -> std::path::PathBuf {
     runtime_dir.join("nsview.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_refuse_unknown_fields_and_keep_their_wire_form() {
+        for line in [
+            r#"{"op":"list","x":1}"#,
+            r#"{"op":"status","verbose":true}"#,
+            r#"{"op":"unregister","id":"a","force":true}"#,
+            r#"{"op":"register","id":"a","pid":1,"pidfd":3}"#,
+        ] {
+            let err = serde_json::from_str::<CtlRequest>(line).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{line}: {err}");
+        }
+        let list: CtlRequest = serde_json::from_str(r#"{"op":"list"}"#).unwrap();
+        assert_eq!(list, CtlRequest::List {});
+        assert_eq!(serde_json::to_string(&list).unwrap(), r#"{"op":"list"}"#);
+        assert_eq!(
+            serde_json::to_string(&CtlRequest::Status {}).unwrap(),
+            r#"{"op":"status"}"#
+        );
+    }
 }

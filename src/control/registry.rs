@@ -51,6 +51,43 @@ pub struct Registrations {
     map: Mutex<BTreeMap<String, Registered>>,
 }
 
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The id is no usable file name.
+    #[error("{0:?} is not a container id (1 to 128 of A-Z a-z 0-9 _ . -, not starting with .)")]
+    BadId(String),
+    /// The pid is no pid namespace's init: a process of the host's pid namespace (a
+    /// `--pid host` container) or one that joined another container's.
+    #[error(
+        "pid {pid} is not the init of a pid namespace of its own (its pid in each namespace: \
+         {nspid}); register the init of the container's pid namespace"
+    )]
+    NotAnInit {
+        /// The pid.
+        pid: u32,
+        /// Its `NSpid` line.
+        nspid: String,
+    },
+    /// A live registration under another id holds that pid namespace.
+    #[error("the pid namespace of pid {pid} is registered as {other}")]
+    Taken {
+        /// The pid.
+        pid: u32,
+        /// The id it is registered under.
+        other: String,
+    },
+    /// Reading the process failed (it is gone, ...).
+    #[error(transparent)]
+    Read(#[from] Error),
+}
+
+/// Whether a task with `NSpid` line `nspid` (outermost first) is the init of a pid namespace
+/// below the reader's.
+pub fn is_pidns_init(nspid: &[u32]) -> bool {
+    nspid.len() >= 2 && nspid.last() == Some(&1)
+}
+
 /// Whether `id` is usable as a file name: 1 to 128 of `[A-Za-z0-9_.-]`, not starting with `.`.
 pub fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -99,22 +136,39 @@ impl Registrations {
         self.proc.start_ticks(r.pid).ok() == Some(r.start_ticks)
     }
 
-    /// Registers (or re-registers, idempotently) container `id` whose init is `pid`.
+    /// Registers (or re-registers, idempotently) container `id` whose init is `pid`: the
+    /// init of a pid namespace below the daemon's that no other live registration holds.
     pub fn register(
         &self,
         id: &str,
         pid: u32,
         cpu_view: Option<CpuView>,
         host_writes: bool,
-    ) -> Result<Registered> {
+    ) -> std::result::Result<Registered, RegisterError> {
         if !valid_id(id) {
-            return Err(Error::Os(libc::EINVAL));
+            return Err(RegisterError::BadId(id.to_owned()));
+        }
+        let nspid = self.proc.status(pid)?.nspid;
+        if !is_pidns_init(&nspid) {
+            let nspid = nspid
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(RegisterError::NotAnInit { pid, nspid });
+        }
+        let pidns = self.proc.ns_inode(pid, "pid")?;
+        if let Some(other) = self.vouched(pidns).filter(|other| other.id != id) {
+            return Err(RegisterError::Taken {
+                pid,
+                other: other.id,
+            });
         }
         let r = Registered {
             id: id.to_owned(),
             pid,
             start_ticks: self.proc.start_ticks(pid)?,
-            pidns: self.proc.ns_inode(pid, "pid")?,
+            pidns,
             netns: self.proc.ns_inode(pid, "net")?,
             cpu_view: cpu_view.map(|v| v.name().to_owned()),
             host_writes,
@@ -219,10 +273,86 @@ mod tests {
         }
     }
 
+    /// The init of a pid namespace of its own (`unshare --pid --fork sleep`): killed with its
+    /// `unshare` parent on drop.
+    struct PidnsInit {
+        parent: std::process::Child,
+        pid: u32,
+    }
+
+    impl PidnsInit {
+        fn start() -> PidnsInit {
+            let parent = std::process::Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child", "sleep", "60"])
+                .spawn()
+                .unwrap();
+            let children = format!("/proc/{0}/task/{0}/children", parent.id());
+            let mut init = PidnsInit { parent, pid: 0 };
+            for _ in 0..500 {
+                let text = std::fs::read_to_string(&children).unwrap_or_default();
+                if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                    init.pid = pid;
+                    return init;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("unshare made no child");
+        }
+    }
+
+    impl Drop for PidnsInit {
+        fn drop(&mut self) {
+            let _ = self.parent.kill();
+            let _ = self.parent.wait();
+        }
+    }
+
+    #[test]
+    fn pidns_inits_are_the_last_pid_1_of_a_nested_nspid() {
+        assert!(is_pidns_init(&[4243, 1]));
+        assert!(is_pidns_init(&[4243, 7, 1]));
+        assert!(!is_pidns_init(&[1]), "the host's own init");
+        assert!(!is_pidns_init(&[4243]), "a host process");
+        assert!(
+            !is_pidns_init(&[4243, 7]),
+            "a process in a container, not its init"
+        );
+    }
+
+    #[test]
+    fn only_a_pid_namespaces_init_registers_and_under_one_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let regs = Registrations::load(dir.path(), ProcRoot::default()).unwrap();
+        let me = std::process::id();
+        let refused = regs.register("host", me, None, true).unwrap_err();
+        assert!(
+            matches!(refused, RegisterError::NotAnInit { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("not the init"), "{refused}");
+        let init = PidnsInit::start();
+        regs.register("first", init.pid, None, true).unwrap();
+        regs.register("first", init.pid, None, false).unwrap();
+        let taken = regs.register("second", init.pid, None, true).unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            format!(
+                "the pid namespace of pid {} is registered as first",
+                init.pid
+            )
+        );
+        assert_eq!(regs.list().len(), 1);
+        assert!(matches!(
+            regs.register("../x", init.pid, None, true),
+            Err(RegisterError::BadId(_))
+        ));
+    }
+
     #[test]
     fn registrations_persist_and_dead_inits_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let me = std::process::id();
+        let init = PidnsInit::start();
+        let me = init.pid;
         let regs = Registrations::load(dir.path(), ProcRoot::default()).unwrap();
         regs.register("alive", me, Some(CpuView::Cpuset), true)
             .unwrap();
@@ -268,6 +398,5 @@ mod tests {
         assert!(again.unregister("alive").is_some());
         assert!(again.unregister("alive").is_none());
         assert!(again.list().is_empty());
-        assert!(regs.register("../x", me, None, true).is_err());
     }
 }

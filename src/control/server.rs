@@ -28,49 +28,118 @@ pub fn start(runtime_dir: &Path, service: Arc<Service>) -> std::io::Result<()> {
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let started = Instant::now();
-    let slots = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let clients = Arc::new(Clients::default());
     std::thread::Builder::new()
         .name("nsview-control".into())
         .spawn(move || {
             loop {
-                // Beyond MAX_CLIENTS, connections wait in the listen backlog (their requests
-                // are answered once a client leaves) rather than being turned away: a burst
-                // of container starts must not fail hooks.
-                {
-                    let (count, freed) = &*slots;
-                    let mut count = count.lock();
-                    while *count >= MAX_CLIENTS {
-                        freed.wait(&mut count);
-                    }
-                    *count += 1;
-                }
-                let slot = ClientSlot(slots.clone());
                 let Ok((stream, _)) = listener.accept() else {
                     continue;
                 };
+                // A slot for it: beyond MAX_CLIENTS the client that has waited longest
+                // without a request in progress is closed, so idle or trickling clients
+                // never keep a hook or `ctl status` out.
+                let Some(id) = clients.admit(&stream) else {
+                    continue;
+                };
                 let service = service.clone();
+                let clients_of_thread = clients.clone();
                 let spawned = std::thread::Builder::new()
                     .name("nsview-ctl-client".into())
                     .spawn(move || {
-                        serve_client(stream, &service, started);
-                        drop(slot);
+                        serve_client(stream, &service, started, &clients_of_thread, id);
+                        clients_of_thread.leave(id);
                     });
                 if spawned.is_err() {
                     warn!("control: cannot start a client thread");
+                    clients.leave(id);
                 }
             }
         })?;
     Ok(())
 }
 
-/// One taken client slot; given back on drop (also when its thread never started).
-struct ClientSlot(Arc<(Mutex<usize>, Condvar)>);
+/// The connections being served: at most [`MAX_CLIENTS`].
+#[derive(Default)]
+struct Clients {
+    state: Mutex<ClientTable>,
+    /// Rung when a client leaves or finishes a request.
+    freed: Condvar,
+}
 
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let (count, freed) = &*self.0;
-        *count.lock() -= 1;
-        freed.notify_one();
+#[derive(Default)]
+struct ClientTable {
+    next: u64,
+    open: std::collections::HashMap<u64, Client>,
+}
+
+struct Client {
+    /// For closing it from the accepting thread.
+    stream: UnixStream,
+    /// Since when it has had no request in progress (`None` while one is).
+    idle_since: Option<Instant>,
+}
+
+impl Clients {
+    /// Takes a slot for `stream`, closing the longest-idle client when all are taken, or
+    /// waiting while every one has a request in progress (each is short). `None` when the
+    /// stream cannot be kept.
+    fn admit(&self, stream: &UnixStream) -> Option<u64> {
+        let kept = stream.try_clone().ok()?;
+        let mut table = self.state.lock();
+        while table.open.len() >= MAX_CLIENTS {
+            let idlest = table
+                .open
+                .iter()
+                .filter_map(|(&id, c)| c.idle_since.map(|t| (t, id)))
+                .min();
+            match idlest {
+                Some((_, id)) => {
+                    if let Some(c) = table.open.remove(&id) {
+                        debug!("control: {MAX_CLIENTS} clients; closing the longest idle");
+                        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                None => self.freed.wait(&mut table),
+            }
+        }
+        let id = table.next;
+        table.next += 1;
+        table.open.insert(
+            id,
+            Client {
+                stream: kept,
+                idle_since: Some(Instant::now()),
+            },
+        );
+        Some(id)
+    }
+
+    /// Marks client `id` busy with a request; `false` if it was closed meanwhile (the
+    /// request is then not carried out).
+    fn begin(&self, id: u64) -> bool {
+        let mut table = self.state.lock();
+        match table.open.get_mut(&id) {
+            Some(c) => {
+                c.idle_since = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks client `id` idle again.
+    fn end(&self, id: u64) {
+        if let Some(c) = self.state.lock().open.get_mut(&id) {
+            c.idle_since = Some(Instant::now());
+        }
+        self.freed.notify_one();
+    }
+
+    /// Gives client `id`'s slot back.
+    fn leave(&self, id: u64) {
+        self.state.lock().open.remove(&id);
+        self.freed.notify_one();
     }
 }
 
@@ -78,8 +147,15 @@ fn reply(mut stream: &UnixStream, response: &CtlResponse) -> std::io::Result<()>
     stream.write_all(&encode(response))
 }
 
-/// Serves one client until it closes, breaks the protocol or stays silent for [`IDLE`].
-fn serve_client(stream: UnixStream, service: &Service, started: Instant) {
+/// Serves client `id` until it closes, breaks the protocol, stays silent for [`IDLE`] or is
+/// closed to make room.
+fn serve_client(
+    stream: UnixStream,
+    service: &Service,
+    started: Instant,
+    clients: &Clients,
+    id: u64,
+) {
     match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
         Ok(cred) if cred.uid() == 0 => {}
         Ok(cred) => {
@@ -109,11 +185,16 @@ fn serve_client(stream: UnixStream, service: &Service, started: Instant) {
             }
             Err(_) => return, // a read error or the idle deadline
         };
+        if !clients.begin(id) {
+            return;
+        }
         let response = match serde_json::from_slice::<CtlRequest>(&line) {
             Ok(request) => handle(request, service, started),
             Err(e) => CtlResponse::err(format!("bad request: {e}")),
         };
-        if reply(&stream, &response).is_err() {
+        let sent = reply(&stream, &response);
+        clients.end(id);
+        if sent.is_err() {
             return;
         }
     }
@@ -167,7 +248,9 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             if skipped.is_empty() {
                 info!("container {id}: bound {}", bound.join(" "));
             } else {
-                warn!(
+                // Info, not a warning: the default list names files some machines lack
+                // (product_uuid without DMI, pressure without PSI).
+                info!(
                     "container {id}: bound {}; skipped (no such target in the container) {}",
                     bound.join(" "),
                     skipped.join(" ")
@@ -179,12 +262,12 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             warn!("container {id}: nsview's hook failed its start: {error}");
             CtlResponse::ok(json!({ "id": id }))
         }
-        CtlRequest::List => CtlResponse::ok(json!(registry.list())),
+        CtlRequest::List {} => CtlResponse::ok(json!(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {
             Ok(r) => CtlResponse::ok(json!(r)),
             Err(e) => CtlResponse::err(format!("set {key}={value} on {id}: {e}")),
         },
-        CtlRequest::Status => CtlResponse::ok(status(service, started)),
+        CtlRequest::Status {} => CtlResponse::ok(status(service, started)),
     }
 }
 

@@ -134,6 +134,27 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
         }
         Err(e) => return Err(e),
     };
+    // A container registers by its pid namespace's init. One in the host's pid namespace
+    // (`--pid host`) or in another container's is served by its cgroup (a host scope) or as
+    // that container: its files are bound, nothing is registered.
+    let nspid = crate::procfs::ProcRoot::default()
+        .status(pid)
+        .map_err(|e| HookError::Failed(format!("container init {pid}: {e}")))?
+        .nspid;
+    if !crate::control::is_pidns_init(&nspid) {
+        let whose = if nspid.len() == 1 {
+            "the host's pid namespace: its files follow its cgroup"
+        } else {
+            "another container's pid namespace: its files are that container's"
+        };
+        eprintln!(
+            "nsview oci-hook: {} shares {whose}; not registered",
+            state.id
+        );
+        return bind_files(pid, &pidfd, &rootfs, clones)
+            .map(drop)
+            .map_err(HookError::Failed);
+    }
     let register = CtlRequest::Register {
         id: state.id.clone(),
         pid,

@@ -184,7 +184,8 @@ pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
     })?;
     write_atomically(path, &config).map_err(io)?;
     for line in said {
-        println!("{}: {line}", path.display());
+        // The config is written; a closed stdout loses only the report.
+        let _ = crate::cli::print_stdout(&format!("{}: {line}\n", path.display()));
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(60);
 /// copies in namespaces nested inside containers; a line each). An error when the daemon
 /// cannot be asked or anything failed.
 pub fn run(args: &ReattachArgs) -> Result<(), String> {
-    let response = ctl_send(&args.runtime_dir, &CtlRequest::List).map_err(|e| e.to_string())?;
+    let response = ctl_send(&args.runtime_dir, &CtlRequest::List {}).map_err(|e| e.to_string())?;
     if !response.ok {
         return Err(response.error.unwrap_or_else(|| "list refused".into()));
     }
@@ -178,7 +178,8 @@ fn say(who: &str, result: Result<Outcome, String>) -> bool {
         ),
         Err(e) => (false, format!("not reattached: {e}")),
     };
-    println!("{who}: {line}");
+    // The daemon reads these lines; without it there is no one to tell.
+    let _ = crate::cli::print_stdout(&format!("{who}: {line}\n"));
     ok
 }
 
