@@ -99,6 +99,11 @@ pub struct OciPatchArgs {
     /// that uptime, ps's elapsed times and btime inside agree.
     #[arg(long)]
     pub time_namespace: bool,
+
+    /// The hooks get `--optional`: the container starts without nsview when its daemon (or
+    /// mount) is not there (for a base spec every container uses, nsview's own pod included).
+    #[arg(long)]
+    pub optional: bool,
 }
 
 /// Options of `nsview ctl`.

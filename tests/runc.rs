@@ -597,6 +597,29 @@ fn runtime_starts_time_namespaces(daemon: &Daemon) -> bool {
 }
 
 #[test]
+fn with_oci_patch_optional_a_container_starts_while_the_daemon_is_down() {
+    let daemon = Daemon::start();
+    let script = "echo \"mem $(head -1 /proc/meminfo)\"";
+    let optional = Bundle::build(&daemon, script, Some(&["--optional"]), |_, _| {});
+    let required = Bundle::new(&daemon, script);
+    let (status, _, _) = daemon.terminate();
+    assert!(status.success());
+    // Without the flag a start fails, saying why (before, every container on a node whose
+    // base spec carried the hooks failed so, nsview's own pod included).
+    let (ok, out, err) = required.run();
+    assert!(!ok, "started without nsview: {out}");
+    assert!(
+        err.contains("nsview is not running") || runtime() != "runc",
+        "{err}"
+    );
+    // With it, the container starts and sees the host's file.
+    let (ok, out, err) = optional.run();
+    assert!(ok, "{} run: {err}\n{out}", runtime());
+    let host = std::fs::read_to_string("/proc/meminfo").unwrap();
+    assert_eq!(field(&out, "mem "), host.lines().next().unwrap(), "{out}");
+}
+
+#[test]
 fn a_container_on_the_hosts_pid_namespace_gets_its_files_and_no_registration() {
     let daemon = Daemon::start();
     // `--pid host`: the init is a host process. Registering it would have attached the

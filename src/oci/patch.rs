@@ -55,17 +55,28 @@ pub struct Options {
     /// Seconds to set the container's boot clock back by, in a time namespace of its own (the
     /// host's uptime now: the container's then starts at 0); `None` adds none.
     pub time_namespace: Option<u64>,
+    /// The hooks let the container start without nsview when the daemon is not there.
+    pub optional: bool,
 }
 
 /// The hook entry for `stage` (`create-runtime` or `poststop`).
 pub fn hook_entry(opts: &Options, stage: &str) -> Value {
-    json!({
-        "path": opts.hook,
-        "args": [
-            "nsview", "oci-hook", "--stage", stage,
-            "--mountpoint", opts.mountpoint, "--runtime-dir", opts.runtime_dir,
-        ],
-    })
+    let mut args = json!([
+        "nsview",
+        "oci-hook",
+        "--stage",
+        stage,
+        "--mountpoint",
+        opts.mountpoint,
+        "--runtime-dir",
+        opts.runtime_dir,
+    ]);
+    if opts.optional
+        && let Some(list) = args.as_array_mut()
+    {
+        list.push("--optional".into());
+    }
+    json!({ "path": opts.hook, "args": args })
 }
 
 /// Whether a hook entry is one of nsview's (any earlier version, any path).
@@ -177,6 +188,7 @@ pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
         time_namespace: args
             .time_namespace
             .then(|| crate::procfs::boottime_secs() as u64),
+        optional: args.optional,
     };
     let said = patch(&mut config, &opts).map_err(|reason| PatchError::Shape {
         path: path.clone(),
@@ -217,6 +229,7 @@ mod tests {
             runtime_dir: "/run/nsview".into(),
             keep_readonly: false,
             time_namespace: None,
+            optional: false,
         }
     }
 
@@ -244,6 +257,27 @@ mod tests {
         assert_eq!(c["hooks"]["createRuntime"][0]["args"][3], "create-runtime");
         assert_eq!(c["process"]["args"][0], "sh");
         assert_eq!(c["linux"]["namespaces"][0]["type"], "pid");
+    }
+
+    #[test]
+    fn optional_hooks_take_the_flag_and_a_repatch_can_drop_it() {
+        let mut c = config();
+        patch(
+            &mut c,
+            &Options {
+                optional: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        for stage in ["createRuntime", "poststop"] {
+            let hooks = c["hooks"][stage].as_array().unwrap();
+            let args = hooks.last().unwrap()["args"].as_array().unwrap();
+            assert_eq!(args.last().unwrap(), "--optional", "{stage}");
+        }
+        patch(&mut c, &opts()).unwrap();
+        let args = c["hooks"]["createRuntime"][0]["args"].as_array().unwrap();
+        assert!(!args.iter().any(|a| a == "--optional"));
     }
 
     #[test]
