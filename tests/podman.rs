@@ -17,7 +17,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::oci::{field, host_uptime, outcome, registered, uptime_in, wait_for_reattach};
+use rig::oci::{
+    assert_reattached, field, host_uptime, outcome, registered, uptime_in, wait_for_reattach,
+};
 use rig::{Cgroup, Daemon, HostFiles, Limits};
 
 const IMAGE: &str = "localhost/nsview-test-busybox";
@@ -358,13 +360,7 @@ fn podman_exec_reads_the_files_again_after_the_daemon_is_killed_and_restarted() 
     assert_eq!(lines[0], "MemTotal:         131072 kB");
     // The stored value survived the restart with the container's network namespace.
     assert_eq!(lines[1], "1");
-    assert!(
-        daemon
-            .log()
-            .contains(&format!("reattach: {id}: reattached")),
-        "{}",
-        daemon.log()
-    );
+    assert_reattached(&daemon, id);
     podman.lifecycle("rm", id);
     wait_registered(&daemon, &[]);
     drop(podman);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rig::Daemon;
-use rig::oci::{field, host_uptime, outcome, registered, uptime_in, wait_for_reattach};
+use rig::oci::{field, host_uptime, oci_patch, outcome, registered, uptime_in, wait_for_reattach};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -96,21 +96,7 @@ impl Bundle {
         let Some(patch_args) = patch_args else {
             return bundle;
         };
-        let patched = Command::new(env!("CARGO_BIN_EXE_nsview"))
-            .arg("oci-patch")
-            .arg(&config_path)
-            .arg("--mountpoint")
-            .arg(daemon.mountpoint())
-            .arg("--runtime-dir")
-            .arg(daemon.runtime_dir())
-            .args(patch_args)
-            .output()
-            .unwrap();
-        assert!(
-            patched.status.success(),
-            "{}",
-            String::from_utf8_lossy(&patched.stderr)
-        );
+        oci_patch(&config_path, daemon, patch_args);
         bundle
     }
 

@@ -48,6 +48,35 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
         .trim()
 }
 
+/// `nsview oci-patch CONFIG --mountpoint <daemon's> --runtime-dir <daemon's> ARGS`, which
+/// must succeed.
+pub fn oci_patch(config: &std::path::Path, daemon: &Daemon, args: &[&str]) {
+    let patched = Command::new(nsview_bin())
+        .arg("oci-patch")
+        .arg(config)
+        .arg("--mountpoint")
+        .arg(daemon.mountpoint())
+        .arg("--runtime-dir")
+        .arg(daemon.runtime_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        patched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patched.stderr)
+    );
+}
+
+/// Asserts that `daemon`'s log reports container `id` reattached.
+pub fn assert_reattached(daemon: &Daemon, id: &str) {
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("reattach: {id}: reattached")),
+        "{log}"
+    );
+}
+
 /// The host's uptime now, in seconds.
 pub fn host_uptime() -> f64 {
     let text = std::fs::read_to_string("/proc/uptime").unwrap();
