@@ -495,3 +495,40 @@ fn the_always_pair_starts_containers_with_and_without_a_daemon() {
     drop(podman);
     drop(daemon);
 }
+
+#[test]
+fn with_the_daemon_down_the_annotated_pair_fails_the_start_saying_why() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let podman = Podman::new(
+        mountpoint.path(),
+        runtime.path(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let parent = format!("/{}", podman.cgroup.name());
+    // crun drops a hook's stderr unless run.oci.hooks.stderr names a file for it.
+    let hook_stderr = podman.dir.path().join("hook-stderr");
+    let keep = format!("run.oci.hooks.stderr={}", hook_stderr.display());
+    let (ok, out, err) = podman.podman(&[
+        "run",
+        "--rm",
+        "--cgroup-parent",
+        &parent,
+        "--annotation",
+        "io.nsview.enabled=true",
+        "--annotation",
+        &keep,
+        IMAGE,
+        "true",
+    ]);
+    assert!(!ok, "started without nsview: {out}");
+    // Before: "... (No such file or directory (os error 2)) ...: OCI runtime attempted to
+    // invoke a command that was not found" and exit status 127, podman's reading of that
+    // strerror text.
+    assert!(!err.contains("command that was not found"), "{err}");
+    let said = format!(
+        "{err}{}",
+        std::fs::read_to_string(&hook_stderr).unwrap_or_default()
+    );
+    assert!(said.contains("is nsview serve running?"), "{said}");
+}

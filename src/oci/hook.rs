@@ -227,8 +227,16 @@ fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<
     };
     match failed.first() {
         Some((_, e)) if clones.is_empty() && failed.iter().all(|(_, e)| absent(e)) => {
+            // In words, not strerror: podman takes "No such file or directory" anywhere in a
+            // runtime's error for a missing command and reports exit 127, "OCI runtime
+            // attempted to invoke a command that was not found".
+            let what = if e.raw_os_error() == Some(libc::ENOTCONN) {
+                "its daemon died"
+            } else {
+                "nothing is mounted there"
+            };
             Err(HookError::Absent(format!(
-                "nsview's mount at {} is not there ({e}): is nsview serve running?",
+                "nsview's mount at {} is not there ({what}): is nsview serve running?",
                 mountpoint.display()
             )))
         }
