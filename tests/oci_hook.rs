@@ -193,32 +193,36 @@ fn without_a_daemon_the_hook_fails_unless_optional() {
     );
 }
 
+/// `chmod -R a+rX dir`: a bundle any user may read.
+fn readable_by_all(dir: &Path) {
+    let opened = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(opened.success());
+}
+
 #[test]
 fn optional_forgives_an_absent_nsview_never_a_refused_step() {
     let daemon = Daemon::start();
     let (_init, bundle, state) = live_state("c3");
-    // A bundle anyone may read: what fails for `nobody` is only the privileged work (cloning
-    // the mount's files needs CAP_SYS_ADMIN), with nsview there.
-    let opened = Command::new("chmod")
-        .arg("-R")
-        .arg("a+rX")
-        .arg(bundle.path())
-        .status()
-        .unwrap();
-    assert!(opened.success());
-    let nobody = [
+    // A bundle anyone may read: what fails is only the privileged work.
+    readable_by_all(bundle.path());
+    let at = ["--mountpoint", daemon.mountpoint().to_str().unwrap()];
+    // Root without CAP_SYS_ADMIN: cloning the mount's files is refused. That is no absent
+    // nsview: the start fails, --optional or not.
+    let root_without_admin = [
         "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
+        "--inh-caps=-sys_admin",
+        "--bounding-set=-sys_admin",
         "--",
     ];
-    let at = ["--mountpoint", daemon.mountpoint().to_str().unwrap()];
     for optional in [&[][..], &["--optional"][..]] {
         let args = [&at[..], optional].concat();
         let (ok, err) = hook_as(
-            &nobody,
+            &root_without_admin,
             "create-runtime",
             daemon.runtime_dir(),
             &args,
@@ -229,6 +233,43 @@ fn optional_forgives_an_absent_nsview_never_a_refused_step() {
             err.contains("Operation not permitted") && err.lines().count() == 1,
             "{optional:?}: {err}"
         );
+    }
+    assert_eq!(list(&daemon), "[]", "nothing was registered");
+}
+
+#[test]
+fn an_unprivileged_hook_says_it_needs_root_and_optional_starts_the_container() {
+    let daemon = Daemon::start();
+    let (_init, bundle, state) = live_state("c4");
+    readable_by_all(bundle.path());
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ];
+    // As a rootless runtime runs it: root of a user namespace of nobody's.
+    let rootless = [&nobody[..], &["unshare", "--user", "--map-root-user", "--"]].concat();
+    let at = ["--mountpoint", daemon.mountpoint().to_str().unwrap()];
+    for (who, prefix) in [("nobody", &nobody[..]), ("rootless", &rootless[..])] {
+        // Before: "control socket ...: Permission denied", or "Operation not permitted".
+        let (ok, err) = hook_as(prefix, "create-runtime", daemon.runtime_dir(), &at, &state);
+        assert!(!ok, "{who}");
+        assert!(
+            err.contains("nsview's hook needs root on the host") && err.lines().count() == 1,
+            "{who}: {err}"
+        );
+        for stage in ["create-runtime", "poststop"] {
+            let args = [&at[..], &["--optional"]].concat();
+            let (ok, err) = hook_as(prefix, stage, daemon.runtime_dir(), &args, &state);
+            assert!(ok, "{who} {stage} --optional: {err}");
+            assert!(
+                err.contains("needs root") && err.lines().count() == 1,
+                "{err}"
+            );
+        }
     }
     assert_eq!(list(&daemon), "[]", "nothing was registered");
 }

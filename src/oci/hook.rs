@@ -12,8 +12,9 @@
 //! `--stage poststop`: unregisters the container.
 //!
 //! Errors are one line on stderr and a non-zero exit, which fails the container's start;
-//! with `--optional`, a daemon or mount that is not there is logged and the container starts
-//! without nsview (bad input still fails).
+//! with `--optional`, a daemon or mount that is not there, or a hook run unprivileged (a
+//! rootless runtime, which nsview cannot serve through its hook), is one line on stderr and
+//! the container starts without nsview. Bad input and any step refused to root still fail.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -53,10 +54,38 @@ pub enum HookError {
     /// container start without it.
     #[error("{0}")]
     Absent(String),
-    /// Anything else (bad input, a step refused with EPERM or EACCES, a failed bind): the
-    /// start fails, `--optional` or not.
+    /// The hook runs unprivileged: as a user other than root, or as root of a user namespace
+    /// of its own (a rootless runtime). It cannot reach the daemon's socket or clone its
+    /// mount, so it tries nothing; `--optional` lets the container start without nsview.
+    #[error(
+        "the hook {0}: nsview's hook needs root on the host (a rootless container can bind \
+         nsview's files itself, e.g. -v /var/lib/nsview/proc/meminfo:/proc/meminfo:ro)"
+    )]
+    Unprivileged(String),
+    /// Anything else (bad input, a step refused with EPERM or EACCES to root, a failed
+    /// bind): the start fails, `--optional` or not.
     #[error("{0}")]
     Failed(String),
+}
+
+impl HookError {
+    /// Whether `--optional` lets the container start despite it.
+    fn forgiven_by_optional(&self) -> bool {
+        matches!(self, HookError::Absent(_) | HookError::Unprivileged(_))
+    }
+}
+
+/// How this process is unprivileged, if it is: not uid 0, or uid 0 of a user namespace that
+/// does not map the whole id range (`/proc/self/uid_map` is `0 0 4294967295` only in the
+/// initial one).
+fn unprivileged() -> Option<String> {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        return Some(format!("runs as uid {euid}"));
+    }
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let whole = map.split_whitespace().eq(["0", "0", "4294967295"]);
+    (!whole).then(|| "runs in a user namespace of its own (a rootless runtime)".to_owned())
 }
 
 impl From<String> for HookError {
@@ -90,9 +119,23 @@ pub fn run(args: &OciHookArgs) -> Result<(), HookError> {
         return Err("no container state on stdin (run by the OCI runtime as a hook)".into());
     }
     let state: State = serde_json::from_str(&input).map_err(|e| format!("container state: {e}"))?;
-    match args.stage {
-        HookStage::CreateRuntime => create_runtime(args, &state),
-        HookStage::Poststop => poststop(args, &state),
+    let result = match unprivileged() {
+        Some(how) => Err(HookError::Unprivileged(how)),
+        None => match args.stage {
+            HookStage::CreateRuntime => create_runtime(args, &state),
+            HookStage::Poststop => poststop(args, &state),
+        },
+    };
+    match result {
+        Err(e) if args.optional && e.forgiven_by_optional() => {
+            let then = match args.stage {
+                HookStage::CreateRuntime => "the container starts without nsview",
+                HookStage::Poststop => "continuing",
+            };
+            eprintln!("nsview oci-hook: {e}; {then}");
+            Ok(())
+        }
+        result => result,
     }
 }
 
@@ -100,14 +143,9 @@ fn poststop(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let request = CtlRequest::Unregister {
         id: state.id.clone(),
     };
-    match ctl_send(&args.runtime_dir, &request).map_err(HookError::from) {
-        Ok(_) => Ok(()),
-        Err(HookError::Absent(e)) if args.optional => {
-            eprintln!("nsview oci-hook: {e}; continuing");
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    ctl_send(&args.runtime_dir, &request)
+        .map(drop)
+        .map_err(HookError::from)
 }
 
 fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
@@ -126,14 +164,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
         let daemon = Connection::open(&args.runtime_dir)?;
         Ok((clones, daemon))
     });
-    let (clones, mut daemon) = match connected {
-        Ok(both) => both,
-        Err(HookError::Absent(e)) if args.optional => {
-            eprintln!("nsview oci-hook: {e}; the container starts without nsview");
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
+    let (clones, mut daemon) = connected?;
     // A container registers by its pid namespace's init. One in the host's pid namespace
     // (`--pid host`) or in another container's is served by its cgroup (a host scope) or as
     // that container: its files are bound, nothing is registered.
