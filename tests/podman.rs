@@ -683,3 +683,64 @@ fn rootless_podman_gets_a_clear_refusal_the_always_pair_and_lxcfs_style_binds() 
     );
     assert!(registered(&daemon).is_empty());
 }
+
+#[test]
+fn cpus_read_only_privileged_and_pid_host_containers_get_their_views() {
+    let daemon = Daemon::start();
+    let podman = Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    );
+    let host = HostFiles::sysctls(&HOST_KEYS);
+    let on = [
+        "--rm",
+        "--annotation",
+        "io.nsview.enabled=true",
+        "-v",
+        "/usr:/usr:ro",
+    ];
+    let with = |extra: &[&str], script: &str| {
+        let args = [&on[..], extra].concat();
+        podman.run(&args, &["sh", "-c", script])
+    };
+    // --cpus 1 (a quota on this 2-CPU host): one CPU in every file and program.
+    let out = with(
+        &["--cpus", "1"],
+        "echo \"online $(cat /sys/devices/system/cpu/online)\"; \
+         echo \"getconf $(/usr/bin/getconf _NPROCESSORS_ONLN)\"; \
+         echo \"cpuinfo $(grep -c ^processor /proc/cpuinfo)\"",
+    );
+    assert_eq!(field(&out, "getconf "), "1", "{out}");
+    assert_eq!(field(&out, "cpuinfo "), "1", "{out}");
+    assert!(!field(&out, "online ").contains(['-', ',']), "{out}");
+    // --read-only: the binds are made before the rootfs turns read-only.
+    let out = with(
+        &["--read-only", "--memory", "96m"],
+        "echo \"mem $(head -1 /proc/meminfo)\"; touch /x 2>/dev/null && echo rw || echo ro",
+    );
+    assert_eq!(field(&out, "mem "), "MemTotal:          98304 kB", "{out}");
+    assert_eq!(field(&out, "ro"), "", "{out}");
+    // --privileged: /proc/sys is writable without an unmask, still only the container's.
+    let out = with(
+        &["--privileged", "--memory", "128m"],
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && echo \"fwd $(cat /proc/sys/net/ipv4/ip_forward)\"; \
+         echo x > /proc/sys/kernel/core_pattern && echo core taken || echo core refused",
+    );
+    assert_eq!(field(&out, "fwd "), "1", "{out}");
+    assert_eq!(field(&out, "core "), "refused", "{out}");
+    // --pid host: its tasks are host processes; its files follow its cgroup, and it is not
+    // registered (the host's pid namespace is nobody's container).
+    let out = with(
+        &["--pid", "host", "--memory", "128m"],
+        "echo \"mem $(head -1 /proc/meminfo)\"; echo \"pid1 $(cat /proc/1/comm)\"",
+    );
+    assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB", "{out}");
+    assert_ne!(field(&out, "pid1 "), "sh", "{out}");
+    assert!(registered(&daemon).is_empty(), "{:?}", registered(&daemon));
+    assert!(
+        host.changed().is_empty(),
+        "changed on the host: {:?}",
+        host.changed()
+    );
+}
