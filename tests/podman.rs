@@ -72,6 +72,15 @@ fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
     tar.to_path_buf()
 }
 
+/// A podman with the annotated pair, for `daemon`.
+fn annotated(daemon: &Daemon) -> Podman {
+    Podman::new(
+        daemon.mountpoint(),
+        daemon.runtime_dir(),
+        &["nsview-annotated", "nsview-annotated-poststop"],
+    )
+}
+
 impl Podman {
     /// A podman whose hooks are the `deploy/hooks.d` files named in `hooks`, pointed at
     /// nsview's mount at `mountpoint` and its runtime directory `runtime_dir`.
@@ -213,11 +222,7 @@ fn wait_registered(daemon: &Daemon, want: &[&str]) {
 #[test]
 fn a_podman_container_sees_its_limits_and_its_own_sysctls() {
     let daemon = Daemon::start();
-    let podman = Podman::new(
-        daemon.mountpoint(),
-        daemon.runtime_dir(),
-        &["nsview-annotated", "nsview-annotated-poststop"],
-    );
+    let podman = annotated(&daemon);
     let host = HostFiles::sysctls(&HOST_KEYS);
     let script = "echo \"mem $(head -1 /proc/meminfo)\"; \
                   echo \"online $(cat /sys/devices/system/cpu/online)\"; \
@@ -283,11 +288,7 @@ fn a_podman_container_sees_its_limits_and_its_own_sysctls() {
 #[test]
 fn stop_start_restart_and_rm_register_and_unregister_the_container() {
     let daemon = Daemon::start();
-    let podman = Podman::new(
-        daemon.mountpoint(),
-        daemon.runtime_dir(),
-        &["nsview-annotated", "nsview-annotated-poststop"],
-    );
+    let podman = annotated(&daemon);
     let id = podman.run(
         &[
             "-d",
@@ -382,11 +383,7 @@ fn podman_exec_reads_the_files_again_after_the_daemon_is_killed_and_restarted() 
 #[test]
 fn the_containers_of_a_pod_share_their_values_and_no_one_else_sees_them() {
     let daemon = Daemon::start();
-    let podman = Podman::new(
-        daemon.mountpoint(),
-        daemon.runtime_dir(),
-        &["nsview-annotated", "nsview-annotated-poststop"],
-    );
+    let podman = annotated(&daemon);
     let host = HostFiles::sysctls(&HOST_KEYS);
     let parent = format!("/{}", podman.cgroup.name());
     let (ok, _, err) = podman.podman(&[
@@ -441,11 +438,7 @@ fn the_containers_of_a_pod_share_their_values_and_no_one_else_sees_them() {
 #[test]
 fn a_container_with_its_own_user_namespace_sees_its_limits_and_keeps_its_values() {
     let daemon = Daemon::start();
-    let podman = Podman::new(
-        daemon.mountpoint(),
-        daemon.runtime_dir(),
-        &["nsview-annotated", "nsview-annotated-poststop"],
-    );
+    let podman = annotated(&daemon);
     let host = HostFiles::sysctls(&HOST_KEYS);
     let script = "cat /proc/self/uid_map; head -1 /proc/meminfo; \
                   echo 1 > /proc/sys/vm/overcommit_memory && cat /proc/sys/vm/overcommit_memory; \
@@ -687,11 +680,7 @@ fn rootless_podman_gets_a_clear_refusal_the_always_pair_and_lxcfs_style_binds() 
 #[test]
 fn cpus_read_only_privileged_and_pid_host_containers_get_their_views() {
     let daemon = Daemon::start();
-    let podman = Podman::new(
-        daemon.mountpoint(),
-        daemon.runtime_dir(),
-        &["nsview-annotated", "nsview-annotated-poststop"],
-    );
+    let podman = annotated(&daemon);
     let host = HostFiles::sysctls(&HOST_KEYS);
     let on = [
         "--rm",
