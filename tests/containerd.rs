@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rig::oci::{
-    assert_reattached, field, host_uptime, oci_patch, outcome, registered, wait_for_reattach,
+    assert_reattached, busybox_rootfs, field, host_uptime, oci_patch, outcome, registered,
+    wait_for_reattach,
 };
 use rig::{Daemon, HostFiles};
 
@@ -87,15 +88,11 @@ impl Containerd {
         let id = format!("nsview-test-ctr-{}-{n}", std::process::id());
         let bundle = self.dir.path().join(&id);
         let rootfs = bundle.join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "usr"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "head", "grep", "sleep", "echo"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
-        std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+        busybox_rootfs(
+            &rootfs,
+            &["sh", "cat", "head", "grep", "sleep", "echo"],
+            true,
+        );
         let (ok, text, err) = self.ctr(&["oci", "spec"]);
         assert!(ok, "ctr oci spec: {err}");
         let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();

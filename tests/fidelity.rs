@@ -295,6 +295,18 @@ fn tail_wc_seek_end_and_fionread_see_the_callers_true_length() {
     );
     let lines = inside(&c, "tail -n2 /proc/meminfo");
     assert_eq!(lines.lines().count(), 2, "{lines}");
+    // less, on a terminal (script's pty), jumps to the end (+G) by the size: the screen
+    // shows the file's last line (before, with a 1 MiB size, an empty screen).
+    let screen = inside(
+        &c,
+        "tail -n1 /proc/meminfo; echo --; (sleep 1; printf q) | \
+         script -qec 'env TERM=vt100 LINES=10 COLUMNS=80 less +G /proc/meminfo' /dev/null",
+    );
+    let (last, shown) = screen.split_once("--\n").unwrap();
+    assert!(
+        !last.trim().is_empty() && shown.contains(last.trim()),
+        "less +G did not show {last:?}: {shown:?}"
+    );
     // wc -c skips what the size covers, then reads to the end: whole and exact.
     let counts = inside(
         &c,

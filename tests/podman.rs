@@ -18,7 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rig::oci::{
-    assert_reattached, field, host_uptime, outcome, registered, uptime_in, wait_for_reattach,
+    assert_reattached, busybox_rootfs, field, host_uptime, outcome, registered, tar_of, uptime_in,
+    wait_for_reattach,
 };
 use rig::{Cgroup, Daemon, HostFiles, Limits};
 
@@ -56,20 +57,6 @@ fn install_hooks(dir: &Path, mountpoint: &Path, runtime_dir: &Path, hooks: &[&st
         std::fs::write(hooks_dir.join(format!("{name}.json")), text).unwrap();
     }
     hooks_dir
-}
-
-/// A tarball `tar` of the directory `rootfs`.
-fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(rootfs)
-        .arg("-cf")
-        .arg(tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar of the rootfs");
-    tar.to_path_buf()
 }
 
 /// A podman with the annotated pair, for `daemon`.
@@ -110,17 +97,10 @@ impl Podman {
     /// directories procps from the host's `/usr` needs.
     fn import_image(&self) {
         let rootfs = self.dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "usr"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in [
+        let applets = [
             "sh", "cat", "head", "grep", "nproc", "sleep", "echo", "hostname",
-        ] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
-        std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+        ];
+        busybox_rootfs(&rootfs, &applets, true);
         let pause = rootfs.join("bin/pause");
         std::fs::write(
             &pause,
@@ -557,13 +537,7 @@ impl Rootless {
         );
         std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
         let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "head"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        busybox_rootfs(&rootfs, &["sh", "cat", "head"], false);
         let tar = tar_of(&rootfs, &dir.path().join("rootfs.tar"));
         // An XDG_RUNTIME_DIR podman accepts (the user's own, 0700), so that its pause
         // process is this test's alone (else it shares /tmp/podman-run-65534).

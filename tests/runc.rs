@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rig::Daemon;
-use rig::oci::{field, host_uptime, oci_patch, outcome, registered, uptime_in, wait_for_reattach};
+use rig::oci::{
+    busybox_rootfs, field, host_uptime, oci_patch, outcome, registered, uptime_in,
+    wait_for_reattach,
+};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -57,15 +60,10 @@ impl Bundle {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("nsview-test-runc-{}-{n}", std::process::id());
         let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in [
+        let applets = [
             "sh", "cat", "head", "grep", "nproc", "ls", "hostname", "sleep", "echo",
-        ] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        ];
+        busybox_rootfs(&rootfs, &applets, false);
         let status = Command::new(runtime())
             .arg("spec")
             .current_dir(dir.path())

@@ -89,3 +89,35 @@ pub fn uptime_in(out: &str) -> f64 {
     let up = field(out, "up ").split_whitespace().next().unwrap_or("");
     up.parse().unwrap_or_else(|_| panic!("no uptime in {out}"))
 }
+
+/// A busybox root filesystem at `rootfs`: the usual top directories, `/bin/busybox` and a
+/// link per applet in `applets`; with `host_usr`, an empty `/usr` (for a bind of the host's,
+/// which holds procps) and usrmerge's `/lib` and `/lib64` links into it.
+pub fn busybox_rootfs(rootfs: &std::path::Path, applets: &[&str], host_usr: bool) {
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    if host_usr {
+        std::fs::create_dir_all(rootfs.join("usr")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+    }
+}
+
+/// A tarball `tar` of the directory `rootfs` (for `podman import`, `docker import`).
+pub fn tar_of(rootfs: &std::path::Path, tar: &std::path::Path) -> std::path::PathBuf {
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of the rootfs");
+    tar.to_path_buf()
+}
