@@ -658,3 +658,51 @@ fn with_a_time_namespace_uptime_ps_and_btime_inside_agree() {
         "btime {btime}, now {now}\n{out}"
     );
 }
+
+/// The host's mounts of nsview's filesystem (`fuse` with source `nsview`), by mount point.
+fn nsview_mounts_on_the_host() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter(|l| l.contains(" - fuse nsview "))
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn with_shared_propagation_no_nsview_bind_reaches_the_hosts_mount_table() {
+    let daemon = Daemon::start();
+    // The bundle and a volume on shared mounts of the host (as on a node whose / is shared),
+    // the rootfs rshared, and the volume bound rshared: a Kubernetes Bidirectional mount
+    // (for which CRI makes the rootfs rshared too).
+    let shared = rig::scratch_dir();
+    let volume = shared.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let _volume = rig::SharedMount::make(shared.path());
+    let bundle = Bundle::with(&daemon, "exec sleep 1000", |config, rootfs| {
+        with_host_usr(config, rootfs);
+        config["linux"]["rootfsPropagation"] = "rshared".into();
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/volume", "type": "bind", "source": volume,
+                "options": ["rbind", "rshared"],
+            }));
+    });
+    let _bundle_dir = rig::SharedMount::make(bundle.dir.path());
+    let before = nsview_mounts_on_the_host();
+    bundle.start_detached();
+    let (ok, out, err) = bundle.exec(&["head", "-1", "/proc/meminfo"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "MemTotal:         131072 kB");
+    // The container's own mounts in the volume do reach the host (Bidirectional works)...
+    let (ok, _, err) = bundle.exec(&["/usr/bin/mount", "-t", "tmpfs", "probe", "/volume"]);
+    assert!(ok, "{err}");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        host_mounts.contains(&format!("{} ", volume.display())),
+        "the Bidirectional volume did not propagate"
+    );
+    // ...and no nsview bind does.
+    assert_eq!(nsview_mounts_on_the_host(), before);
+}

@@ -37,7 +37,7 @@ pub use daemon::{Daemon, StaleMount};
 pub use host::{HostFiles, has_conntrack};
 #[allow(unused_imports)]
 pub use mounts::{
-    MountEntry, detach_beneath, is_mounted, mount_fstype, mounts_at, parse_mountinfo,
+    MountEntry, SharedMount, detach_beneath, is_mounted, mount_fstype, mounts_at, parse_mountinfo,
 };
 
 /// A fresh directory for a test's files, removed on drop: under `$NSVIEW_TEST_SCRATCH` when

@@ -89,3 +89,30 @@ pub(crate) fn dev_pair(dev: u64) -> (u32, u32) {
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     (major as u32, minor as u32)
 }
+
+/// `dir` bound onto itself and made a shared mount (as on a node whose `/` is shared), with
+/// everything beneath detached on drop.
+pub struct SharedMount(std::path::PathBuf);
+
+impl SharedMount {
+    /// Makes `dir` (a directory the caller owns) a shared mount.
+    pub fn make(dir: &Path) -> SharedMount {
+        let guard = SharedMount(normalize(dir));
+        let mount = |args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {args:?}");
+        };
+        mount(&["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
+        mount(&["--make-shared".as_ref(), dir.as_os_str()]);
+        guard
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        detach_beneath(&self.0);
+    }
+}
