@@ -25,6 +25,8 @@ pub enum Command {
     OciPatch(OciPatchArgs),
     /// The OCI runtime hook (createRuntime/prestart and poststop); reads the state on stdin.
     OciHook(OciHookArgs),
+    /// LXC's mount and post-stop hook (lxc.hook.mount, lxc.hook.post-stop).
+    LxcHook(LxcHookArgs),
     /// Replace the binds a dead daemon left in registered containers with live ones (the
     /// daemon does this itself at start).
     Reattach(ReattachArgs),
@@ -60,6 +62,14 @@ pub struct OciHookArgs {
     #[arg(long, value_enum)]
     pub stage: HookStage,
 
+    /// Where the daemon is, and whether it may be missing.
+    #[command(flatten)]
+    pub daemon: HookDaemon,
+}
+
+/// The options both hooks take: where the daemon is, and whether it may be missing.
+#[derive(Debug, Args)]
+pub struct HookDaemon {
     /// The daemon's mountpoint.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nsview")]
     pub mountpoint: PathBuf,
@@ -71,6 +81,19 @@ pub struct OciHookArgs {
     /// When the daemon is not running, log and let the container start without nsview.
     #[arg(long)]
     pub optional: bool,
+}
+
+/// Options of `nsview lxc-hook`.
+#[derive(Debug, Args)]
+pub struct LxcHookArgs {
+    /// Where the daemon is, and whether it may be missing.
+    #[command(flatten)]
+    pub daemon: HookDaemon,
+
+    /// What LXC appends: the container's name, the section and the hook type (the hook
+    /// reads them from LXC's environment).
+    #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub lxc_args: Vec<String>,
 }
 
 /// Options of `nsview oci-patch`.

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => nsview::control::ctl(args).map_err(Into::into),
         Command::OciPatch(args) => nsview::oci::patch::run(args).map_err(Into::into),
         Command::OciHook(args) => nsview::oci::hook::run(args).map_err(Into::into),
+        Command::LxcHook(args) => nsview::oci::lxc::run(args).map_err(Into::into),
         Command::Reattach(args) => nsview::oci::reattach::run(args).map_err(Into::into),
     };
     match result {

@@ -155,3 +155,29 @@ fn the_daemonset_is_privileged_with_host_pid_and_the_shared_mount() {
         );
     }
 }
+
+#[test]
+fn the_lxc_config_sets_both_hooks_to_lxc_hook_with_what_lxc_appends() {
+    let conf = deploy("lxc/nsview.conf");
+    let mut kinds = Vec::new();
+    for line in conf.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        kinds.push(key.to_owned());
+        let kind = key
+            .strip_prefix("lxc.hook.")
+            .unwrap_or_else(|| panic!("{line}"));
+        // LXC (hook version 0) appends the container's name, the section and the type.
+        let mut args: Vec<&str> = value.split_whitespace().collect();
+        args.extend(["c1", "lxc", kind]);
+        assert_eq!(args[0], "/usr/local/bin/nsview", "{line}");
+        assert_eq!(args[1], "lxc-hook", "{line}");
+        if let Err(e) = Cli::try_parse_from(&args) {
+            panic!("{line}: does not parse: {e}");
+        }
+        assert!(args.contains(&"--optional"), "{line}");
+    }
+    assert_eq!(kinds, ["lxc.hook.mount", "lxc.hook.post-stop"]);
+}

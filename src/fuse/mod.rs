@@ -480,6 +480,19 @@ impl Filesystem for Fs {
         reply.error(fuser::Errno::ENOTTY);
     }
 
+    fn access(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mask: fuser::AccessFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        // ENOSYS: the kernel stops asking and access(2) succeeds, as without the call; open
+        // makes the checks that count. Answered here so that fuser logs no WARN per caller
+        // (LXC's hooks ask).
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.core.service.vfs.dynamic.forget(ino.0, nlookup);
     }

@@ -70,7 +70,7 @@ pub enum HookError {
 
 impl HookError {
     /// Whether `--optional` lets the container start despite it.
-    fn forgiven_by_optional(&self) -> bool {
+    pub(crate) fn forgiven_by_optional(&self) -> bool {
         matches!(self, HookError::Absent(_) | HookError::Unprivileged(_))
     }
 }
@@ -78,7 +78,7 @@ impl HookError {
 /// How this process is unprivileged, if it is: not uid 0, or uid 0 of a user namespace that
 /// does not map the whole id range (`/proc/self/uid_map` is `0 0 4294967295` only in the
 /// initial one).
-fn unprivileged() -> Option<String> {
+pub(crate) fn unprivileged() -> Option<String> {
     let euid = nix::unistd::geteuid();
     if !euid.is_root() {
         return Some(format!("runs as uid {euid}"));
@@ -127,7 +127,7 @@ pub fn run(args: &OciHookArgs) -> Result<(), HookError> {
         },
     };
     match result {
-        Err(e) if args.optional && e.forgiven_by_optional() => {
+        Err(e) if args.daemon.optional && e.forgiven_by_optional() => {
             let then = match args.stage {
                 HookStage::CreateRuntime => "the container starts without nsview",
                 HookStage::Poststop => "continuing",
@@ -143,7 +143,7 @@ fn poststop(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let request = CtlRequest::Unregister {
         id: state.id.clone(),
     };
-    ctl_send(&args.runtime_dir, &request)
+    ctl_send(&args.daemon.runtime_dir, &request)
         .map(drop)
         .map_err(HookError::from)
 }
@@ -160,14 +160,28 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let host_writes = host_writes(&state.annotations)?;
     // Sources cloned and the daemon connected in the host's mount namespace, where the
     // mountpoint and the socket's path are nsview's.
-    let connected = clone_sources(&args.mountpoint, files).and_then(|clones| {
-        let daemon = Connection::open(&args.runtime_dir)?;
+    let connected = clone_sources(&args.daemon.mountpoint, files).and_then(|clones| {
+        let daemon = Connection::open(&args.daemon.runtime_dir)?;
         Ok((clones, daemon))
     });
     let (clones, mut daemon) = connected?;
-    // A container registers by its pid namespace's init. One in the host's pid namespace
-    // (`--pid host`) or in another container's is served by its cgroup (a host scope) or as
-    // that container: its files are bound, nothing is registered.
+    register_and_bind(&mut daemon, &state.id, pid, host_writes, || {
+        bind_files(pid, &pidfd, &rootfs, clones)
+    })
+}
+
+/// Registers container `id` whose init is `pid`, runs `bind` (which binds its files and
+/// says which were bound and which skipped) and reports the binds to the daemon; a failed
+/// bind is reported and the registration rolled back. A container in the host's pid
+/// namespace (`--pid host`) or in another container's is not registered: its files follow
+/// its cgroup (a host scope) or are that container's.
+pub(crate) fn register_and_bind(
+    daemon: &mut Connection,
+    id: &str,
+    pid: u32,
+    host_writes: bool,
+    bind: impl FnOnce() -> Result<(Vec<String>, Vec<String>), String>,
+) -> Result<(), HookError> {
     let nspid = crate::procfs::ProcRoot::default()
         .status(pid)
         .map_err(|e| HookError::Failed(format!("container init {pid}: {e}")))?
@@ -178,16 +192,11 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
         } else {
             "another container's pid namespace: its files are that container's"
         };
-        eprintln!(
-            "nsview oci-hook: {} shares {whose}; not registered",
-            state.id
-        );
-        return bind_files(pid, &pidfd, &rootfs, clones)
-            .map(drop)
-            .map_err(HookError::Failed);
+        eprintln!("nsview: {id} shares {whose}; not registered");
+        return bind().map(drop).map_err(HookError::Failed);
     }
     let register = CtlRequest::Register {
-        id: state.id.clone(),
+        id: id.to_owned(),
         pid,
         cpu_view: None,
         host_writes: Some(host_writes),
@@ -202,35 +211,33 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
                 .unwrap_or_else(|| "registration refused".into()),
         ));
     }
-    match bind_files(pid, &pidfd, &rootfs, clones) {
+    match bind() {
         Ok((bound, skipped)) => {
             let report = CtlRequest::Bound {
-                id: state.id.clone(),
+                id: id.to_owned(),
                 bound,
                 skipped,
             };
             match daemon.request(&report) {
                 Ok(response) if response.ok => {}
                 Ok(response) => eprintln!(
-                    "nsview oci-hook: reporting the binds: {}",
+                    "nsview: reporting the binds: {}",
                     response.error.unwrap_or_default()
                 ),
-                Err(e) => eprintln!("nsview oci-hook: reporting the binds: {e}"),
+                Err(e) => eprintln!("nsview: reporting the binds: {e}"),
             }
             Ok(())
         }
         Err(e) => {
             // The start fails: say why where it is kept, leave no registration behind.
             let _ = daemon.request(&CtlRequest::Failed {
-                id: state.id.clone(),
+                id: id.to_owned(),
                 error: e.clone(),
             });
-            let rollback = daemon.request(&CtlRequest::Unregister {
-                id: state.id.clone(),
-            });
+            let rollback = daemon.request(&CtlRequest::Unregister { id: id.to_owned() });
             match rollback {
                 Ok(response) if response.ok => Err(e.into()),
-                _ => Err(format!("{e} (and {} stays registered)", state.id).into()),
+                _ => Err(format!("{e} (and {id} stays registered)").into()),
             }
         }
     }
@@ -239,9 +246,12 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
 /// A clone of every source below `mountpoint` (made in the caller's mount namespace); a
 /// source nsview lacks is skipped with a message, none at all is an error (its mount is
 /// not there).
-type Clones = Vec<(inject::Bind, std::os::fd::OwnedFd)>;
+pub(crate) type Clones = Vec<(inject::Bind, std::os::fd::OwnedFd)>;
 
-fn clone_sources(mountpoint: &Path, files: Vec<(&'static str, bool)>) -> Result<Clones, HookError> {
+pub(crate) fn clone_sources(
+    mountpoint: &Path,
+    files: Vec<(&'static str, bool)>,
+) -> Result<Clones, HookError> {
     let mut clones = Vec::new();
     let mut failed = Vec::new();
     for bind in inject::binds(&files, Path::new("/sys")) {

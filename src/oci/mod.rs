@@ -1,9 +1,11 @@
 //! OCI runtime integration: the hook, patching a bundle's `config.json` to use it, and
 //! reattaching containers' binds after a daemon restart.
 
+mod beneath;
 pub mod devices;
 pub mod hook;
 mod inject;
+pub mod lxc;
 pub mod patch;
 pub mod reattach;
 

@@ -12,9 +12,11 @@
 //! 1. read `/proc/<pid>/mountinfo` (mount points relative to the process's root) and find
 //!    each stack of our binds on one mount point, topmost first: the binds the hook made and
 //!    any the runtime stacked on them (runc's `readonlyPaths` bind `/proc/sys` onto itself
-//!    after the hook). Only the files the hook binds are taken. A stack with anything mounted
-//!    beneath it (a mask inside a bound directory) is left alone, since a lazy unmount would
-//!    take that too, and so is one inside another FUSE mount, whose server might not answer;
+//!    after the hook). Only the files the hook binds are taken. The lazy unmount below takes
+//!    every mount beneath a stack along: those are bound again on top of the new one where
+//!    they can be made again (LXC's `boot_id` inside `/proc/sys`, see [`super::beneath`]);
+//!    a stack with anything else beneath it (a mask inside a bound directory) is left
+//!    alone, and so is one inside another FUSE mount, whose server might not answer;
 //! 2. clone the sources in nsview's mount namespace, then join the other one;
 //! 3. for each stack, open the target beneath the root without following symlinks, check
 //!    that it still is a layer mountinfo named (by mount id) and that it answers ENOTCONN,
@@ -36,6 +38,7 @@ use nix::errno::Errno;
 use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 use serde::{Deserialize, Serialize};
 
+use super::beneath;
 use super::devices::{self, Dev};
 use super::inject::{self, Bound};
 use crate::cli::ReattachArgs;
@@ -292,7 +295,17 @@ pub fn reattach(
     let mounts = mounts_of(pid).map_err(|e| format!("/proc/{pid}/mountinfo: {e}"))?;
     let mut outcome = Outcome::default();
     let mut work = Vec::new();
+    // Mount points made again with the stack above them (see `beneath`).
+    let mut remade: HashSet<PathBuf> = HashSet::new();
+    let ours_rel = |m: &MountEntry| {
+        (is_nsview_mount(m) && ours.contains(&m.dev))
+            .then(|| Some(m.root.strip_prefix("/").ok()?.to_str()?.to_owned()))
+            .flatten()
+    };
     for stack in stacks(&mounts, ours) {
+        if remade.contains(&stack.target) {
+            continue;
+        }
         if let Some(fuse) = &stack.beneath_fuse {
             outcome.failed.push(format!(
                 "{}: lies in the FUSE mount at {}; left alone",
@@ -301,15 +314,33 @@ pub fn reattach(
             ));
             continue;
         }
-        if stack.covers_mounts {
-            outcome.failed.push(format!(
-                "{}: has mounts beneath it; left alone",
-                stack.target.display()
-            ));
-            continue;
-        }
-        match inject::clone_tree(&mountpoint.join(&stack.rel)) {
-            Ok(tree) => work.push((stack, tree)),
+        let plan = match beneath::plan(&mounts, &stack.target, ours_rel) {
+            Ok(plan) => plan,
+            Err(point) => {
+                outcome.failed.push(format!(
+                    "{}: has {} beneath it, which cannot be made again; left alone",
+                    stack.target.display(),
+                    point.display()
+                ));
+                continue;
+            }
+        };
+        // nsview's sources, cloned here in nsview's mount namespace.
+        let cloned: Result<Vec<_>, String> = std::iter::once(stack.rel.clone())
+            .chain(plan.iter().filter_map(|r| match &r.source {
+                beneath::Source::Nsview(rel) => Some(rel.clone()),
+                beneath::Source::Container(_) => None,
+            }))
+            .map(|rel| {
+                inject::clone_tree(&mountpoint.join(&rel)).map_err(|e| format!("{rel}: {e}"))
+            })
+            .collect();
+        match cloned {
+            Ok(mut trees) => {
+                remade.extend(plan.iter().map(|r| r.point.clone()));
+                let tree = trees.remove(0);
+                work.push((stack, tree, plan, trees));
+            }
             Err(e) => outcome
                 .failed
                 .push(format!("{}: {e}", stack.target.display())),
@@ -336,9 +367,31 @@ pub fn reattach(
         Mode::empty(),
     )
     .map_err(|e| format!("the container's root: {e}"))?;
-    for (stack, tree) in work {
+    for (stack, tree, plan, nsview_trees) in work {
+        // What lies beneath, cloned from where the container sees it before the stack goes.
+        let beneath = match beneath::clones(&root, &plan, nsview_trees, open_target) {
+            Ok(beneath) => beneath,
+            Err(e) => {
+                outcome
+                    .failed
+                    .push(format!("{}: {e}; left alone", stack.target.display()));
+                continue;
+            }
+        };
         match replace(&root, &own_fds, &stack, &tree) {
-            Ok(true) => outcome.replaced += 1,
+            Ok(true) => {
+                outcome.replaced += 1;
+                for (rel, writable, tree) in beneath {
+                    match inject::bind(&root, &rel, writable, &tree) {
+                        Ok(Bound::Mounted) => outcome.replaced += 1,
+                        Ok(Bound::Missing) => outcome.failed.push(format!(
+                            "/{rel}: gone from the new {}",
+                            stack.target.display()
+                        )),
+                        Err(e) => outcome.failed.push(format!("/{rel}: {e}")),
+                    }
+                }
+            }
             Ok(false) => outcome.live += 1,
             Err(e) => outcome
                 .failed
@@ -522,7 +575,7 @@ fn parse_mnt_id(fdinfo: &str) -> Option<u64> {
 }
 
 /// The mount point `rel` beneath `root`, opened O_PATH without following any symlink.
-fn open_target(root: &OwnedFd, rel: &str) -> Result<OwnedFd, String> {
+pub(super) fn open_target(root: &OwnedFd, rel: &str) -> Result<OwnedFd, String> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     openat2(
         root,
