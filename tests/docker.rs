@@ -156,6 +156,9 @@ fn run(dockerd: &Dockerd, daemon: &Daemon, rest: &[&str]) -> (bool, String, Stri
         "1",
         "-v",
         "/usr:/usr:ro",
+        // The VM's kernel has AppArmor, without the tools to load docker's profile.
+        "--security-opt",
+        "apparmor=unconfined",
     ]
     .iter()
     .map(|s| s.to_string())

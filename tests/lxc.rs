@@ -1,7 +1,8 @@
 //! LXC end to end with Debian's LXC 5 and `deploy/lxc/nsview.conf` (its paths pointed at
 //! this test's daemon): a privileged container of a busybox rootfs with the host's /usr,
 //! `lxc.mount.auto = proc:mixed sys:mixed`, no network, its cgroups under a name of the
-//! test's own (`lxc.cgroup.dir`), and a memory limit.
+//! test's own (`lxc.cgroup.dir`), a memory limit, and no AppArmor profile (the VM's kernel
+//! has AppArmor, without LXC's profiles loaded).
 
 mod rig;
 
@@ -68,6 +69,7 @@ impl Lxc {
              lxc.mount.auto = proc:mixed sys:mixed\n\
              lxc.mount.entry = /usr usr none bind,ro 0 0\n\
              lxc.net.0.type = empty\n\
+             lxc.apparmor.profile = unconfined\n\
              lxc.cgroup.dir = {cgroup}\n\
              {limit}\n\
              lxc.init.cmd = /bin/init.sh\n\
