@@ -135,10 +135,25 @@ fn the_daemonset_is_privileged_with_host_pid_and_the_shared_mount() {
             .find(|m| m["mountPath"] == path)
             .unwrap_or_else(|| panic!("no {path}"))
     };
+    // The mountpoint's parent, not the mountpoint: after a crash the mountpoint is a dead
+    // mount, on which a hostPath volume fails ("statfs ...: transport endpoint is not
+    // connected") and the pod could never start again to recover it.
+    let mountpoint = serve_default("mountpoint");
+    let parent = std::path::Path::new(&mountpoint).parent().unwrap();
     assert_eq!(
-        mount(&serve_default("mountpoint"))["mountPropagation"],
+        mount(parent.to_str().unwrap())["mountPropagation"],
         "Bidirectional"
     );
+    assert!(
+        mounts.iter().all(|m| m["mountPath"] != mountpoint.as_str()),
+        "the mountpoint is a volume"
+    );
+    // A version the crate has, pulled only when missing (an offline-built image).
+    assert_eq!(
+        container["image"],
+        format!("nsview:{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
     mount(&serve_default("runtime_dir"));
     mount(&serve_default("cgroup_root"));
     for m in mounts {

@@ -287,7 +287,14 @@ pub(crate) fn clone_sources(
         ))),
         _ => {
             for (source, e) in failed {
-                eprintln!("nsview oci-hook: {}: {e}; skipped", source.display());
+                // Words again for a missing file (podman reads strerror's ENOENT text in a
+                // runtime's error as a missing command).
+                let why = if e.kind() == std::io::ErrorKind::NotFound {
+                    "nsview does not serve it on this machine".to_owned()
+                } else {
+                    e.to_string()
+                };
+                eprintln!("nsview oci-hook: {}: {why}; skipped", source.display());
             }
             Ok(clones)
         }
