@@ -196,3 +196,20 @@ fn the_lxc_config_sets_both_hooks_to_lxc_hook_with_what_lxc_appends() {
     }
     assert_eq!(kinds, ["lxc.hook.mount", "lxc.hook.post-stop"]);
 }
+
+#[test]
+fn dockers_runtime_is_the_shipped_wrapper_and_the_wrapper_patches_before_runc() {
+    let json = json("docker/daemon.json");
+    assert_eq!(
+        json["runtimes"]["nsview"]["path"],
+        "/usr/local/bin/nsview-runc"
+    );
+    let wrapper = deploy("docker/nsview-runc");
+    let patch = wrapper
+        .find("oci-patch --optional")
+        .expect("no oci-patch --optional");
+    let exec = wrapper
+        .find("exec \"$runc\" \"$@\"")
+        .expect("no exec of runc");
+    assert!(patch < exec, "runc before the patch");
+}

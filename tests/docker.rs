@@ -26,14 +26,20 @@ struct Dockerd {
 
 impl Dockerd {
     fn start() -> Dockerd {
+        Dockerd::start_with(|_, _| {})
+    }
+
+    /// Like [`Dockerd::start`]; `adjust` changes daemon.json first (it gets the scratch
+    /// directory too).
+    fn start_with(adjust: impl FnOnce(&mut serde_json::Value, &Path)) -> Dockerd {
         let dir = rig::scratch_dir();
         let config = dir.path().join("daemon.json");
-        std::fs::write(
-            &config,
-            r#"{"storage-driver": "vfs", "iptables": false, "ip6tables": false,
-                "bridge": "none", "ip-forward": false, "ip-masq": false}"#,
-        )
-        .unwrap();
+        let mut json = serde_json::json!({
+            "storage-driver": "vfs", "iptables": false, "ip6tables": false,
+            "bridge": "none", "ip-forward": false, "ip-masq": false,
+        });
+        adjust(&mut json, dir.path());
+        std::fs::write(&config, json.to_string()).unwrap();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let namespace = format!("nsview-test-{}-{n}", std::process::id());
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
@@ -247,4 +253,82 @@ fn lxcfs_style_binds_come_back_after_the_daemon_is_killed_and_restarted() {
     let (ok, out, err) = dockerd.docker(&["exec", &id, "cat", "/sys/devices/system/cpu/online"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1");
+}
+
+#[test]
+fn with_the_nsview_runtime_a_docker_container_gets_hooks_and_its_own_sysctls() {
+    let daemon = Daemon::start();
+    // deploy/docker: daemon.json's runtime, here a wrapper pointing nsview-runc at this
+    // test's daemon.
+    let dockerd = Dockerd::start_with(|json, dir| {
+        let wrapper = dir.join("nsview-runc");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec env NSVIEW={} NSVIEW_ARGS='--mountpoint {} --runtime-dir {}' {} \"$@\"\n",
+                rig::nsview_bin().display(),
+                daemon.mountpoint().display(),
+                daemon.runtime_dir().display(),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("deploy/docker/nsview-runc")
+                    .display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let shipped: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker/daemon.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut runtimes = shipped["runtimes"].clone();
+        runtimes["nsview"]["path"] = wrapper.to_str().unwrap().into();
+        json["runtimes"] = runtimes;
+    });
+    let host = HostFiles::sysctls(&["net/ipv4/ip_forward", "kernel/core_pattern"]);
+    let script = "echo \"mem $(head -1 /proc/meminfo)\"; \
+                  echo 1 > /proc/sys/net/ipv4/ip_forward && echo \"fwd $(cat /proc/sys/net/ipv4/ip_forward)\"; \
+                  echo x > /proc/sys/kernel/core_pattern && echo core taken || echo core refused";
+    let (ok, out, err) = dockerd.docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "nsview",
+        "--network",
+        "none",
+        "--memory",
+        "128m",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(ok, "docker run --runtime nsview: {err}\n{}", dockerd.log());
+    assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB", "{out}");
+    assert_eq!(field(&out, "fwd "), "1", "{out}");
+    assert_eq!(field(&out, "core "), "refused", "{out}");
+    assert!(host.changed().is_empty(), "{:?}", host.changed());
+    // The hook registered it (the daemon logs its binds) and poststop unregistered it.
+    assert!(
+        daemon.log().contains(": bound /proc/cpuinfo"),
+        "{}",
+        daemon.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig::oci::registered(&daemon).is_empty() {
+        assert!(Instant::now() < deadline, "still registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
