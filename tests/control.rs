@@ -295,6 +295,14 @@ fn registration_takes_only_a_pid_namespaces_init_and_one_id_for_it() {
     assert!(ctl(&run, &["register", "--id", "one", "--pid", &init]).0);
     let (ok, _, err) = ctl(&run, &["register", "--id", "two", "--pid", &init]);
     assert!(!ok && err.contains("is registered as one"), "{err}");
+    // Said in the daemon's log as well (crun drops a failed hook's stderr).
+    assert!(
+        daemon
+            .log()
+            .contains("container two: refused: register two"),
+        "{}",
+        daemon.log()
+    );
     let (_, json, _) = ctl(&run, &["--json", "list"]);
     let list: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

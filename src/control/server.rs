@@ -216,7 +216,12 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             };
             match registry.register(&id, pid, view, host_writes.unwrap_or(true)) {
                 Ok(r) => CtlResponse::ok(json!(r)),
-                Err(e) => CtlResponse::err(format!("register {id} (pid {pid}): {e}")),
+                Err(e) => {
+                    // In the log too: a runtime may drop the hook's stderr (crun does).
+                    let why = format!("register {id} (pid {pid}): {e}");
+                    warn!("container {id}: refused: {why}");
+                    CtlResponse::err(why)
+                }
             }
         }
         CtlRequest::Unregister { id } => match registry.unregister(&id) {
