@@ -862,3 +862,112 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
     assert!(ok, "{err}");
     let _ = podman.podman(&["rm", "--force", &name]);
 }
+
+#[test]
+fn the_systemd_unit_runs_for_real_restarts_after_a_kill_and_reloads_with_a_status_line() {
+    // systemd as pid 1 of a podman container (`--systemd always`, the host's /usr), with
+    // deploy/nsview.service as shipped but for the binary's path.
+    let podman = Podman::new(Path::new("/nonexistent"), Path::new("/nonexistent"), &[]);
+    let rootfs = podman.dir.path().join("systemd-rootfs");
+    for d in [
+        "etc/systemd/system",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var/lib",
+        "usr",
+        "root",
+    ] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    for (link, to) in [
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+    ] {
+        std::os::unix::fs::symlink(to, rootfs.join(link)).unwrap();
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(rootfs.join("etc/machine-id"), "").unwrap();
+    let tar = tar_of(&rootfs, &podman.dir.path().join("systemd.tar"));
+    let image = "localhost/nsview-test-systemd";
+    let (ok, _, err) = podman.podman(&["import", tar.to_str().unwrap(), image]);
+    assert!(ok, "{err}");
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nsview.service"),
+    )
+    .unwrap()
+    .replace("/usr/local/bin/nsview", "/opt/nsview/nsview");
+    let unit_file = podman.dir.path().join("nsview.service");
+    std::fs::write(&unit_file, unit).unwrap();
+    let bin_dir = rig::nsview_bin().parent().unwrap().to_owned();
+    let name = format!("nsview-test-systemd-{}", std::process::id());
+    let (ok, _, err) = podman.podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--privileged",
+        "--systemd",
+        "always",
+        "--device",
+        "/dev/fuse",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        &format!("{}:/opt/nsview:ro", bin_dir.display()),
+        "-v",
+        &format!(
+            "{}:/etc/systemd/system/nsview.service:ro",
+            unit_file.display()
+        ),
+        image,
+        "/lib/systemd/systemd",
+    ]);
+    assert!(ok, "podman run of systemd: {err}");
+    let inside = |args: &[&str]| {
+        let all = [&["exec", name.as_str()][..], args].concat();
+        podman.podman(&all)
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until("systemd did not come up", &|| {
+        let (_, state, _) = inside(&["systemctl", "is-system-running"]);
+        matches!(state.trim(), "running" | "degraded")
+    });
+    let (ok, _, err) = inside(&["systemctl", "start", "nsview"]);
+    assert!(ok, "systemctl start nsview: {err}");
+    let serving = || inside(&["head", "-1", "/var/lib/nsview/proc/meminfo"]).0;
+    until("nsview.service serves nothing", &serving);
+    // A crash: Restart=on-failure brings it back, and the new daemon recovers the dead mount
+    // (before, ExecStartPre's `mkdir -p` failed on it and the unit stayed down).
+    let (ok, _, err) = inside(&["systemctl", "kill", "-s", "KILL", "nsview"]);
+    assert!(ok, "{err}");
+    until("nsview.service did not restart", &|| {
+        let (_, restarts, _) = inside(&["systemctl", "show", "nsview", "-p", "NRestarts"]);
+        restarts.trim() == "NRestarts=1" && serving()
+    });
+    // `systemctl reload`: SIGUSR1, a status line in the journal, still serving.
+    let (ok, _, err) = inside(&["systemctl", "reload", "nsview"]);
+    assert!(ok, "systemctl reload nsview: {err}");
+    until("no status line in the journal", &|| {
+        let (_, journal, _) = inside(&["journalctl", "-u", "nsview", "--no-pager"]);
+        journal.contains("SIGUSR1: status {")
+    });
+    assert!(serving());
+    let (_, journal, _) = inside(&["journalctl", "-u", "nsview", "--no-pager"]);
+    assert!(
+        journal.contains("stale fuse mount at /var/lib/nsview"),
+        "{journal}"
+    );
+    let _ = podman.podman(&["rm", "--force", "-t", "5", &name]);
+}
