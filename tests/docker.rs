@@ -326,9 +326,43 @@ fn with_the_nsview_runtime_a_docker_container_gets_hooks_and_its_own_sysctls() {
         "{}",
         daemon.log()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !rig::oci::registered(&daemon).is_empty() {
-        assert!(Instant::now() < deadline, "still registered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let registered_as = |want: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig::oci::registered(&daemon) != want {
+            assert!(
+                Instant::now() < deadline,
+                "registered {:?}, not {want:?}",
+                rig::oci::registered(&daemon)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    registered_as(&[]);
+    // Its life: run -d, stop, start, rm; registered while it runs.
+    let (ok, id, err) = dockerd.docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "nsview",
+        "--network",
+        "none",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(ok, "{err}");
+    let id = id.trim().to_owned();
+    let running = [id.clone()];
+    registered_as(&running);
+    let (ok, _, err) = dockerd.docker(&["stop", "-t", "1", &id]);
+    assert!(ok, "docker stop: {err}");
+    registered_as(&[]);
+    let (ok, _, err) = dockerd.docker(&["start", &id]);
+    assert!(ok, "docker start: {err}");
+    registered_as(&running);
+    let (ok, _, err) = dockerd.docker(&["rm", "-f", &id]);
+    assert!(ok, "docker rm: {err}");
+    registered_as(&[]);
 }

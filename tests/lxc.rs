@@ -59,9 +59,9 @@ impl Lxc {
             ),
         );
         let limit = if pure_v2() {
-            "lxc.cgroup2.memory.max = 134217728"
+            "lxc.cgroup2.memory.max = 134217728\nlxc.cgroup2.cpuset.cpus = 0"
         } else {
-            "lxc.cgroup.memory.limit_in_bytes = 134217728"
+            "lxc.cgroup.memory.limit_in_bytes = 134217728\nlxc.cgroup.cpuset.cpus = 0"
         };
         let config = format!(
             "lxc.uts.name = {name}\n\
@@ -141,6 +141,9 @@ impl Drop for Lxc {
 
 const PROBE: &str = "echo \"mem $(head -1 /proc/meminfo)\" > /tmp/out; \
     echo \"free $(/usr/bin/free -m | grep Mem:)\" >> /tmp/out; \
+    echo \"nproc $(/usr/bin/nproc)\" >> /tmp/out; \
+    echo \"online $(cat /sys/devices/system/cpu/online)\" >> /tmp/out; \
+    echo \"up $(cut -d' ' -f1 /proc/uptime)\" >> /tmp/out; \
     echo 1 > /proc/sys/net/ipv4/ip_forward && echo \"fwd $(cat /proc/sys/net/ipv4/ip_forward)\" >> /tmp/out; \
     echo 1 > /proc/sys/vm/overcommit_memory 2>/dev/null && echo 'oc taken' >> /tmp/out || echo 'oc refused' >> /tmp/out; \
     echo \"sys $(grep -c ' /proc/sys .* - fuse nsview ' /proc/self/mountinfo)\" >> /tmp/out";
@@ -153,8 +156,18 @@ fn an_lxc_container_gets_its_limits_a_read_only_proc_sys_and_registers_for_its_l
         &daemon,
         &format!("{PROBE}; touch /tmp/ready; exec sleep 1000"),
     );
+    let before = rig::oci::host_uptime();
     c.start();
     let out = std::fs::read_to_string(c.file("tmp/out")).unwrap();
+    // cpuset 0: one CPU, by its host number; the uptime is the boot clock's (no time
+    // namespace).
+    assert_eq!(field(&out, "nproc "), "1", "{out}");
+    assert_eq!(field(&out, "online "), "0", "{out}");
+    let up: f64 = field(&out, "up ").parse().unwrap();
+    assert!(
+        (before - 0.02..=rig::oci::host_uptime() + 0.02).contains(&up),
+        "uptime {up}"
+    );
     assert_eq!(field(&out, "mem "), "MemTotal:         131072 kB", "{out}");
     let free: Vec<&str> = field(&out, "free ").split_whitespace().collect();
     assert_eq!(free[..2], ["Mem:", "128"], "procps free -m: {out}");
@@ -167,12 +180,15 @@ fn an_lxc_container_gets_its_limits_a_read_only_proc_sys_and_registers_for_its_l
     assert_eq!(registered(&daemon), std::slice::from_ref(&c.name));
     let (ok, _, err) = c.lxc("lxc-stop", &["-k"]);
     assert!(ok, "{err}");
-    // post-stop unregistered it.
+    // post-stop unregistered it; started again, it registers again.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !registered(&daemon).is_empty() {
         assert!(Instant::now() < deadline, "{:?}", registered(&daemon));
         std::thread::sleep(Duration::from_millis(50));
     }
+    std::fs::remove_file(c.file("tmp/ready")).unwrap();
+    c.start();
+    assert_eq!(registered(&daemon), std::slice::from_ref(&c.name));
 }
 
 #[test]
