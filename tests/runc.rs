@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rig::Daemon;
 use rig::oci::{
     busybox_rootfs, field, host_uptime, oci_patch, outcome, registered, uptime_in,
     wait_for_reattach,
 };
+use rig::{Daemon, HostFiles};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -586,7 +586,12 @@ fn runtime_starts_time_namespaces(daemon: &Daemon) -> bool {
 #[test]
 fn with_oci_patch_optional_a_container_starts_while_the_daemon_is_down() {
     let daemon = Daemon::start();
-    let script = "echo \"mem $(head -1 /proc/meminfo)\"";
+    // oci-patch took /proc/sys out of runc's read-only paths for nsview's bind: without
+    // nsview the container's own must be read-only again, never the kernel's writable one
+    // (container root without a user namespace could set the host's core_pattern).
+    let host = HostFiles::sysctls(&["vm/overcommit_memory", "kernel/core_pattern"]);
+    let script = "echo \"mem $(head -1 /proc/meminfo)\"; \
+                  echo 1 > /proc/sys/vm/overcommit_memory && echo 'oc taken' || echo 'oc refused'";
     let optional = Bundle::build(&daemon, script, Some(&["--optional"]), |_, _| {});
     let required = Bundle::new(&daemon, script);
     let (status, _, _) = daemon.terminate();
@@ -602,8 +607,18 @@ fn with_oci_patch_optional_a_container_starts_while_the_daemon_is_down() {
     // With it, the container starts and sees the host's file.
     let (ok, out, err) = optional.run();
     assert!(ok, "{} run: {err}\n{out}", runtime());
-    let host = std::fs::read_to_string("/proc/meminfo").unwrap();
-    assert_eq!(field(&out, "mem "), host.lines().next().unwrap(), "{out}");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    assert_eq!(
+        field(&out, "mem "),
+        meminfo.lines().next().unwrap(),
+        "{out}"
+    );
+    assert_eq!(field(&out, "oc "), "refused", "{out}");
+    assert!(
+        host.changed().is_empty(),
+        "changed on the host: {:?}",
+        host.changed()
+    );
 }
 
 #[test]

@@ -30,6 +30,11 @@ use crate::control::{Connection, CtlRequest, ctl_send};
 /// The annotation narrowing the list: comma-separated paths from [`DEFAULT_FILES`].
 pub const FILES_ANNOTATION: &str = "io.nsview.files";
 
+/// Set by `oci-patch` when it took `/proc/sys` out of `linux.readonlyPaths` for nsview's
+/// bind: wherever that bind is not made, the hook makes the container's `/proc/sys`
+/// read-only itself, so a container never gets the kernel's writable one.
+pub const READONLY_PROC_SYS_ANNOTATION: &str = "io.nsview.readonly-proc-sys";
+
 /// The container state a runtime gives a hook on stdin.
 #[derive(Debug, Deserialize)]
 pub struct State {
@@ -164,10 +169,55 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
         let daemon = Connection::open(&args.daemon.runtime_dir)?;
         Ok((clones, daemon))
     });
-    let (clones, mut daemon) = connected?;
+    let keep_read_only = state
+        .annotations
+        .get(READONLY_PROC_SYS_ANNOTATION)
+        .is_some_and(|v| v.trim() == "true");
+    let (clones, mut daemon) = match connected {
+        Ok(both) => both,
+        // nsview is not there (and --optional may let the container start): the
+        // runtime's /proc/sys must not stay writable for want of nsview's.
+        Err(e) => {
+            if keep_read_only {
+                inject::join_mount_namespace(&pidfd)?;
+                proc_sys_read_only(&rootfs)?;
+            }
+            return Err(e);
+        }
+    };
     register_and_bind(&mut daemon, &state.id, pid, host_writes, || {
-        bind_files(pid, &pidfd, &rootfs, clones)
+        let (bound, skipped) = bind_files(pid, &pidfd, &rootfs, clones)?;
+        if keep_read_only && !bound.iter().any(|b| b == "/proc/sys") {
+            proc_sys_read_only(&rootfs)?;
+        }
+        Ok((bound, skipped))
     })
+}
+
+/// Makes `rootfs/proc/sys` (in the current mount namespace) read-only: a read-only bind of
+/// itself on top. Nothing there is no error.
+fn proc_sys_read_only(rootfs: &Path) -> Result<(), String> {
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
+    let Some(target) = inject::resolve_target(&root, "proc/sys")? else {
+        return Ok(());
+    };
+    let tree = rustix::mount::open_tree(
+        &target,
+        "",
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH
+            | rustix::mount::OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| format!("cloning the container's /proc/sys: {e}"))?;
+    match inject::bind(&root, "proc/sys", false, &tree)? {
+        Bound::Mounted | Bound::Missing => Ok(()),
+    }
 }
 
 /// Registers container `id` whose init is `pid`, runs `bind` (which binds its files and

@@ -120,6 +120,16 @@ pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> 
         let before = paths.len();
         paths.retain(|p| p.as_str() != Some("/proc/sys"));
         if paths.len() != before {
+            // For the hook: should nsview's /proc/sys not be bound (the daemon down under
+            // --optional, or left out), the container's own goes back to read-only, not the
+            // kernel's writable one.
+            let annotations = root.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(map) = annotations.as_object_mut() {
+                map.insert(
+                    super::hook::READONLY_PROC_SYS_ANNOTATION.into(),
+                    "true".into(),
+                );
+            }
             said.push(
                 "linux.readonlyPaths: /proc/sys removed (through nsview, writes there reach \
                  only the container's own namespaces and container-local values; \
