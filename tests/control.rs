@@ -252,12 +252,19 @@ fn idle_and_trickling_clients_never_keep_a_new_one_out() {
         assert!(ok, "{err}");
         assert!(out.contains("\"version\""), "{out}");
     }
-    held[0]
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut rest = String::new();
-    let n = BufReader::new(&held[0]).read_line(&mut rest).unwrap();
-    assert_eq!(n, 0, "the longest-idle client was closed: {rest:?}");
+    // The tricklers took the slots of idle clients (which, among nearly equally idle ones,
+    // is up to the order their threads marked them idle).
+    let closed = held
+        .iter()
+        .filter(|stream| {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut rest = String::new();
+            matches!(BufReader::new(*stream).read_line(&mut rest), Ok(0))
+        })
+        .count();
+    assert!(closed >= 1, "no idle client was closed");
 }
 
 #[test]

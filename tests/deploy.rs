@@ -148,10 +148,12 @@ fn the_daemonset_is_privileged_with_host_pid_and_the_shared_mount() {
         mounts.iter().all(|m| m["mountPath"] != mountpoint.as_str()),
         "the mountpoint is a volume"
     );
-    // A version the crate has, pulled only when missing (an offline-built image).
+    // A version the crate has, fully qualified (a short name resolves to a registry's:
+    // containerd's docker.io/library, CRI-O's search list), pulled only when missing: the
+    // image scripts/image builds offline.
     assert_eq!(
         container["image"],
-        format!("nsview:{}", env!("CARGO_PKG_VERSION"))
+        format!("localhost/nsview:{}", env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(container["imagePullPolicy"], "IfNotPresent");
     mount(&serve_default("runtime_dir"));

@@ -742,7 +742,7 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
         &["nsview-annotated", "nsview-annotated-poststop"],
     );
     // The image, twice: the same binaries give the same image.
-    let tag = format!("nsview:{}", env!("CARGO_PKG_VERSION"));
+    let tag = format!("localhost/nsview:{}", env!("CARGO_PKG_VERSION"));
     let build = || {
         let context = context.to_str().unwrap();
         let (ok, id, err) =

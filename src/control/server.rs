@@ -20,6 +20,9 @@ use nsview_nsenter::protocol::{encode, read_line};
 /// How long a client may stay silent before its connection is closed.
 const IDLE: Duration = Duration::from_secs(10);
 
+/// How long a client must have been without a request before a new one may take its slot.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Binds the socket under `runtime_dir` (removing a stale one: the caller holds the runtime
 /// dir's lock) and serves it on a thread for the life of the process.
 pub fn start(runtime_dir: &Path, service: Arc<Service>) -> std::io::Result<()> {
@@ -88,10 +91,13 @@ impl Clients {
         let kept = stream.try_clone().ok()?;
         let mut table = self.state.lock();
         while table.open.len() >= MAX_CLIENTS {
+            // Idle for a moment at least: a client that has just connected, or just had its
+            // answer, may be about to send (a hook between its requests).
             let idlest = table
                 .open
                 .iter()
                 .filter_map(|(&id, c)| c.idle_since.map(|t| (t, id)))
+                .filter(|(t, _)| t.elapsed() >= EVICTABLE_AFTER)
                 .min();
             match idlest {
                 Some((_, id)) => {
@@ -100,7 +106,9 @@ impl Clients {
                         let _ = c.stream.shutdown(std::net::Shutdown::Both);
                     }
                 }
-                None => self.freed.wait(&mut table),
+                None => {
+                    self.freed.wait_for(&mut table, Duration::from_millis(100));
+                }
             }
         }
         let id = table.next;
@@ -168,7 +176,9 @@ fn serve_client(
             return;
         }
     }
-    if stream.set_read_timeout(Some(IDLE)).is_err() {
+    // A client that never reads its answers cannot hold its slot for longer either.
+    if stream.set_read_timeout(Some(IDLE)).is_err() || stream.set_write_timeout(Some(IDLE)).is_err()
+    {
         return;
     }
     let Ok(reader) = stream.try_clone() else {

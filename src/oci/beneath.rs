@@ -49,12 +49,27 @@ pub fn plan(
     nsview_rel: impl Fn(&MountEntry) -> Option<String>,
 ) -> Result<Vec<Remount>, PathBuf> {
     let under = |m: &MountEntry| m.mount_point != target && m.mount_point.starts_with(target);
+    // Another FUSE filesystem (the container's own, say) may have a server that never
+    // answers: a lookup there would hold reattach past SIGKILL. Nothing is made again from
+    // or through one.
+    let foreign_fuse =
+        |m: &MountEntry| m.fstype.split('.').next() == Some("fuse") && nsview_rel(m).is_none();
+    let through_fuse = |path: &Path| {
+        mounts
+            .iter()
+            .any(|o| foreign_fuse(o) && path.starts_with(&o.mount_point))
+    };
     let mut out = Vec::new();
     for m in mounts.iter().filter(|m| under(m)) {
+        if foreign_fuse(m) {
+            return Err(m.mount_point.clone());
+        }
         let source = match nsview_rel(m) {
             Some(rel) => Source::Nsview(rel),
             None => Source::Container(
-                elsewhere(mounts, m, target).ok_or_else(|| m.mount_point.clone())?,
+                elsewhere(mounts, m, target)
+                    .filter(|path| !through_fuse(path))
+                    .ok_or_else(|| m.mount_point.clone())?,
             ),
         };
         out.push(Remount {
@@ -160,6 +175,32 @@ mod tests {
                     read_only: true,
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_made_again_from_or_through_another_fuse_filesystem() {
+        // The container's own FUSE mount at /f, a file of it bound into nsview's /proc/sys:
+        // reattach would look it up in a server that may never answer.
+        let text = "\
+90 73 0:51 /proc/sys /proc/sys ro - fuse nsview rw
+95 60 0:77 / /f rw - fuse.trap trap rw
+96 90 0:77 /x /proc/sys/kernel/hostname rw - fuse.trap trap rw
+";
+        assert_eq!(
+            plan(&parse(text), Path::new("/proc/sys"), ours),
+            Err(PathBuf::from("/proc/sys/kernel/hostname"))
+        );
+        // A tmpfs file bound in, whose only other mount lies inside that FUSE mount.
+        let text = "\
+90 73 0:51 /proc/sys /proc/sys ro - fuse nsview rw
+95 60 0:77 / /f rw - fuse.trap trap rw
+97 95 0:42 / /f/t rw - tmpfs none rw
+98 90 0:42 /x /proc/sys/kernel/hostname rw - tmpfs none rw
+";
+        assert_eq!(
+            plan(&parse(text), Path::new("/proc/sys"), ours),
+            Err(PathBuf::from("/proc/sys/kernel/hostname"))
         );
     }
 

@@ -104,6 +104,7 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     let own = std::process::id();
     // nsview's own namespace: its mount is the daemon's business (`serve` recovers it).
     let mut visited: HashSet<u64> = proc.ns_inode(own, "mnt").into_iter().collect();
+    let own_userns = namespace_owner(own);
     let mut jobs: Vec<(String, u32, u64, u64)> = Vec::new();
     for c in &containers {
         if let Ok(ns) = proc.ns_inode(c.pid, "mnt")
@@ -115,7 +116,6 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
     // Then every other namespace made by the host's root (one owned by another user
     // namespace is its owner's to fix, and could be serving a FUSE mount that never
     // answers), if it holds binds of ours.
-    let own_userns = namespace_owner(own);
     for (ns, pid) in other_mount_namespaces(&proc, &mut visited) {
         let Ok(ticks) = proc.start_ticks(pid) else {
             continue;
@@ -134,8 +134,11 @@ pub fn run(args: &ReattachArgs) -> Result<(), String> {
         let result = if started.elapsed() > RUN_DEADLINE {
             Err("skipped: the run took too long".into())
         } else {
+            // Mounts of a namespace another user namespace owns are that namespace's root's
+            // to make: nothing of theirs is bound again by the host's (see `beneath`).
+            let host_owned = own_userns.is_some() && namespace_owner(pid) == own_userns;
             in_child(DEADLINE, || {
-                reattach(&args.mountpoint, pid, ticks, ns, &ours)
+                reattach(&args.mountpoint, pid, ticks, ns, &ours, host_owned)
             })
         };
         failures += usize::from(!say(&who, result));
@@ -212,6 +215,12 @@ fn in_child(
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
+            // Not the parent's stdout and stderr: should the worker ever be stuck where
+            // SIGKILL cannot reach it, it must not hold the pipes the daemon reads to EOF.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .unwrap_or_else(|_| Err("the worker panicked".into()));
             let line = nsview_nsenter::protocol::encode(&result);
@@ -286,6 +295,7 @@ pub fn reattach(
     start_ticks: u64,
     ns: u64,
     ours: &HashSet<Dev>,
+    host_owned: bool,
 ) -> Result<Outcome, String> {
     let pidfd = inject::pidfd_of(pid, Some(start_ticks))?;
     // After the pidfd: the pid cannot have come to name another process meanwhile.
@@ -315,6 +325,18 @@ pub fn reattach(
             continue;
         }
         let plan = match beneath::plan(&mounts, &stack.target, ours_rel) {
+            Ok(plan)
+                if !host_owned
+                    && plan
+                        .iter()
+                        .any(|r| matches!(r.source, beneath::Source::Container(_))) =>
+            {
+                outcome.failed.push(format!(
+                    "{}: has mounts of another user namespace's beneath it; left alone",
+                    stack.target.display()
+                ));
+                continue;
+            }
             Ok(plan) => plan,
             Err(point) => {
                 outcome.failed.push(format!(

@@ -110,7 +110,11 @@ pub fn vmstat(env: &Env, c: &Container) -> Result<String> {
         .ok()
         .flatten()
         .map_or(4, |bytes| (bytes / 1024).max(1) as u64);
-    own.extend(vmstat::gauges(&meminfo(env, c)?, page_kb));
+    // Without the container's meminfo, its gauges stay the host's, as before; the counters
+    // are no reason to fall back.
+    if let Ok(text) = meminfo(env, c) {
+        own.extend(vmstat::gauges(&text, page_kb));
+    }
     // Block IO as the cgroup accounts it (as `proc/diskstats` shows it); the host's, scaled,
     // only without any accounting: one source for the container's life, so it never goes
     // back.
