@@ -705,7 +705,10 @@ fn host_average_rates() -> (f64, f64) {
 
 #[test]
 fn vmstats_first_line_shows_the_containers_own_io_rate_and_the_hosts_interrupt_rate() {
-    let daemon = Daemon::start();
+    // On the age clock (as in a time namespace of its own): the container is seconds old,
+    // so its 8 MiB since "boot" is a rate vmstat's whole kB/s can show (over a host's boot
+    // clock of hours it rounds to 0), and the host's counters go through the scaling.
+    let daemon = Daemon::start_with(&["--uptime", "age"]);
     let c = container(&daemon, limited());
     // 8 MiB each way, then vmstat: its first line divides the counters since boot by the
     // CPU time of the container's one CPU, its age (procps: count * HZ / all ticks). A
