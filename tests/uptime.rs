@@ -90,10 +90,10 @@ fn by_default_uptime_ps_btime_and_psutil_tell_the_boot_clocks_story() {
     // uptime psutil and glances derive from btime.
     let before = boottime();
     let out = c.sh(
-        "sleep 5 & sleep 2; echo \"etimes $(ps -o etimes= -p $!)\"; \
+        "sleep 60 & sleep 2; echo \"etimes $(ps -o etimes= -p $!)\"; \
          echo \"etime $(ps -o etime= -p $!)\"; echo \"up $(cat /proc/uptime)\"; \
          /usr/bin/python3 -c 'import psutil, time; print(\"psutil\", time.time() - psutil.boot_time())'; \
-         echo \"btime $(grep ^btime /proc/stat | cut -d\" \" -f2) now $(date +%s)\"; kill $!",
+         echo \"btime $(grep ^btime /proc/stat | cut -d\" \" -f2) now $(date +%s)\"; kill $!; true",
     );
     let after = boottime();
     assert!(out.status.success(), "{}", out.stderr);
@@ -107,7 +107,8 @@ fn by_default_uptime_ps_btime_and_psutil_tell_the_boot_clocks_story() {
     let etimes: u64 = field("etimes ")
         .parse()
         .unwrap_or_else(|_| panic!("{text}"));
-    assert!((1..=4).contains(&etimes), "ps -o etimes {etimes}: {text}");
+    // 2 s and what a slow machine adds; a wrapped value is billions.
+    assert!((1..=30).contains(&etimes), "ps -o etimes {etimes}: {text}");
     assert!(
         !field("etime ").contains('-'),
         "ps -o etime wrapped: {text}"
