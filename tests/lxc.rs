@@ -130,11 +130,20 @@ impl Drop for Lxc {
             .map(|h| h.path().join(&self.cgroup))
             .collect();
         roots.push(Path::new("/sys/fs/cgroup").join(&self.cgroup));
-        for root in roots.iter().filter(|r| r.is_dir()) {
-            let _ = Command::new("find")
-                .arg(root)
-                .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
-                .status();
+        // LXC's monitor may still be leaving its cgroup when lxc-stop returns: a few tries.
+        for _ in 0..50 {
+            let left: Vec<&PathBuf> = roots.iter().filter(|r| r.is_dir()).collect();
+            if left.is_empty() {
+                break;
+            }
+            for root in left {
+                let _ = Command::new("find")
+                    .arg(root)
+                    .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
