@@ -78,6 +78,13 @@ pub enum AgentFailure {
     /// The answer was another request's.
     #[error("answer to another request")]
     WrongId,
+    /// The request waited a whole deadline for its turn (behind a stuck agent) and was never
+    /// sent.
+    #[error("no turn within the deadline")]
+    Queued,
+    /// No room: the set's queue is full, or every set of the full pool is busy.
+    #[error("too many requests waiting")]
+    Busy,
 }
 
 impl Error {

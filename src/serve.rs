@@ -156,7 +156,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         }
     });
     let session = Session::new(
-        Fs::new(service.clone(), usize::from(args.threads)),
+        Fs::new(service.clone()),
         &mountpoint,
         &fuse_config(args.threads),
     )
@@ -190,10 +190,6 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         error!("cannot start the load-average sampler: {e}; loadavg shows first samples only");
     }
 
-    let reaper = agents.spawn_reaper();
-    if let Err(e) = &reaper {
-        error!("cannot start the agent reaper: {e}; idle agents live until the daemon stops");
-    }
     let stores = service.env.sysctl_stores.clone();
     let janitor = if args.test_keep_stores {
         Err(io::Error::other("--test-keep-stores"))
@@ -216,9 +212,6 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     sampler.stop();
     agents.stop();
     stores.stop();
-    if let Ok(thread) = reaper {
-        let _ = thread.join();
-    }
     if let Ok(thread) = janitor {
         let _ = thread.join();
     }
@@ -351,6 +344,8 @@ fn agent_config(args: &ServeArgs) -> Result<PoolConfig, ServeError> {
         timeout: secs("agent-timeout", args.agent_timeout)?,
         mode: args.agent_mode,
         allow_faults: args.test_faults,
+        // The other half stays free for everyone else while agents are slow.
+        max_waiting: usize::from(args.threads / 2).max(1),
     })
 }
 

@@ -1,4 +1,6 @@
-//! Process-wide counters for `nsview ctl status`: requests served, and errors by errno.
+//! Process-wide counters for `nsview ctl status`: requests served (by FUSE operation),
+//! errors by errno, and how requests reached agents, which is where a `proc/sys` read's time
+//! goes (`scripts/bench` reports them per read).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,11 +8,86 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static BY_OP: [AtomicU64; Op::COUNT] = [const { AtomicU64::new(0) }; Op::COUNT];
+static AGENT: [AtomicU64; Agent::COUNT] = [const { AtomicU64::new(0) }; Agent::COUNT];
 static ERRORS: Mutex<BTreeMap<i32, u64>> = Mutex::new(BTreeMap::new());
 
-/// Counts one FUSE request.
-pub fn request() {
+/// A FUSE operation, as counted.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    /// LOOKUP.
+    Lookup,
+    /// GETATTR.
+    Getattr,
+    /// OPEN.
+    Open,
+    /// READ.
+    Read,
+    /// WRITE.
+    Write,
+    /// RELEASE.
+    Release,
+    /// OPENDIR, READDIR and RELEASEDIR.
+    Dir,
+    /// Anything else (FLUSH, FORGET, SETATTR, READLINK, POLL, xattrs, ...).
+    Other,
+}
+
+impl Op {
+    const COUNT: usize = 8;
+    const NAMES: [&'static str; Op::COUNT] = [
+        "lookup", "getattr", "open", "read", "write", "release", "dir", "other",
+    ];
+}
+
+/// A step on the way to an agent, as counted.
+#[derive(Debug, Clone, Copy)]
+pub enum Agent {
+    /// A lookup answered from the attribute cache, without the agent.
+    Cached,
+    /// An exchange with an agent (a request sent and answered, or failed).
+    Exchange,
+    /// An exchange a FUSE thread handed to the set's worker and waited for.
+    Handed,
+    /// A whole request queued on the set's worker, which replied for it.
+    Deferred,
+    /// An agent spawned.
+    Spawned,
+}
+
+impl Agent {
+    const COUNT: usize = 5;
+    const NAMES: [&'static str; Agent::COUNT] =
+        ["cached", "exchanges", "handed", "deferred", "spawned"];
+}
+
+/// Counts one FUSE request of kind `op`.
+pub fn request(op: Op) {
     REQUESTS.fetch_add(1, Ordering::Relaxed);
+    BY_OP[op as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one step `what` on the way to an agent.
+pub fn agent(what: Agent) {
+    AGENT[what as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Requests so far by operation.
+pub fn by_op() -> BTreeMap<&'static str, u64> {
+    counts(&Op::NAMES, &BY_OP)
+}
+
+/// Steps on the way to agents so far.
+pub fn agents() -> BTreeMap<&'static str, u64> {
+    counts(&Agent::NAMES, &AGENT)
+}
+
+fn counts(names: &[&'static str], values: &[AtomicU64]) -> BTreeMap<&'static str, u64> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+        .collect()
 }
 
 /// Counts one request answered with `errno`.

@@ -476,18 +476,19 @@ fn switches_of_thread(daemon: &Daemon, name: &str) -> u64 {
 }
 
 #[test]
-fn idle_agents_end_on_time_and_the_reaper_sleeps_between() {
+fn idle_agents_end_on_time_and_their_worker_sleeps_between() {
     let daemon = Daemon::start_with(&["--agent-idle", "2"]);
     let a = container(&daemon);
     a.run("cat /proc/sys/net/ipv4/ip_forward");
     let agent = agents(&daemon);
     assert!(!agent.is_empty());
-    // While the agent is neither idle long enough nor gone, the reaper has no reason to
-    // wake (a 200 ms timer, as before, woke it about 5 times in this second).
-    let before = switches_of_thread(&daemon, "nsview-reaper");
+    // While the agent is neither idle long enough nor gone, the worker that owns it has no
+    // reason to wake (a 200 ms timer, as an earlier reaper had, woke it about 5 times in
+    // this second).
+    let before = switches_of_thread(&daemon, "nsview-agent");
     std::thread::sleep(Duration::from_secs(1));
-    let woke = switches_of_thread(&daemon, "nsview-reaper") - before;
-    assert!(woke <= 1, "the reaper woke {woke} times in 1 s");
+    let woke = switches_of_thread(&daemon, "nsview-agent") - before;
+    assert!(woke <= 1, "the agent's worker woke {woke} times in 1 s");
     // It does wake when the agent has been idle for 2 s.
     let started = Instant::now();
     while agent.iter().any(|&pid| running(pid)) {

@@ -86,9 +86,10 @@ impl std::fmt::Display for NsKey {
 #[derive(Debug)]
 pub struct Agent {
     child: Child,
-    /// Shared with the pool's reaper, which waits for its hangup (the agent's end).
+    /// Shared with its set's worker, which waits for its hangup (the agent's end).
     stream: std::sync::Arc<UnixStream>,
-    netns_cookie: Option<u64>,
+    /// Its answer to the hello.
+    hello: Payload,
 }
 
 impl Agent {
@@ -145,15 +146,15 @@ impl Agent {
         let mut agent = Agent {
             child,
             stream: std::sync::Arc::new(ours),
-            netns_cookie: None,
+            hello: Payload::Hello {
+                version: VERSION,
+                pid: 0,
+                netns_cookie: None,
+            },
         };
         match agent.call(0, Op::Hello { version: VERSION }, cfg.timeout) {
-            Ok(Payload::Hello {
-                version,
-                netns_cookie,
-                ..
-            }) if version == VERSION => {
-                agent.netns_cookie = netns_cookie;
+            Ok(hello @ Payload::Hello { version, .. }) if version == VERSION => {
+                agent.hello = hello;
                 Ok(agent)
             }
             other => {
@@ -169,9 +170,9 @@ impl Agent {
         self.child.id()
     }
 
-    /// The cookie of the network namespace it serves, as it reported at start.
-    pub fn netns_cookie(&self) -> Option<u64> {
-        self.netns_cookie
+    /// Its answer to the hello at start (its version, pid and network namespace cookie).
+    pub fn hello(&self) -> Payload {
+        self.hello.clone()
     }
 
     /// The daemon's end of the agent's socket: it hangs up once the agent has ended.
@@ -199,6 +200,7 @@ impl Agent {
     /// (deadline, end of stream, a line that does not parse or is too long, bytes after it,
     /// a wrong id) is [`Error::Agent`] saying which: the pool then ends the agent.
     pub fn call(&mut self, id: u64, op: Op, timeout: Duration) -> Result<Payload> {
+        crate::stats::agent(crate::stats::Agent::Exchange);
         let deadline = Instant::now() + timeout;
         let line = encode(&Request { id, op });
         let sent = (&*self.stream).write_all(&line);

@@ -297,6 +297,8 @@ pub fn status(service: &Service, started: Instant) -> serde_json::Value {
         "containers_registered": env.registered.list().len(),
         "agents_alive": env.agents.len(),
         "requests": crate::stats::requests(),
+        "requests_by_op": crate::stats::by_op(),
+        "agent_steps": crate::stats::agents(),
         "host_fallbacks": env.stats.host_fallbacks.load(Ordering::Relaxed),
         "errors": crate::stats::errors(),
         "cgroup_files_kept": crate::cgroup::kept_files(),

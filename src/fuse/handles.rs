@@ -172,6 +172,7 @@ mod tests {
                     pid: 0,
                     uid: 0,
                     gid: 0,
+                    ns: None,
                 },
                 writable: false,
                 opened_in: None,

@@ -3,7 +3,6 @@
 //! [`Error`] becomes an errno ([`errno`]).
 
 mod handles;
-mod lanes;
 mod nodes;
 mod triggers;
 
@@ -29,7 +28,6 @@ use crate::views::{Requester, Subject, ViewId};
 
 pub use handles::{Handle, Handles, MAX_HANDLES, Snapshot, Source, WriteEnd, slice_at};
 
-pub use lanes::Lanes;
 use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
@@ -38,15 +36,14 @@ use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
 /// one more FUSE round trip (a LOOKUP), so this matters for speed.
 const STATIC_TTL: Duration = Duration::from_secs(10);
 
-/// The FUSE filesystem: requests that need an agent run on their caller's lane (see
-/// [`lanes`]), the rest on the FUSE worker that read them.
+/// The FUSE filesystem: requests run on the FUSE worker that read them, except those that
+/// need an agent and may not wait on one here (see [`Fs::dispatch`]).
 #[derive(Debug)]
 pub struct Fs {
     core: Arc<Core>,
-    lanes: Lanes,
 }
 
-/// The state every request works on, shared with the lanes.
+/// The state every request works on, shared with the agents' workers.
 #[derive(Debug)]
 struct Core {
     service: Arc<Service>,
@@ -60,9 +57,9 @@ struct Core {
 }
 
 impl Fs {
-    /// A filesystem serving `service` with `threads` FUSE workers (at most half of which
-    /// wait on agents at once).
-    pub fn new(service: Arc<Service>, threads: usize) -> Self {
+    /// A filesystem serving `service` (whose agent pool bounds how many FUSE workers wait
+    /// on agents at once).
+    pub fn new(service: Arc<Service>) -> Self {
         Fs {
             core: Arc::new(Core {
                 service,
@@ -71,26 +68,34 @@ impl Fs {
                 triggers: triggers::Triggers::default(),
                 started: SystemTime::now(),
             }),
-            lanes: Lanes::new(threads / 2),
         }
     }
 
-    /// Runs `job` here, unless it needs an agent and another request of `who`'s namespaces
-    /// already waits on one here: then on their lane (so a slow or stuck agent holds up one
-    /// FUSE worker at most, never the daemon).
-    fn dispatch(&self, agent: bool, who: Requester, job: impl FnOnce(&Core) + Send + 'static) {
+    /// Runs `job` for `who`. One that needs an agent learns `who`'s namespaces here, once
+    /// for the whole request, and runs here if this worker may wait on that agent; else it
+    /// is queued on the agent's worker, which replies for it (so a slow or stuck agent
+    /// holds up one FUSE worker at most, never the daemon; see `agent`).
+    fn dispatch(
+        &self,
+        agent: bool,
+        who: Requester,
+        job: impl FnOnce(&Core, Requester) + Send + 'static,
+    ) {
+        if !agent {
+            return job(&self.core, who);
+        }
         let pool = &self.core.service.env.agents;
-        let key = agent.then(|| pool.key_of(who.pid).ok()).flatten();
-        let Some(key) = key else {
-            return job(&self.core);
+        let ns = who.ns.or_else(|| pool.key_of(who.pid).ok());
+        let who = Requester { ns, ..who };
+        // Namespaces unreadable (the task has gone): the request fails as it would anyway.
+        let Some(key) = ns else {
+            return job(&self.core, who);
         };
-        let pid = who.pid;
-        match self.lanes.inline(key) {
-            Some(_running) => crate::agent::with_key(pid, key, || job(&self.core)),
+        match pool.permit(key) {
+            Some(_waiting) => job(&self.core, who),
             None => {
                 let core = self.core.clone();
-                let job = move || crate::agent::with_key(pid, key, || job(&core));
-                self.lanes.run(key, Box::new(job));
+                pool.defer(key, Box::new(move || job(&core, who)));
             }
         }
     }
@@ -196,12 +201,15 @@ impl Core {
             Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
             _ => {}
         }
-        let opened_in = match &source {
-            Source::Subtree(id, _) if write && nodes::agent_subtree(*id) => {
-                Some(self.service.env.agents.key_of(who.pid)?)
-            }
-            _ => None,
+        // A descriptor of an agent's file answers for the namespaces it was opened in.
+        let who = match &source {
+            Source::Subtree(id, _) if nodes::agent_subtree(*id) && who.ns.is_none() => Requester {
+                ns: Some(self.service.env.agents.key_of(who.pid)?),
+                ..who
+            },
+            _ => who,
         };
+        let opened_in = if write { who.ns } else { None };
         let host_file = match (&source, write) {
             (Source::Subtree(id, rel), false) => {
                 views::sys::open_host(&self.service.env, *id, &ctx.subject, &ctx.who, rel)?
@@ -211,7 +219,7 @@ impl Core {
         let handle = Handle {
             source,
             subject: ctx.subject,
-            who: ctx.who,
+            who,
             writable: write,
             opened_in,
             host_file,
@@ -243,29 +251,28 @@ impl Core {
             data.truncate(n);
             return Ok(data);
         }
-        let mut snapshot = handle.snapshot.lock();
-        let data = match &mut *snapshot {
-            Some(s) if offset != 0 || s.unread => {
+        // No lock is held while rendering, which may wait on an agent: a request queued on
+        // the agent's worker must never wait for a lock its waiting caller holds.
+        {
+            let mut snapshot = handle.snapshot.lock();
+            if let Some(s) = &mut *snapshot
+                && (offset != 0 || s.unread)
+            {
                 s.unread = false;
-                s.data.clone()
+                return Ok(slice_at(&s.data, offset, size).to_vec());
             }
-            _ => {
-                let fresh = Arc::new(self.render_guarded(&handle)?);
-                *snapshot = Some(Snapshot {
-                    data: fresh.clone(),
-                    unread: false,
-                });
-                fresh
-            }
-        };
+        }
+        let data = Arc::new(self.render_guarded(&handle)?);
+        *handle.snapshot.lock() = Some(Snapshot {
+            data: data.clone(),
+            unread: false,
+        });
         Ok(slice_at(&data, offset, size).to_vec())
     }
 
     /// A read of `fh` at `offset` answered from its snapshot at once (the read to EOF after the
-    /// first), with no namespace key and no lane: `None` when it needs the full path of
-    /// [`Core::read_file`] (offset 0, a page-cache fill, a host file, no snapshot yet) or the
-    /// snapshot is busy. A render holds the snapshot while it may wait on an agent, so this
-    /// never waits for it: a worker blocked here would be a worker a stopped agent holds.
+    /// first), with no namespace key and no agent: `None` when it needs the full path of
+    /// [`Core::read_file`] (offset 0, a page-cache fill, a host file, no snapshot yet).
     fn read_from_snapshot(&self, fh: u64, offset: u64, size: u32, fill: bool) -> Option<Vec<u8>> {
         if offset == 0 || fill {
             return None;
@@ -274,7 +281,7 @@ impl Core {
         if handle.host_file.is_some() {
             return None;
         }
-        let mut snapshot = handle.snapshot.try_lock()?;
+        let mut snapshot = handle.snapshot.lock();
         let s = snapshot.as_mut()?;
         s.unread = false;
         Some(slice_at(&s.data, offset, size).to_vec())
@@ -289,13 +296,13 @@ impl Core {
         if handle.host_file.is_some() || handle.writable {
             return None;
         }
-        let mut snapshot = handle.snapshot.lock();
-        if let Some(s) = &*snapshot {
+        if let Some(s) = &*handle.snapshot.lock() {
             return Some(s.data.len() as u64);
         }
+        // Rendered under no lock, as in `read_file`.
         let data = Arc::new(self.render_guarded(&handle).ok()?);
         let len = data.len() as u64;
-        *snapshot = Some(Snapshot { data, unread: true });
+        *handle.snapshot.lock() = Some(Snapshot { data, unread: true });
         Some(len)
     }
 
@@ -317,17 +324,21 @@ impl Core {
         if !handle.writable {
             return Err(Error::Os(libc::EBADF));
         }
-        let mut written = handle.written.lock();
-        let at = match *written {
-            Some(end) if end.fuse == offset && end.large => {
-                *written = Some(WriteEnd {
-                    fuse: offset + data.len() as u64,
-                    ..end
-                });
-                return Ok(data.len());
+        // Not held while writing, which may wait on an agent (see `read_file`); write(2)s
+        // of one open file come one at a time (the kernel holds its position lock).
+        let at = {
+            let mut written = handle.written.lock();
+            match *written {
+                Some(end) if end.fuse == offset && end.large => {
+                    *written = Some(WriteEnd {
+                        fuse: offset + data.len() as u64,
+                        ..end
+                    });
+                    return Ok(data.len());
+                }
+                Some(end) if end.fuse == offset => end.native,
+                _ => offset,
             }
-            Some(end) if end.fuse == offset => end.native,
-            _ => offset,
         };
         let env = &self.service.env;
         let op = views::WriteOp {
@@ -348,7 +359,7 @@ impl Core {
             }
             Source::View(view) => views::write_view(env, *view, &who, op)?,
         };
-        *written = Some(WriteEnd {
+        *handle.written.lock() = Some(WriteEnd {
             fuse: offset + done.n as u64,
             native: done.pos,
             large: data.len() > nsview_nsenter::protocol::MAX_WRITE,
@@ -391,6 +402,7 @@ fn requester(req: &Request) -> Requester {
         pid: req.pid(),
         uid: req.uid(),
         gid: req.gid(),
+        ns: None,
     }
 }
 
@@ -418,17 +430,20 @@ pub fn errno(e: &Error) -> fuser::Errno {
 
 impl Filesystem for Fs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Lookup);
         let Some(name) = name.to_str().map(str::to_owned) else {
             return reply.error(errno(&Error::NotFound));
         };
         let who = requester(req);
-        self.dispatch(self.agent_bound(parent.0), who, move |core| {
-            match core.lookup_child(parent.0, &name, &core.ctx_for(who, parent.0)) {
+        self.dispatch(
+            self.agent_bound(parent.0),
+            who,
+            move |core, who| match core.lookup_child(parent.0, &name, &core.ctx_for(who, parent.0))
+            {
                 Ok(a) => reply.entry_with_ttls(&a.ttl, &a.entry_ttl, &core.attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
-            }
-        });
+            },
+        );
     }
 
     fn getxattr(
@@ -494,13 +509,14 @@ impl Filesystem for Fs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        crate::stats::request(crate::stats::Op::Other);
         self.core.service.vfs.dynamic.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Getattr);
         let who = requester(req);
-        self.dispatch(self.agent_entry(ino.0), who, move |core| {
+        self.dispatch(self.agent_entry(ino.0), who, move |core, who| {
             let attrs = core.target(ino.0).and_then(|t| {
                 // Through a descriptor (fstat, SEEK_END): the length its reads return.
                 let len = fh.and_then(|fh| core.snapshot_len(fh.0));
@@ -526,8 +542,9 @@ impl Filesystem for Fs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        crate::stats::request(crate::stats::Op::Other);
         let who = requester(req);
-        self.dispatch(self.agent_entry(ino.0), who, move |core| {
+        self.dispatch(self.agent_entry(ino.0), who, move |core, who| {
             let target = match core.target(ino.0) {
                 Ok(Target::Dynamic(d)) => {
                     let ctx = core.ctx_for(who, ino.0);
@@ -562,42 +579,47 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        crate::stats::request(crate::stats::Op::Other);
         // No node accepts a change of mode or owner. A truncation of a `proc/sys` file is
         // what `echo 1 > file` sends after its O_TRUNC open: procfs ignores it, and so does
         // this (its permission was checked when the file was opened for writing).
         let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
         let who = requester(req);
-        self.dispatch(truncating && self.agent_entry(ino.0), who, move |core| {
-            let result = match core.target(ino.0) {
-                Ok(Target::Dynamic(d))
-                    if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
-                {
-                    core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0), None)
+        self.dispatch(
+            truncating && self.agent_entry(ino.0),
+            who,
+            move |core, who| {
+                let result = match core.target(ino.0) {
+                    Ok(Target::Dynamic(d))
+                        if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
+                    {
+                        core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0), None)
+                    }
+                    Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
+                        core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0), None)
+                    }
+                    // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
+                    Ok(_) if mode.is_some() || uid.is_some() || gid.is_some() => {
+                        Err(Error::Os(libc::EPERM))
+                    }
+                    // A truncation (O_TRUNC) of a file that takes no writes, or new times.
+                    Ok(_) => Err(Error::Access),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
+                    Err(e) => reply.error(errno(&e)),
                 }
-                Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
-                    core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0), None)
-                }
-                // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
-                Ok(_) if mode.is_some() || uid.is_some() || gid.is_some() => {
-                    Err(Error::Os(libc::EPERM))
-                }
-                // A truncation (O_TRUNC) of a file that takes no writes, or new times.
-                Ok(_) => Err(Error::Access),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+            },
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Open);
         let who = requester(req);
         // Only an open for writing asks the agent (the kernel's own permission check).
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        self.dispatch(write && self.agent_bound(ino.0), who, move |core| {
+        self.dispatch(write && self.agent_bound(ino.0), who, move |core, who| {
             match core.open_file(who, ino, flags) {
                 // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
                 // No flush: nothing is buffered, so close() need not wait for a round trip.
@@ -621,7 +643,7 @@ impl Filesystem for Fs {
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Read);
         // The kernel's direct reads name their lock owner; a read without one fills the page
         // cache (see `read_file`).
         let fill = lock_owner.is_none();
@@ -629,7 +651,7 @@ impl Filesystem for Fs {
             return reply.data(&data);
         }
         let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
-        self.dispatch(agent, who, move |core| {
+        self.dispatch(agent, who, move |core, _who| {
             match core.read_file(fh, offset, size, fill) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -649,11 +671,11 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Write);
         let who = requester(req);
         let agent = self.handle_bound(fh.0).is_some_and(|(agent, _)| agent);
         let data = data.to_vec();
-        self.dispatch(agent, who, move |core| {
+        self.dispatch(agent, who, move |core, who| {
             match core.write_file(who, fh, offset, &data) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
@@ -669,6 +691,7 @@ impl Filesystem for Fs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        crate::stats::request(crate::stats::Op::Other);
         reply.ok();
     }
 
@@ -682,6 +705,7 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        crate::stats::request(crate::stats::Op::Release);
         self.core.handles.remove(fh.0);
         self.core.triggers.remove(fh.0);
         reply.ok();
@@ -697,6 +721,7 @@ impl Filesystem for Fs {
         flags: fuser::PollFlags,
         reply: fuser::ReplyPoll,
     ) {
+        crate::stats::request(crate::stats::Op::Other);
         // Answered for every file: an ENOSYS would make the kernel stop asking for the
         // whole mount, pressure files included.
         let pressure = self
@@ -717,10 +742,11 @@ impl Filesystem for Fs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        crate::stats::request(crate::stats::Op::Dir);
         // Table directories are listed from the table (handle 0); a subtree directory's
         // listing is taken now, for this caller, and kept until releasedir.
         let who = requester(req);
-        self.dispatch(self.agent_bound(ino.0), who, move |core| {
+        self.dispatch(self.agent_bound(ino.0), who, move |core, who| {
             let opened = core.target(ino.0).and_then(|t| match t {
                 Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
                 Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
@@ -744,11 +770,11 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        crate::stats::request();
+        crate::stats::request(crate::stats::Op::Dir);
         let who = requester(req);
         // A listing kept by opendir is served here; one to take now may need the agent.
         let agent = self.core.dirs.get(fh.0).is_none() && self.agent_bound(ino.0);
-        self.dispatch(agent, who, move |core| {
+        self.dispatch(agent, who, move |core, who| {
             let listing = match core.dirs.get(fh.0) {
                 Some(listing) => Ok(listing),
                 None => {
@@ -781,6 +807,7 @@ impl Filesystem for Fs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        crate::stats::request(crate::stats::Op::Dir);
         self.core.dirs.remove(fh.0);
         reply.ok();
     }

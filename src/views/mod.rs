@@ -105,6 +105,10 @@ pub struct Requester {
     pub uid: u32,
     /// Its fsgid.
     pub gid: u32,
+    /// Its namespaces, where the request needs an agent: read once, when the request came
+    /// (for a read through a descriptor, when it was opened: as natively, a `proc/sys` file
+    /// answers for the namespaces it was opened in).
+    pub ns: Option<crate::agent::NsKey>,
 }
 
 impl ViewId {

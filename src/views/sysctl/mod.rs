@@ -83,7 +83,10 @@ struct Task {
 
 impl<'a> Caller<'a> {
     fn new(env: &'a Env, who: &'a Requester) -> Result<Caller<'a>> {
-        let key = env.agents.key_of(who.pid)?;
+        let key = match who.ns {
+            Some(key) => key,
+            None => env.agents.key_of(who.pid)?,
+        };
         Caller::with_key(env, who, key)
     }
 
@@ -640,6 +643,7 @@ pub fn fault(env: &Env, tid: u32, fault: nsview_nsenter::protocol::Fault) -> Res
         pid: tid,
         uid: 0,
         gid: 0,
+        ns: None,
     };
     Caller::new(env, &who)?.call(Op::Fault { fault }).map(drop)
 }
