@@ -22,23 +22,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nsview: {}", chain(e.as_ref()));
+            eprintln!("nsview: {}", nsview_nsenter::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its sources on one line: `outer: inner: innermost`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -14,9 +14,103 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, chdir, fork, getppid, mkdir, pivot_root};
+
+/// Why the agent could not join the caller's namespaces or set up its private root: one
+/// variant per step, with the system call's error.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// `setns` into an inherited namespace descriptor.
+    #[error("setns {kind}")]
+    Setns {
+        /// The namespace's kind ([`NsKind::name`]).
+        kind: &'static str,
+        /// The kernel's refusal.
+        #[source]
+        source: Errno,
+    },
+    /// The agent has no parent process (it was reparented before it could look).
+    #[error("no parent process")]
+    NoParent,
+    /// `pidfd_open` of the daemon.
+    #[error("pidfd_open(parent)")]
+    ParentPidfd(#[source] rustix::io::Errno),
+    /// `pidfd_open` of the pid namespace's init.
+    #[error("pidfd_open(1)")]
+    InitPidfd(#[source] rustix::io::Errno),
+    /// The daemon exited while the agent took its pidfd.
+    #[error("parent exited")]
+    ParentExited,
+    /// `prctl(PR_SET_PDEATHSIG)` in the child serving from inside the pid namespace.
+    #[error("prctl(PR_SET_PDEATHSIG)")]
+    Pdeathsig(#[source] Errno),
+    /// `prctl(PR_SET_DUMPABLE)`.
+    #[error("prctl(PR_SET_DUMPABLE)")]
+    Undumpable(#[source] Errno),
+    /// `fork`.
+    #[error("fork")]
+    Fork(#[source] Errno),
+    /// The socket pair the procfs is handed over through.
+    #[error("socketpair")]
+    Socketpair(#[source] Errno),
+    /// Sending the procfs and the init's pidfd to the parent.
+    #[error("sendmsg")]
+    Sendmsg(#[source] Errno),
+    /// Receiving them from the child.
+    #[error("recvmsg")]
+    Recvmsg(#[source] Errno),
+    /// The child sent no descriptors.
+    #[error("the child that makes the procfs sent none (see its error above)")]
+    NoDescriptors,
+    /// The child sent fewer than two.
+    #[error("the child that makes the procfs sent too few descriptors")]
+    TooFewDescriptors,
+    /// `fsopen("proc")` (`ENOSYS` before Linux 5.2: no new mount API).
+    #[error("fsopen proc")]
+    Fsopen(#[source] rustix::io::Errno),
+    /// `fsconfig(FSCONFIG_CMD_CREATE)` of the procfs.
+    #[error("fsconfig create")]
+    FsconfigCreate(#[source] rustix::io::Errno),
+    /// `fsmount` of the procfs.
+    #[error("fsmount")]
+    Fsmount(#[source] rustix::io::Errno),
+    /// `unshare(CLONE_NEWNS)` for the private mount namespace.
+    #[error("unshare(CLONE_NEWNS)")]
+    UnshareMount(#[source] Errno),
+    /// Making `/` a private mount (no propagation to the caller's namespace).
+    #[error("make / private")]
+    RootPrivate(#[source] Errno),
+    /// Mounting the tmpfs that becomes the agent's root.
+    #[error("mount tmpfs")]
+    MountTmpfs(#[source] Errno),
+    /// Making its `proc` directory.
+    #[error("mkdir proc")]
+    MkdirProc(#[source] Errno),
+    /// Mounting a fresh procfs there (no new mount API).
+    #[error("mount proc")]
+    MountProc(#[source] Errno),
+    /// `chdir` into the tmpfs.
+    #[error("chdir")]
+    ChdirTmpfs(#[source] Errno),
+    /// `pivot_root(".", ".")`.
+    #[error("pivot_root")]
+    PivotRoot(#[source] Errno),
+    /// Detaching the old root stacked beneath the tmpfs.
+    #[error("detach the old root")]
+    DetachOldRoot(#[source] Errno),
+    /// `chdir("/")` in the new root.
+    #[error("chdir /")]
+    ChdirRoot(#[source] Errno),
+    /// None of the directories a tmpfs could go on exists.
+    #[error("no directory to mount a tmpfs on")]
+    NoTmpfsBase,
+    /// `move_mount` of the detached procfs onto the private root's `proc`.
+    #[error("move the procfs into place")]
+    MoveProcfs(#[source] rustix::io::Errno),
+}
 
 /// A kind of namespace an agent may join: the one list of them for the agent and the daemon
 /// (its pool keys, its write rules, its table of namespaced sysctls).
@@ -73,7 +167,7 @@ impl NsKind {
         NsKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Its place in [`NsKind::ALL`].
+    /// Its place in [`NsKind::ALL`] (arrays indexed by kind rely on it).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -91,50 +185,34 @@ impl NsKind {
     }
 }
 
-/// The command line: `--ns KIND=FD` per namespace to join, `--allow-faults` for tests.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Args {
-    /// Namespace kind and the inherited descriptor of it.
-    pub ns: Vec<(NsKind, RawFd)>,
-    /// Whether `fault` requests are obeyed.
-    pub allow_faults: bool,
-}
-
-/// Parses the agent's arguments (without the program name).
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut out = Args::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--allow-faults" => out.allow_faults = true,
-            "--ns" => {
-                let spec = args.next().ok_or("--ns needs KIND=FD")?;
-                let (name, fd) = spec.split_once('=').ok_or(format!("bad --ns {spec:?}"))?;
-                let kind = NsKind::from_name(name)
-                    .ok_or_else(|| format!("unknown namespace kind {name:?}"))?;
-                let fd: RawFd = fd
-                    .parse()
-                    .map_err(|_| format!("bad descriptor in {spec:?}"))?;
-                if fd < 3 {
-                    return Err(format!("descriptor {fd} is a standard stream"));
-                }
-                out.ns.push((kind, fd));
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+// The declaration order is `ALL`'s, so `index` (the discriminant) is a kind's place in it.
+const _: () = {
+    let mut i = 0;
+    while i < NsKind::ALL.len() {
+        assert!(NsKind::ALL[i] as usize == i);
+        i += 1;
     }
-    Ok(out)
+};
+
+/// Sets `PR_SET_DUMPABLE` to 0: nobody in the joined namespaces may ptrace the agent or open
+/// its `/proc` files (the kernel makes a process dumpable again when it joins a user
+/// namespace, so this is repeated after that).
+pub fn set_undumpable() -> Result<(), JoinError> {
+    nix::sys::prctl::set_dumpable(false).map_err(JoinError::Undumpable)
 }
 
 /// Joins the namespaces of `ns` of the kinds `kinds`, in that order, closing each
 /// descriptor after use.
-pub fn join(ns: &[(NsKind, RawFd)], kinds: &[NsKind]) -> Result<(), String> {
+pub fn join(ns: &[(NsKind, RawFd)], kinds: &[NsKind]) -> Result<(), JoinError> {
     for kind in kinds.iter().copied() {
         for (_, fd) in ns.iter().filter(|(k, _)| *k == kind) {
             // SAFETY: the descriptor was inherited for this purpose (checked to be above the
             // standard streams) and is not used or closed elsewhere until the close below.
             let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
-            setns(borrowed, kind.flag()).map_err(|e| format!("setns {}: {e}", kind.name()))?;
+            setns(borrowed, kind.flag()).map_err(|source| JoinError::Setns {
+                kind: kind.name(),
+                source,
+            })?;
             // SAFETY: closing the inherited descriptor we own; it is not used afterwards.
             unsafe { libc::close(*fd) };
         }
@@ -146,15 +224,14 @@ pub fn join(ns: &[(NsKind, RawFd)], kinds: &[NsKind]) -> Result<(), String> {
 /// (every thread of it), so it reads as readable once the whole daemon is gone, where
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the agent ends (a lane thread
 /// idling out would kill a healthy agent).
-pub fn parent_pidfd() -> Result<std::os::fd::OwnedFd, String> {
+pub fn parent_pidfd() -> Result<std::os::fd::OwnedFd, JoinError> {
     use rustix::process::{Pid, PidfdFlags, pidfd_open};
     let parent = getppid();
-    let pid = Pid::from_raw(parent.as_raw()).ok_or("no parent process")?;
-    let pidfd =
-        pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open(parent): {e}"))?;
+    let pid = Pid::from_raw(parent.as_raw()).ok_or(JoinError::NoParent)?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(JoinError::ParentPidfd)?;
     // Reparented meanwhile: the pid may now name another process.
     if getppid() != parent {
-        return Err("parent exited".into());
+        return Err(JoinError::ParentExited);
     }
     Ok(pidfd)
 }
@@ -164,11 +241,11 @@ pub fn parent_pidfd() -> Result<std::os::fd::OwnedFd, String> {
 /// The child watches the daemon's pidfd as the agent does; this parent, single-threaded and
 /// outside the namespace (so the child's `getppid()` reads 0), ends it with `SIGKILL` if it
 /// goes.
-pub fn fork_into_pid_namespace() -> Result<(), String> {
+pub fn fork_into_pid_namespace() -> Result<(), JoinError> {
     // SAFETY: the agent is single-threaded, so the child may run any code after fork.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { fork() }.map_err(JoinError::Fork)? {
         ForkResult::Child => nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-            .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}")),
+            .map_err(JoinError::Pdeathsig),
         ForkResult::Parent { child } => {
             // Only the child talks to the daemon.
             // SAFETY: closing our copies of the standard streams; nothing here uses them again.
@@ -192,7 +269,8 @@ pub fn fork_into_pid_namespace() -> Result<(), String> {
 /// into the namespace as before ([`fork_into_pid_namespace`]).
 ///
 /// Returns the procfs mount and a pidfd of the namespace's init (see `ops::UntilGone`).
-pub fn procfs_of_pid_namespace() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
+pub fn procfs_of_pid_namespace() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), JoinError>
+{
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -200,9 +278,9 @@ pub fn procfs_of_pid_namespace() -> Result<(std::os::fd::OwnedFd, std::os::fd::O
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    .map_err(JoinError::Socketpair)?;
     // SAFETY: the agent is single-threaded, so the child may run any code after fork.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { fork() }.map_err(JoinError::Fork)? {
         ForkResult::Child => {
             drop(ours);
             let sent = new_procfs()
@@ -218,33 +296,32 @@ pub fn procfs_of_pid_namespace() -> Result<(std::os::fd::OwnedFd, std::os::fd::O
             let mut fds = got?.into_iter();
             match (fds.next(), fds.next()) {
                 (Some(fs), Some(init)) => Ok((fs, init)),
-                _ => Err("the child that makes the procfs sent too few descriptors".into()),
+                _ => Err(JoinError::TooFewDescriptors),
             }
         }
     }
 }
 
 /// A new procfs instance of the caller's active pid namespace, detached.
-fn new_procfs() -> Result<std::os::fd::OwnedFd, String> {
+fn new_procfs() -> Result<std::os::fd::OwnedFd, JoinError> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
     };
-    let err = |what: &str, e: rustix::io::Errno| format!("{what}: {e}");
-    let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen proc", e))?;
-    fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
+    let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC).map_err(JoinError::Fsopen)?;
+    fsconfig_create(&fs).map_err(JoinError::FsconfigCreate)?;
     let quiet = MountAttrFlags::MOUNT_ATTR_NOSUID
         | MountAttrFlags::MOUNT_ATTR_NODEV
         | MountAttrFlags::MOUNT_ATTR_NOEXEC;
-    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, quiet).map_err(|e| err("fsmount", e))
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, quiet).map_err(JoinError::Fsmount)
 }
 
 /// A pidfd of the init of the caller's pid namespace (its pid 1).
-fn init_pidfd() -> Result<std::os::fd::OwnedFd, String> {
+fn init_pidfd() -> Result<std::os::fd::OwnedFd, JoinError> {
     use rustix::process::{Pid, PidfdFlags, pidfd_open};
-    pidfd_open(Pid::INIT, PidfdFlags::empty()).map_err(|e| format!("pidfd_open(1): {e}"))
+    pidfd_open(Pid::INIT, PidfdFlags::empty()).map_err(JoinError::InitPidfd)
 }
 
-fn send_fds(socket: &std::os::fd::OwnedFd, fds: &[&std::os::fd::OwnedFd]) -> Result<(), String> {
+fn send_fds(socket: &std::os::fd::OwnedFd, fds: &[&std::os::fd::OwnedFd]) -> Result<(), JoinError> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use std::os::fd::AsRawFd;
     let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -258,10 +335,10 @@ fn send_fds(socket: &std::os::fd::OwnedFd, fds: &[&std::os::fd::OwnedFd]) -> Res
         None,
     )
     .map(drop)
-    .map_err(|e| format!("sendmsg: {e}"))
+    .map_err(JoinError::Sendmsg)
 }
 
-fn recv_fds(socket: &std::os::fd::OwnedFd) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+fn recv_fds(socket: &std::os::fd::OwnedFd) -> Result<Vec<std::os::fd::OwnedFd>, JoinError> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::os::fd::{AsRawFd, FromRawFd};
     let mut byte = [0u8];
@@ -273,8 +350,8 @@ fn recv_fds(socket: &std::os::fd::OwnedFd) -> Result<Vec<std::os::fd::OwnedFd>, 
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|e| format!("recvmsg: {e}"))?;
-    for cmsg in msg.cmsgs().map_err(|e| format!("recvmsg: {e}"))? {
+    .map_err(JoinError::Recvmsg)?;
+    for cmsg in msg.cmsgs().map_err(JoinError::Recvmsg)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             // SAFETY: the kernel just installed these descriptors for us; nothing else owns
             // them.
@@ -284,16 +361,15 @@ fn recv_fds(socket: &std::os::fd::OwnedFd) -> Result<Vec<std::os::fd::OwnedFd>, 
                 .collect());
         }
     }
-    Err("the child that makes the procfs sent none (see its error above)".into())
+    Err(JoinError::NoDescriptors)
 }
 
 /// A private mount namespace whose root is a tmpfs holding a procfs at `/proc` (`procfs`, a
 /// detached mount of the joined pid namespace's, else a fresh one mounted here: the sysctls
 /// of the namespaces joined either way) and a fresh sysfs at `/sys` (the network devices of
 /// the network namespace joined).
-pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> {
-    let err = |what: &str, e: nix::Error| format!("{what}: {e}");
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| err("unshare(CLONE_NEWNS)", e))?;
+pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), JoinError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(JoinError::UnshareMount)?;
     mount(
         None::<&str>,
         "/",
@@ -301,12 +377,12 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> 
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| err("make / private", e))?;
+    .map_err(JoinError::RootPrivate)?;
     // Any existing directory will do as the mount point: the mount is in our namespace only.
     let base = ["/tmp", "/mnt", "/run", "/dev"]
         .into_iter()
         .find(|d| std::path::Path::new(d).is_dir())
-        .ok_or("no directory to mount a tmpfs on")?;
+        .ok_or(JoinError::NoTmpfsBase)?;
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("tmpfs"),
@@ -315,13 +391,13 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> 
         quiet,
         Some("size=16k,mode=0755"),
     )
-    .map_err(|e| err("mount tmpfs", e))?;
+    .map_err(JoinError::MountTmpfs)?;
     let proc = format!("{base}/proc");
     mkdir(
         proc.as_str(),
         nix::sys::stat::Mode::from_bits_truncate(0o555),
     )
-    .map_err(|e| err("mkdir proc", e))?;
+    .map_err(JoinError::MkdirProc)?;
     match procfs {
         Some(fd) => rustix::mount::move_mount(
             &fd,
@@ -330,7 +406,7 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> 
             proc.as_str(),
             rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
-        .map_err(|e| format!("move the procfs into place: {e}"))?,
+        .map_err(JoinError::MoveProcfs)?,
         None => mount(
             Some("proc"),
             proc.as_str(),
@@ -338,7 +414,7 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> 
             quiet,
             None::<&str>,
         )
-        .map_err(|e| err("mount proc", e))?,
+        .map_err(JoinError::MountProc)?,
     }
     // sysfs shows the network devices of the namespace that mounts it: ours, joined above
     // (a sysfs mounted elsewhere would show the host's: sysbox #1041). Best effort: without
@@ -360,11 +436,11 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), String> 
     if let Err(e) = sysfs {
         eprintln!("nsview-nsenter: no private sysfs ({e}); sys/devices/virtual/net unavailable");
     }
-    chdir(base).map_err(|e| err("chdir", e))?;
+    chdir(base).map_err(JoinError::ChdirTmpfs)?;
     // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the tmpfs.
-    pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach the old root", e))?;
-    chdir("/").map_err(|e| err("chdir /", e))?;
+    pivot_root(".", ".").map_err(JoinError::PivotRoot)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(JoinError::DetachOldRoot)?;
+    chdir("/").map_err(JoinError::ChdirRoot)?;
     Ok(())
 }
 
@@ -438,19 +514,6 @@ mod tests {
             cookie,
             "the same namespace, the same cookie"
         );
-    }
-
-    #[test]
-    fn arguments_name_kinds_and_descriptors() {
-        let args =
-            parse_args(["--ns", "user=3", "--ns", "net=4", "--allow-faults"].map(String::from))
-                .unwrap();
-        assert_eq!(args.ns, [(NsKind::User, 3), (NsKind::Net, 4)]);
-        assert!(args.allow_faults);
-        assert!(parse_args(["--ns", "mnt=3"].map(String::from)).is_err());
-        assert!(parse_args(["--ns", "net=1"].map(String::from)).is_err());
-        assert!(parse_args(["--ns"].map(String::from)).is_err());
-        assert!(parse_args(["--bogus"].map(String::from)).is_err());
     }
 
     #[test]

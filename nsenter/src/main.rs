@@ -6,15 +6,33 @@
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
-use nsview_nsenter::join;
-use nsview_nsenter::ops::Server;
+use nsview_nsenter::args;
+use nsview_nsenter::join::{self, JoinError};
+use nsview_nsenter::ops::{CredsError, Server};
 
 /// What `setup` leaves the agent with: its root, its network namespace's cookie, and the
 /// pidfds whose processes' end ends it: the daemon's and, when it serves from outside the
 /// pid namespace, that namespace's init.
 type Setup = (OwnedFd, Option<u64>, Vec<OwnedFd>);
 
-fn setup(args: &join::Args) -> Result<Setup, String> {
+/// Why the agent could not set itself up; it exits with status 1 and says why on stderr.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// Joining the namespaces or making the private root.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// Dropping the daemon's supplementary groups.
+    #[error("setgroups")]
+    Setgroups(#[source] nix::errno::Errno),
+    /// Becoming root of the joined user namespace.
+    #[error(transparent)]
+    Creds(#[from] CredsError),
+    /// Opening the private root requests resolve beneath.
+    #[error("open /")]
+    OpenRoot(#[source] std::io::Error),
+}
+
+fn setup(args: &args::Args) -> Result<Setup, SetupError> {
     // First of all, drop every descriptor but the standard streams and the namespaces: the
     // daemon's (its FUSE device among them) must not live on in here.
     join::close_fds_from(3 + args.ns.len() as u32);
@@ -22,9 +40,9 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
     // No supplementary groups of the daemon's: a caller's group checks are its own (the
     // kernel counts group 0 for files of root's group), and a user namespace may forbid
     // setgroups later.
-    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgroups(&[]).map_err(SetupError::Setgroups)?;
     // Non-dumpable: nobody in the joined namespaces may ptrace it or open its /proc files.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    join::set_undumpable()?;
     join::join(&args.ns, &join::NsKind::BEFORE_USER)?;
     // The agent stays in the daemon's pid namespace, out of the container's sight; a child
     // in the joined one makes its procfs, and another runs each request whose file depends
@@ -33,10 +51,12 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
     let (procfs, init) = match join::procfs_of_pid_namespace() {
         Ok((procfs, init)) => (Some(procfs), Some(init)),
         Err(e) => {
-            eprintln!("nsview-nsenter: {e}; serving from inside the pid namespace");
+            eprintln!(
+                "nsview-nsenter: {}; serving from inside the pid namespace",
+                nsview_nsenter::chain(&e)
+            );
             join::fork_into_pid_namespace()?;
-            nix::sys::prctl::set_dumpable(false)
-                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+            join::set_undumpable()?;
             (None, None)
         }
     };
@@ -44,7 +64,7 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
     join::join(&args.ns, &[join::NsKind::User])?;
     nsview_nsenter::ops::become_namespace_root()?;
     // Joining a user namespace makes a process dumpable again.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    join::set_undumpable()?;
     // Everything but the standard streams and the pidfds.
     let watched: Vec<OwnedFd> = std::iter::once(daemon).chain(init).collect();
     let keep: Vec<_> = watched
@@ -53,14 +73,14 @@ fn setup(args: &join::Args) -> Result<Setup, String> {
         .collect();
     join::close_fds_except(3, &keep);
     // Requests resolve beneath this root, limited to its proc/sys and sys/devices/virtual/net.
-    let root = std::fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
+    let root = std::fs::File::open("/").map_err(SetupError::OpenRoot)?;
     Ok((root.into(), join::netns_cookie(), watched))
 }
 
 fn main() -> ExitCode {
     // The daemon blocks the signals it waits for, and a mask is inherited through exec.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-    let args = match join::parse_args(std::env::args().skip(1)) {
+    let args = match args::parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("nsview-nsenter: {e}");
@@ -73,7 +93,7 @@ fn main() -> ExitCode {
     let (root, cookie, init) = match setup(&args) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("nsview-nsenter: {e}");
+            eprintln!("nsview-nsenter: {}", nsview_nsenter::chain(&e));
             return ExitCode::FAILURE;
         }
     };

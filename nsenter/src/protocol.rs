@@ -226,24 +226,15 @@ pub enum Response {
 }
 
 /// A line that could not be taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     /// Longer than the limit (bytes).
+    #[error("line longer than {0} bytes")]
     TooLong(usize),
     /// Not valid JSON for the expected type.
-    Malformed(String),
+    #[error("malformed message")]
+    Malformed(#[source] serde_json::Error),
 }
-
-impl std::fmt::Display for ProtoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProtoError::TooLong(max) => write!(f, "line longer than {max} bytes"),
-            ProtoError::Malformed(e) => write!(f, "malformed message: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProtoError {}
 
 /// One message as a line of JSON (with its newline).
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
@@ -258,7 +249,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtoError
     if line.len() > MAX_LINE {
         return Err(ProtoError::TooLong(MAX_LINE));
     }
-    serde_json::from_slice(line).map_err(|e| ProtoError::Malformed(e.to_string()))
+    serde_json::from_slice(line).map_err(ProtoError::Malformed)
 }
 
 /// Reads one line of at most `max` bytes (its newline not counted) from `input`, without
@@ -285,25 +276,50 @@ pub fn read_line(
     Ok(Some(line))
 }
 
+/// Why a path of a request is refused (see [`check_path`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Longer than [`MAX_PATH`].
+    #[error("path too long")]
+    TooLong,
+    /// A NUL byte in it.
+    #[error("NUL in path")]
+    Nul,
+    /// An empty, `.` or `..` component.
+    #[error("bad path component {part:?} in {path:?}")]
+    Component {
+        /// The component.
+        part: String,
+        /// The whole path.
+        path: String,
+    },
+    /// Neither one of [`ROOTS`] nor below one.
+    #[error("{0:?} is outside what an agent serves")]
+    Outside(String),
+}
+
 /// Whether `path` may be used: one of [`ROOTS`] or below one, with no `.`, `..` or empty
 /// components and no NUL, at most [`MAX_PATH`] bytes.
-pub fn check_path(path: &str) -> Result<(), String> {
+pub fn check_path(path: &str) -> Result<(), PathError> {
     if path.len() > MAX_PATH {
-        return Err("path too long".into());
+        return Err(PathError::TooLong);
     }
     if path.contains('\0') {
-        return Err("NUL in path".into());
+        return Err(PathError::Nul);
     }
     for part in path.split('/') {
         if part.is_empty() || part == "." || part == ".." {
-            return Err(format!("bad path component {part:?} in {path:?}"));
+            return Err(PathError::Component {
+                part: part.to_owned(),
+                path: path.to_owned(),
+            });
         }
     }
     let served = ROOTS
         .iter()
         .any(|root| path == *root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/')));
     if !served {
-        return Err(format!("{path:?} is outside what an agent serves"));
+        return Err(PathError::Outside(path.to_owned()));
     }
     Ok(())
 }
@@ -446,10 +462,10 @@ mod tests {
         assert!(decode::<Request>(br#"{"id":1,"op":{"format_disk":{}}}"#).is_err());
         assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x"}},"x":0}"#).is_err());
         assert!(decode::<Request>(br#"{"id":1,"op":{"lookup":{"path":"x"}}}"#).is_ok());
-        assert_eq!(
+        assert!(matches!(
             decode::<Request>(&vec![b' '; MAX_LINE + 1]),
             Err(ProtoError::TooLong(MAX_LINE))
-        );
+        ));
     }
 
     #[test]
@@ -473,5 +489,16 @@ mod tests {
         ] {
             assert!(check_path(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            check_path("proc/sys/"),
+            Err(PathError::Component {
+                part: String::new(),
+                path: "proc/sys/".into(),
+            })
+        );
+        assert_eq!(
+            check_path("proc/1/environ"),
+            Err(PathError::Outside("proc/1/environ".into()))
+        );
     }
 }

@@ -18,6 +18,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use super::reattach::{StackError, below_root};
 use crate::mounts::MountEntry;
 
 /// How to make a mount beneath a stack again.
@@ -101,21 +102,15 @@ pub fn clones(
     root: &OwnedFd,
     plan: &[Remount],
     nsview_trees: Vec<OwnedFd>,
-    open_target: impl Fn(&OwnedFd, &str) -> Result<OwnedFd, String>,
-) -> Result<Vec<(String, bool, OwnedFd)>, String> {
+    open_target: impl Fn(&OwnedFd, &str) -> Result<OwnedFd, StackError>,
+) -> Result<Vec<(String, bool, OwnedFd)>, StackError> {
     let mut nsview_trees = nsview_trees.into_iter();
-    let below_root = |p: &Path| -> Result<String, String> {
-        Ok(p.strip_prefix("/")
-            .map_err(|_| format!("{}: not an absolute path", p.display()))?
-            .to_string_lossy()
-            .into_owned())
-    };
     plan.iter()
         .map(|r| {
             let rel = below_root(&r.point)?;
             let (writable, tree) = match &r.source {
                 Source::Nsview(file) => {
-                    let tree = nsview_trees.next().ok_or("a clone short")?;
+                    let tree = nsview_trees.next().ok_or(StackError::CloneShort)?;
                     (super::inject::takes_writes(file) && !r.read_only, tree)
                 }
                 Source::Container(path) => {
@@ -127,7 +122,10 @@ pub fn clones(
                             | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
                             | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH,
                     )
-                    .map_err(|e| format!("cloning {}: {e}", path.display()))?;
+                    .map_err(|source| StackError::CloneBeneath {
+                        path: path.clone(),
+                        source,
+                    })?;
                     (!r.read_only, tree)
                 }
             };

@@ -13,7 +13,75 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
+use rustix::io::Errno;
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+
+/// Why a container's process could not be reached or a bind not made: one variant per step,
+/// with the pid or the target (below the container's root) it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// A pid that no process can have (above `i32::MAX`, or 0).
+    #[error("pid {0} is not a process id")]
+    NotAPid(u32),
+    /// The container's init is gone (`ESRCH` from `pidfd_open`), said in words.
+    #[error("the container's init (pid {0}) does not exist")]
+    NoInit(u32),
+    /// `pidfd_open` failed otherwise.
+    #[error("pidfd of pid {pid}")]
+    Pidfd {
+        /// The process.
+        pid: u32,
+        /// The kernel's refusal.
+        #[source]
+        source: Errno,
+    },
+    /// The pid names another process now than the one that started at the time recorded.
+    #[error("pid {0} is no longer the container's init (it exited)")]
+    InitExited(u32),
+    /// `setns(CLONE_NEWNS)` through the pidfd.
+    #[error("joining the container's mount namespace")]
+    JoinMountNamespace(#[source] nix::errno::Errno),
+    /// Opening the container's root filesystem.
+    #[error("rootfs {path}")]
+    Rootfs {
+        /// The rootfs, in the caller's mount namespace.
+        path: std::path::PathBuf,
+        /// The kernel's refusal.
+        #[source]
+        source: Errno,
+    },
+    /// The target, or a directory on the way to it, is a symbolic link: refused, never
+    /// followed.
+    #[error("/{0} in the container's rootfs is a symbolic link: refused")]
+    Symlink(String),
+    /// Resolving the target failed otherwise.
+    #[error("/{rel} in the container's rootfs")]
+    Target {
+        /// The target, below the root.
+        rel: String,
+        /// The kernel's refusal.
+        #[source]
+        source: Errno,
+    },
+    /// `mount_setattr(MOUNT_ATTR_RDONLY)` of the clone.
+    #[error("read-only bind of /{rel}")]
+    ReadOnly {
+        /// The target, below the root.
+        rel: String,
+        /// The kernel's refusal.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `move_mount` of the clone onto the target.
+    #[error("binding /{rel}")]
+    Move {
+        /// The target, below the root.
+        rel: String,
+        /// The kernel's refusal.
+        #[source]
+        source: Errno,
+    },
+}
 
 /// The files bound by default: (path below the mountpoint and the rootfs, writable).
 pub const DEFAULT_FILES: &[(&str, bool)] = &[
@@ -186,21 +254,21 @@ pub fn clone_tree(source: &Path) -> std::io::Result<OwnedFd> {
 
 /// A pidfd for `pid`, checked to still be the process that started at `start_ticks` (when
 /// given): after the check the pidfd cannot come to name another process.
-pub fn pidfd_of(pid: u32, start_ticks: Option<u64>) -> Result<OwnedFd, String> {
-    let raw = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| format!("pid {pid} is not a process id"))?;
+pub fn pidfd_of(pid: u32, start_ticks: Option<u64>) -> Result<OwnedFd, InjectError> {
+    let raw = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or(InjectError::NotAPid(pid))?;
     let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(
-        |e| match e {
-            rustix::io::Errno::SRCH => format!("the container's init (pid {pid}) does not exist"),
-            e => format!("pidfd of pid {pid}: {e}"),
+        |source| match source {
+            Errno::SRCH => InjectError::NoInit(pid),
+            source => InjectError::Pidfd { pid, source },
         },
     )?;
     if let Some(expected) = start_ticks {
         let now = crate::procfs::ProcRoot::default().start_ticks(pid).ok();
         if now != Some(expected) {
-            return Err(format!(
-                "pid {pid} is no longer the container's init (it exited)"
-            ));
+            return Err(InjectError::InitExited(pid));
         }
     }
     Ok(pidfd)
@@ -208,35 +276,52 @@ pub fn pidfd_of(pid: u32, start_ticks: Option<u64>) -> Result<OwnedFd, String> {
 
 /// Joins the mount namespace of the process behind `pidfd` (root and working directory
 /// become that namespace's root). The calling process must be single-threaded.
-pub fn join_mount_namespace(pidfd: &OwnedFd) -> Result<(), String> {
+pub fn join_mount_namespace(pidfd: &OwnedFd) -> Result<(), InjectError> {
     nix::sched::setns(pidfd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("joining the container's mount namespace: {e}"))
+        .map_err(InjectError::JoinMountNamespace)
+}
+
+/// The directory `path` (in the current mount namespace), opened `O_PATH` to resolve
+/// targets beneath it.
+pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The container's root filesystem at `rootfs` (see [`open_dir`]).
+pub fn open_rootfs(rootfs: &Path) -> Result<OwnedFd, InjectError> {
+    open_dir(rootfs).map_err(|source| InjectError::Rootfs {
+        path: rootfs.to_owned(),
+        source,
+    })
 }
 
 /// The target `rel` beneath `root`, opened O_PATH without following any symlink on the way
 /// (`RESOLVE_IN_ROOT`: `..` and absolute links cannot leave the root either). `Ok(None)`
 /// when it does not exist; an error when it, or a directory on the way, is a symlink.
-pub fn resolve_target(root: &OwnedFd, rel: &str) -> Result<Option<OwnedFd>, String> {
+pub fn resolve_target(root: &OwnedFd, rel: &str) -> Result<Option<OwnedFd>, InjectError> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let target = match openat2(root, rel, flags, Mode::empty(), resolve) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(rustix::io::Errno::LOOP) => {
-            return Err(format!(
-                "/{rel} in the container's rootfs is a symbolic link: refused"
-            ));
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(InjectError::Symlink(rel.into())),
+        Err(source) => {
+            return Err(InjectError::Target {
+                rel: rel.into(),
+                source,
+            });
         }
-        Err(e) => return Err(format!("/{rel} in the container's rootfs: {e}")),
     };
     // O_PATH|O_NOFOLLOW opens a final symlink itself rather than failing: refuse it here.
     let is_link = rustix::fs::fstat(&target).is_ok_and(|st| {
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
     });
     if is_link {
-        return Err(format!(
-            "/{rel} in the container's rootfs is a symbolic link: refused"
-        ));
+        return Err(InjectError::Symlink(rel.into()));
     }
     Ok(Some(target))
 }
@@ -252,12 +337,20 @@ pub enum Bound {
 
 /// Moves `tree` onto `rel` beneath `root`, refusing a symlinked target and skipping a
 /// missing one; read-only unless `writable`.
-pub fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result<Bound, String> {
+pub fn bind(
+    root: &OwnedFd,
+    rel: &str,
+    writable: bool,
+    tree: &OwnedFd,
+) -> Result<Bound, InjectError> {
     let Some(target) = resolve_target(root, rel)? else {
         return Ok(Bound::Missing);
     };
     if !writable {
-        make_read_only(tree).map_err(|e| format!("read-only bind of /{rel}: {e}"))?;
+        make_read_only(tree).map_err(|source| InjectError::ReadOnly {
+            rel: rel.into(),
+            source,
+        })?;
     }
     move_mount(
         tree,
@@ -266,7 +359,10 @@ pub fn bind(root: &OwnedFd, rel: &str, writable: bool, tree: &OwnedFd) -> Result
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(|e| format!("binding /{rel}: {e}"))?;
+    .map_err(|source| InjectError::Move {
+        rel: rel.into(),
+        source,
+    })?;
     Ok(Bound::Mounted)
 }
 
@@ -377,16 +473,14 @@ mod tests {
         std::os::unix::fs::symlink("/etc", rootfs.join("sys")).unwrap();
         let root: OwnedFd = std::fs::File::open(&rootfs).unwrap().into();
         assert!(resolve_target(&root, "proc/uptime").unwrap().is_some());
-        assert!(
-            resolve_target(&root, "proc/meminfo")
-                .unwrap_err()
-                .contains("symbolic link")
-        );
-        assert!(
-            resolve_target(&root, "sys/kernel")
-                .unwrap_err()
-                .contains("symbolic link")
-        );
+        assert!(matches!(
+            resolve_target(&root, "proc/meminfo"),
+            Err(InjectError::Symlink(rel)) if rel == "proc/meminfo"
+        ));
+        assert!(matches!(
+            resolve_target(&root, "sys/kernel"),
+            Err(InjectError::Symlink(rel)) if rel == "sys/kernel"
+        ));
         assert!(resolve_target(&root, "proc/stat").unwrap().is_none());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host\n");
     }

@@ -18,8 +18,6 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
-
 use super::hook::{HookError, clone_sources, register_and_bind, unprivileged};
 use super::inject::{self, Bound, DEFAULT_FILES};
 use crate::cli::LxcHookArgs;
@@ -27,15 +25,13 @@ use crate::control::{Connection, CtlRequest, ctl_send};
 
 /// Runs the hook LXC's environment names; `Err` is the one-line message.
 pub fn run(args: &LxcHookArgs) -> Result<(), HookError> {
-    let var = |name: &str| {
-        std::env::var(name).map_err(|_| format!("{name} is not set (run by LXC as a hook)"))
-    };
+    let var = |name: &'static str| std::env::var(name).map_err(|_| HookError::LxcVar(name));
     // lxc.hook.version 0 (the default) passes the name, the section and the hook type as
     // arguments; version 1 sets LXC_HOOK_TYPE instead.
     let kind = std::env::var("LXC_HOOK_TYPE")
         .ok()
         .or_else(|| args.lxc_args.get(2).cloned())
-        .ok_or("no hook type: neither LXC_HOOK_TYPE nor LXC's arguments (run by LXC as a hook)")?;
+        .ok_or(HookError::NoLxcHookType)?;
     let name = var("LXC_NAME")?;
     let result = match (unprivileged(), kind.as_str()) {
         (Some(how), _) => Err(HookError::Unprivileged(how)),
@@ -46,13 +42,14 @@ pub fn run(args: &LxcHookArgs) -> Result<(), HookError> {
         )
         .map(drop)
         .map_err(HookError::from),
-        (None, other) => Err(HookError::Failed(format!(
-            "LXC_HOOK_TYPE {other:?}: nsview's hook is for lxc.hook.mount and lxc.hook.post-stop"
-        ))),
+        (None, other) => Err(HookError::LxcHookType(other.into())),
     };
     match result {
         Err(e) if args.daemon.optional && e.forgiven_by_optional() => {
-            eprintln!("nsview lxc-hook: {e}; {name} goes on without nsview");
+            eprintln!(
+                "nsview lxc-hook: {}; {name} goes on without nsview",
+                nsview_nsenter::chain(&e)
+            );
             Ok(())
         }
         result => result,
@@ -64,12 +61,15 @@ fn mount(args: &LxcHookArgs, name: &str, rootfs: &Path) -> Result<(), HookError>
     // We're dealing with mount points: LXC's rootfs mount may be reached through a link.
     let rootfs = rootfs
         .canonicalize()
-        .map_err(|e| format!("LXC_ROOTFS_MOUNT {}: {e}", rootfs.display()))?;
+        .map_err(|source| HookError::LxcRootfs {
+            path: rootfs.to_owned(),
+            source,
+        })?;
     // "self": getpid() is this process's pid in the container's pid namespace, while the
     // procfs at /proc is still the host's.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|text| crate::mounts::parse_mountinfo(&text))
-        .map_err(|e| format!("mountinfo: {e}"))?;
+        .map_err(HookError::Mountinfo)?;
     let files: Vec<(&'static str, bool)> = DEFAULT_FILES
         .iter()
         .map(|&(rel, writable)| (rel, writable && !read_only_at(&mounts, &rootfs.join(rel))))
@@ -83,8 +83,9 @@ fn mount(args: &LxcHookArgs, name: &str, rootfs: &Path) -> Result<(), HookError>
         .collect();
     let mut clones = clone_sources(&args.daemon.mountpoint, files)?;
     for rel in &reopened {
-        let tree = inject::clone_tree(&args.daemon.mountpoint.join(rel))
-            .map_err(|e| format!("cloning {rel} from nsview's mount: {e}"))?;
+        let path = args.daemon.mountpoint.join(rel);
+        let tree =
+            inject::clone_tree(&path).map_err(|source| HookError::CloneSource { path, source })?;
         let bind = inject::Bind {
             source: rel.clone(),
             target: rel.clone(),
@@ -94,15 +95,9 @@ fn mount(args: &LxcHookArgs, name: &str, rootfs: &Path) -> Result<(), HookError>
     }
     let mut daemon = Connection::open(&args.daemon.runtime_dir)?;
     // The hook's parent is the container's init, waiting for its hooks before it execs.
-    let init = parent_pid().map_err(|e| format!("the container's init: {e}"))?;
+    let init = parent_pid().map_err(HookError::LxcInit)?;
     register_and_bind(&mut daemon, name, init, true, || {
-        let root = rustix::fs::open(
-            &rootfs,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
-        bind_all(&root, clones)
+        bind_all(&inject::open_rootfs(&rootfs)?, clones)
     })
 }
 
@@ -111,7 +106,7 @@ fn mount(args: &LxcHookArgs, name: &str, rootfs: &Path) -> Result<(), HookError>
 fn bind_all(
     root: &OwnedFd,
     clones: super::hook::Clones,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), HookError> {
     let (mut bound, mut skipped) = (Vec::new(), Vec::new());
     for (bind, tree) in clones {
         let rel = bind.target.as_str();

@@ -14,9 +14,9 @@ use crate::cli::OciPatchArgs;
 /// Why patching failed; each one line.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    /// The file cannot be read or written.
-    #[error("{path}: {source}")]
-    Io {
+    /// The config cannot be read.
+    #[error("{}", path.display())]
+    Read {
         /// The config.
         path: PathBuf,
         /// Why.
@@ -24,21 +24,50 @@ pub enum PatchError {
         source: std::io::Error,
     },
     /// Not JSON.
-    #[error("{path} is not valid JSON: {reason}")]
+    #[error("{} is not valid JSON", path.display())]
     Json {
         /// The config.
         path: PathBuf,
         /// Where and why.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// JSON, but not an OCI config's shape.
-    #[error("{path}: {reason}")]
+    #[error("{}", path.display())]
     Shape {
         /// The config.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: ShapeError,
     },
+    /// The path of this `nsview`, for the hooks, is unknown (no `--hook` given).
+    #[error("the path of this nsview, for the hooks (give --hook)")]
+    CurrentExe(#[source] std::io::Error),
+    /// The patched config cannot be written.
+    #[error("{}", path.display())]
+    Write {
+        /// The config.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What in a config is not the shape of an OCI runtime config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    /// The whole config is not an object.
+    #[error("the config is not a JSON object")]
+    NotAnObject,
+    /// A field that must be an object (`hooks`, `linux`, `linux.timeOffsets`).
+    #[error("\"{0}\" is not an object")]
+    FieldNotAnObject(&'static str),
+    /// A field that must be an array (`hooks.createRuntime`, `hooks.poststop`,
+    /// `linux.namespaces`).
+    #[error("\"{0}\" is not an array")]
+    FieldNotAnArray(&'static str),
 }
 
 /// What to put in the config.
@@ -87,28 +116,28 @@ fn is_ours(hook: &Value) -> bool {
 }
 
 /// Patches `config` in place; returns what it did, one line each.
-pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> {
-    let root = config
-        .as_object_mut()
-        .ok_or("the config is not a JSON object")?;
+pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, ShapeError> {
+    let root = config.as_object_mut().ok_or(ShapeError::NotAnObject)?;
     let hooks = root.entry("hooks").or_insert_with(|| json!({}));
-    let hooks = hooks.as_object_mut().ok_or("\"hooks\" is not an object")?;
+    let hooks = hooks
+        .as_object_mut()
+        .ok_or(ShapeError::FieldNotAnObject("hooks"))?;
     let mut said = Vec::new();
-    for (stage_key, stage) in [
-        ("createRuntime", "create-runtime"),
-        ("poststop", "poststop"),
+    for (stage_key, field, stage) in [
+        ("createRuntime", "hooks.createRuntime", "create-runtime"),
+        ("poststop", "hooks.poststop", "poststop"),
     ] {
         let list = hooks.entry(stage_key).or_insert_with(|| json!([]));
         let list = list
             .as_array_mut()
-            .ok_or(format!("\"hooks.{stage_key}\" is not an array"))?;
+            .ok_or(ShapeError::FieldNotAnArray(field))?;
         let before = list.len();
         list.retain(|h| !is_ours(h));
         list.push(hook_entry(opts, stage));
         said.push(if list.len() == before {
-            format!("hooks.{stage_key}: nsview hook replaced")
+            format!("{field}: nsview hook replaced")
         } else {
-            format!("hooks.{stage_key}: nsview hook added")
+            format!("{field}: nsview hook added")
         });
     }
     if !opts.keep_readonly
@@ -149,13 +178,15 @@ pub fn patch(config: &mut Value, opts: &Options) -> Result<Vec<String>, String> 
 fn add_time_namespace(
     root: &mut serde_json::Map<String, Value>,
     back: u64,
-) -> Result<String, String> {
+) -> Result<String, ShapeError> {
     let linux = root.entry("linux").or_insert_with(|| json!({}));
-    let linux = linux.as_object_mut().ok_or("\"linux\" is not an object")?;
+    let linux = linux
+        .as_object_mut()
+        .ok_or(ShapeError::FieldNotAnObject("linux"))?;
     let namespaces = linux.entry("namespaces").or_insert_with(|| json!([]));
     let namespaces = namespaces
         .as_array_mut()
-        .ok_or("\"linux.namespaces\" is not an array")?;
+        .ok_or(ShapeError::FieldNotAnArray("linux.namespaces"))?;
     if namespaces.iter().any(|n| n["type"] == "time") {
         return Ok("linux.namespaces: a time namespace is there already; left as it is".into());
     }
@@ -163,7 +194,7 @@ fn add_time_namespace(
     let offsets = linux.entry("timeOffsets").or_insert_with(|| json!({}));
     let offsets = offsets
         .as_object_mut()
-        .ok_or("\"linux.timeOffsets\" is not an object")?;
+        .ok_or(ShapeError::FieldNotAnObject("linux.timeOffsets"))?;
     let secs = -i64::try_from(back).unwrap_or(i64::MAX);
     offsets
         .entry("boottime")
@@ -177,18 +208,17 @@ fn add_time_namespace(
 /// Runs `nsview oci-patch`.
 pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
     let path = &args.config;
-    let io = |source| PatchError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| PatchError::Read {
         path: path.clone(),
         source,
-    };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let mut config: Value = serde_json::from_str(&text).map_err(|e| PatchError::Json {
+    })?;
+    let mut config: Value = serde_json::from_str(&text).map_err(|source| PatchError::Json {
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     let hook = match &args.hook {
         Some(hook) => hook.clone(),
-        None => std::env::current_exe().map_err(io)?,
+        None => std::env::current_exe().map_err(PatchError::CurrentExe)?,
     };
     let opts = Options {
         hook,
@@ -200,11 +230,14 @@ pub fn run(args: &OciPatchArgs) -> Result<(), PatchError> {
             .then(|| crate::procfs::boottime_secs() as u64),
         optional: args.optional,
     };
-    let said = patch(&mut config, &opts).map_err(|reason| PatchError::Shape {
+    let said = patch(&mut config, &opts).map_err(|source| PatchError::Shape {
         path: path.clone(),
-        reason,
+        source,
     })?;
-    write_atomically(path, &config).map_err(io)?;
+    write_atomically(path, &config).map_err(|source| PatchError::Write {
+        path: path.clone(),
+        source,
+    })?;
     for line in said {
         // The config is written; a closed stdout loses only the report.
         let _ = crate::cli::print_stdout(&format!("{}: {line}\n", path.display()));
@@ -311,12 +344,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_time_namespace_is_added_once_with_the_boot_clock_set_back() {
-        let with = Options {
+    fn with_time_namespace() -> Options {
+        Options {
             time_namespace: Some(5000),
             ..opts()
-        };
+        }
+    }
+
+    #[test]
+    fn a_time_namespace_is_added_once_with_the_boot_clock_set_back() {
+        let with = with_time_namespace();
         let mut c = config();
         patch(&mut c, &with).unwrap();
         assert_eq!(c["linux"]["namespaces"][1], json!({"type": "time"}));
@@ -333,9 +370,22 @@ mod tests {
 
     #[test]
     fn odd_shapes_are_errors() {
-        assert!(patch(&mut json!([1, 2]), &opts()).is_err());
-        assert!(patch(&mut json!({"hooks": 3}), &opts()).is_err());
-        assert!(patch(&mut json!({"hooks": {"poststop": {}}}), &opts()).is_err());
+        assert_eq!(
+            patch(&mut json!([1, 2]), &opts()),
+            Err(ShapeError::NotAnObject)
+        );
+        assert_eq!(
+            patch(&mut json!({"hooks": 3}), &opts()),
+            Err(ShapeError::FieldNotAnObject("hooks"))
+        );
+        assert_eq!(
+            patch(&mut json!({"hooks": {"poststop": {}}}), &opts()),
+            Err(ShapeError::FieldNotAnArray("hooks.poststop"))
+        );
+        assert_eq!(
+            patch(&mut json!({"linux": []}), &with_time_namespace()),
+            Err(ShapeError::FieldNotAnObject("linux"))
+        );
         let mut bare = json!({});
         patch(&mut bare, &opts()).unwrap();
         assert_eq!(bare["hooks"]["poststop"].as_array().unwrap().len(), 1);

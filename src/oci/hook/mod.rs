@@ -19,13 +19,17 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
 use serde::Deserialize;
 
 use super::inject::{self, Bound, DEFAULT_FILES};
 
 use crate::cli::{HookStage, OciHookArgs};
 use crate::control::{Connection, CtlRequest, ctl_send};
+
+mod error;
+
+pub(crate) use error::unprivileged;
+pub use error::{HookError, Unprivileged};
 
 /// The annotation narrowing the list: comma-separated paths from [`DEFAULT_FILES`].
 pub const FILES_ANNOTATION: &str = "io.nsview.files";
@@ -51,79 +55,16 @@ pub struct State {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
-/// Why a step of the hook failed, as far as `--optional` is concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    /// nsview is not there: no daemon listens on the control socket, or no nsview mount
-    /// answers at the mountpoint (missing, or its daemon dead). `--optional` lets the
-    /// container start without it.
-    #[error("{0}")]
-    Absent(String),
-    /// The hook runs unprivileged: as a user other than root, or as root of a user namespace
-    /// of its own (a rootless runtime). It cannot reach the daemon's socket or clone its
-    /// mount, so it tries nothing; `--optional` lets the container start without nsview.
-    #[error(
-        "the hook {0}: nsview's hook needs root on the host (a rootless container can bind \
-         nsview's files itself, e.g. -v /var/lib/nsview/proc/meminfo:/proc/meminfo:ro)"
-    )]
-    Unprivileged(String),
-    /// Anything else (bad input, a step refused with EPERM or EACCES to root, a failed
-    /// bind): the start fails, `--optional` or not.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl HookError {
-    /// Whether `--optional` lets the container start despite it.
-    pub(crate) fn forgiven_by_optional(&self) -> bool {
-        matches!(self, HookError::Absent(_) | HookError::Unprivileged(_))
-    }
-}
-
-/// How this process is unprivileged, if it is: not uid 0, or uid 0 of a user namespace that
-/// does not map the whole id range (`/proc/self/uid_map` is `0 0 4294967295` only in the
-/// initial one).
-pub(crate) fn unprivileged() -> Option<String> {
-    let euid = nix::unistd::geteuid();
-    if !euid.is_root() {
-        return Some(format!("runs as uid {euid}"));
-    }
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    let whole = map.split_whitespace().eq(["0", "0", "4294967295"]);
-    (!whole).then(|| "runs in a user namespace of its own (a rootless runtime)".to_owned())
-}
-
-impl From<String> for HookError {
-    fn from(message: String) -> HookError {
-        HookError::Failed(message)
-    }
-}
-
-impl From<&str> for HookError {
-    fn from(message: &str) -> HookError {
-        HookError::Failed(message.to_owned())
-    }
-}
-
-impl From<crate::control::CtlError> for HookError {
-    fn from(e: crate::control::CtlError) -> HookError {
-        match e {
-            crate::control::CtlError::NotRunning(_) => HookError::Absent(e.to_string()),
-            e => HookError::Failed(e.to_string()),
-        }
-    }
-}
-
 /// Runs the hook; `Err` is the one-line message.
 pub fn run(args: &OciHookArgs) -> Result<(), HookError> {
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
-        .map_err(|e| format!("reading the container state from stdin: {e}"))?;
+        .map_err(HookError::Stdin)?;
     if input.trim().is_empty() {
-        return Err("no container state on stdin (run by the OCI runtime as a hook)".into());
+        return Err(HookError::NoState);
     }
-    let state: State = serde_json::from_str(&input).map_err(|e| format!("container state: {e}"))?;
+    let state: State = serde_json::from_str(&input).map_err(HookError::State)?;
     let result = match unprivileged() {
         Some(how) => Err(HookError::Unprivileged(how)),
         None => match args.stage {
@@ -137,7 +78,7 @@ pub fn run(args: &OciHookArgs) -> Result<(), HookError> {
                 HookStage::CreateRuntime => "the container starts without nsview",
                 HookStage::Poststop => "continuing",
             };
-            eprintln!("nsview oci-hook: {e}; {then}");
+            eprintln!("nsview oci-hook: {}; {then}", nsview_nsenter::chain(&e));
             Ok(())
         }
         result => result,
@@ -148,18 +89,14 @@ fn poststop(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
     let request = CtlRequest::Unregister {
         id: state.id.clone(),
     };
-    ctl_send(&args.daemon.runtime_dir, &request)
-        .map(drop)
-        .map_err(HookError::from)
+    ctl_send(&args.daemon.runtime_dir, &request)?;
+    Ok(())
 }
 
 fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
-    let pid = state.pid.ok_or("the container state has no pid")?;
+    let pid = state.pid.ok_or(HookError::NoPid)?;
     let pidfd = inject::pidfd_of(pid, None)?;
-    let bundle = state
-        .bundle
-        .as_ref()
-        .ok_or("the container state has no bundle")?;
+    let bundle = state.bundle.as_ref().ok_or(HookError::NoBundle)?;
     let rootfs = rootfs_of(bundle)?;
     let files = selected_files(&state.annotations)?;
     let host_writes = host_writes(&state.annotations)?;
@@ -186,7 +123,7 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
         }
     };
     register_and_bind(&mut daemon, &state.id, pid, host_writes, || {
-        let (bound, skipped) = bind_files(pid, &pidfd, &rootfs, clones)?;
+        let (bound, skipped) = bind_files(&pidfd, &rootfs, clones)?;
         if keep_read_only && !bound.iter().any(|b| b == "/proc/sys") {
             proc_sys_read_only(&rootfs)?;
         }
@@ -196,13 +133,8 @@ fn create_runtime(args: &OciHookArgs, state: &State) -> Result<(), HookError> {
 
 /// Makes `rootfs/proc/sys` (in the current mount namespace) read-only: a read-only bind of
 /// itself on top. Nothing there is no error.
-fn proc_sys_read_only(rootfs: &Path) -> Result<(), String> {
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
+fn proc_sys_read_only(rootfs: &Path) -> Result<(), HookError> {
+    let root = inject::open_rootfs(rootfs)?;
     let Some(target) = inject::resolve_target(&root, "proc/sys")? else {
         return Ok(());
     };
@@ -214,7 +146,7 @@ fn proc_sys_read_only(rootfs: &Path) -> Result<(), String> {
             | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH
             | rustix::mount::OpenTreeFlags::AT_RECURSIVE,
     )
-    .map_err(|e| format!("cloning the container's /proc/sys: {e}"))?;
+    .map_err(HookError::CloneProcSys)?;
     match inject::bind(&root, "proc/sys", false, &tree)? {
         Bound::Mounted | Bound::Missing => Ok(()),
     }
@@ -230,11 +162,18 @@ pub(crate) fn register_and_bind(
     id: &str,
     pid: u32,
     host_writes: bool,
-    bind: impl FnOnce() -> Result<(Vec<String>, Vec<String>), String>,
+    bind: impl FnOnce() -> Result<(Vec<String>, Vec<String>), HookError>,
 ) -> Result<(), HookError> {
     let nspid = crate::procfs::ProcRoot::default()
         .status(pid)
-        .map_err(|e| HookError::Failed(format!("container init {pid}: {e}")))?
+        .map_err(|source| match &source {
+            crate::error::Error::Read { source: e, .. }
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                HookError::InitGone(pid)
+            }
+            _ => HookError::InitStatus { pid, source },
+        })?
         .nspid;
     if !crate::control::is_pidns_init(&nspid) {
         let whose = if nspid.len() == 1 {
@@ -243,7 +182,7 @@ pub(crate) fn register_and_bind(
             "another container's pid namespace: its files are that container's"
         };
         eprintln!("nsview: {id} shares {whose}; not registered");
-        return bind().map(drop).map_err(HookError::Failed);
+        return bind().map(drop);
     }
     let register = CtlRequest::Register {
         id: id.to_owned(),
@@ -251,11 +190,9 @@ pub(crate) fn register_and_bind(
         cpu_view: None,
         host_writes: Some(host_writes),
     };
-    let response = daemon
-        .request(&register)
-        .map_err(|e| HookError::Failed(e.to_string()))?;
+    let response = daemon.request(&register)?;
     if !response.ok {
-        return Err(HookError::Failed(
+        return Err(HookError::Refused(
             response
                 .error
                 .unwrap_or_else(|| "registration refused".into()),
@@ -282,12 +219,15 @@ pub(crate) fn register_and_bind(
             // The start fails: say why where it is kept, leave no registration behind.
             let _ = daemon.request(&CtlRequest::Failed {
                 id: id.to_owned(),
-                error: e.clone(),
+                error: nsview_nsenter::chain(&e),
             });
             let rollback = daemon.request(&CtlRequest::Unregister { id: id.to_owned() });
             match rollback {
-                Ok(response) if response.ok => Err(e.into()),
-                _ => Err(format!("{e} (and {id} stays registered)").into()),
+                Ok(response) if response.ok => Err(e),
+                _ => Err(HookError::StaysRegistered {
+                    id: id.to_owned(),
+                    source: Box::new(e),
+                }),
             }
         }
     }
@@ -317,24 +257,17 @@ pub(crate) fn clone_sources(
         e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTCONN)
     };
     match failed.first() {
+        // In words, not strerror (see `HookError`).
         Some((_, e)) if clones.is_empty() && failed.iter().all(|(_, e)| absent(e)) => {
-            // In words, not strerror: podman takes "No such file or directory" anywhere in a
-            // runtime's error for a missing command and reports exit 127, "OCI runtime
-            // attempted to invoke a command that was not found".
-            let what = if e.raw_os_error() == Some(libc::ENOTCONN) {
-                "its daemon died"
-            } else {
-                "nothing is mounted there"
-            };
-            Err(HookError::Absent(format!(
-                "nsview's mount at {} is not there ({what}): is nsview serve running?",
-                mountpoint.display()
-            )))
+            Err(HookError::MountAbsent {
+                mountpoint: mountpoint.to_owned(),
+                daemon_died: e.raw_os_error() == Some(libc::ENOTCONN),
+            })
         }
-        Some((source, e)) if clones.is_empty() => Err(HookError::Failed(format!(
-            "cloning {} from nsview's mount: {e}",
-            source.display()
-        ))),
+        Some(_) if clones.is_empty() => {
+            let (path, source) = failed.swap_remove(0);
+            Err(HookError::CloneSource { path, source })
+        }
         _ => {
             for (source, e) in failed {
                 // Words again for a missing file (podman reads strerror's ENOENT text in a
@@ -354,18 +287,12 @@ pub(crate) fn clone_sources(
 /// Joins the container's mount namespace and binds the clones under `rootfs`: the paths
 /// bound, and those skipped for want of a target.
 fn bind_files(
-    pid: u32,
     pidfd: &std::os::fd::OwnedFd,
     rootfs: &Path,
     clones: Clones,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), HookError> {
     inject::join_mount_namespace(pidfd)?;
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("rootfs {} of pid {pid}: {e}", rootfs.display()))?;
+    let root = inject::open_rootfs(rootfs)?;
     let (mut bound, mut skipped) = (Vec::new(), Vec::new());
     for (bind, tree) in clones {
         let rel = bind.target.as_str();
@@ -381,15 +308,19 @@ fn bind_files(
 }
 
 /// The bundle's rootfs (`root.path` of its config.json, relative to the bundle).
-fn rootfs_of(bundle: &Path) -> Result<PathBuf, String> {
-    let config_path = bundle.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+fn rootfs_of(bundle: &Path) -> Result<PathBuf, HookError> {
+    let path = bundle.join("config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(HookError::ReadConfig { path, source }),
+    };
+    let config: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(config) => config,
+        Err(source) => return Err(HookError::ParseConfig { path, source }),
+    };
     let root = config["root"]["path"]
         .as_str()
-        .ok_or_else(|| format!("{}: no root.path", config_path.display()))?;
+        .ok_or(HookError::NoRootPath(path))?;
     Ok(bundle.join(root))
 }
 
@@ -397,20 +328,20 @@ fn rootfs_of(bundle: &Path) -> Result<PathBuf, String> {
 pub const HOST_WRITES_ANNOTATION: &str = "io.nsview.host-writes";
 
 /// Whether the annotations let the container change host values (default: yes).
-fn host_writes(annotations: &std::collections::BTreeMap<String, String>) -> Result<bool, String> {
+fn host_writes(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, HookError> {
     match annotations.get(HOST_WRITES_ANNOTATION).map(|v| v.trim()) {
         None | Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(other) => Err(format!(
-            "annotation {HOST_WRITES_ANNOTATION}={other:?}: expected true or false"
-        )),
+        Some(other) => Err(HookError::HostWrites(other.into())),
     }
 }
 
 /// The files to bind: all of [`DEFAULT_FILES`], or those the annotation names.
 fn selected_files(
     annotations: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(&'static str, bool)>, String> {
+) -> Result<Vec<(&'static str, bool)>, HookError> {
     let Some(list) = annotations.get(FILES_ANNOTATION) else {
         return Ok(DEFAULT_FILES.to_vec());
     };
@@ -422,7 +353,7 @@ fn selected_files(
                 .iter()
                 .find(|(d, _)| *d == f)
                 .copied()
-                .ok_or_else(|| format!("{FILES_ANNOTATION}: {f:?} is not a file nsview serves"))
+                .ok_or_else(|| HookError::UnknownFile(f.into()))
         })
         .collect()
 }
@@ -434,11 +365,14 @@ mod tests {
     #[test]
     fn host_writes_are_on_unless_the_annotation_says_false() {
         let mut annotations = std::collections::BTreeMap::new();
-        assert_eq!(host_writes(&annotations), Ok(true));
+        assert!(host_writes(&annotations).unwrap());
         annotations.insert(HOST_WRITES_ANNOTATION.into(), "false".into());
-        assert_eq!(host_writes(&annotations), Ok(false));
+        assert!(!host_writes(&annotations).unwrap());
         annotations.insert(HOST_WRITES_ANNOTATION.into(), "no".into());
-        assert!(host_writes(&annotations).is_err());
+        assert!(matches!(
+            host_writes(&annotations),
+            Err(HookError::HostWrites(v)) if v == "no"
+        ));
     }
 
     #[test]
@@ -454,7 +388,10 @@ mod tests {
             [("proc/meminfo", false), ("proc/sys", true)]
         );
         annotations.insert(FILES_ANNOTATION.into(), "etc/shadow".into());
-        assert!(selected_files(&annotations).is_err());
+        assert!(matches!(
+            selected_files(&annotations),
+            Err(HookError::UnknownFile(f)) if f == "etc/shadow"
+        ));
     }
 
     #[test]
