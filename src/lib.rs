@@ -1,27 +1,25 @@
 //! nsview: a FUSE filesystem that gives every container a truthful view of `/proc` and `/sys`.
 //!
-//! Module map (see DESIGN.md): [`fuse`] is the only module that speaks FUSE; [`vfs`] holds the
-//! node table; [`views`] render files; [`caller`] and [`container`] turn a request's TID into
-//! whose view it gets; [`cgroup`] reads cgroups on v1, v2 and hybrid hosts; [`serve`] runs the
-//! daemon.
+//! This crate is the daemon and the command line: [`fuse`] is the only module that speaks
+//! FUSE; [`agent`] the pool of agents, one worker per namespace set; [`control`] the control
+//! socket's server and [`ctl`] its command; [`serve`] runs the daemon. What it serves is
+//! `nsview-core`'s (re-exported here: [`vfs`], [`views`], [`container`], [`cgroup`], ...), the
+//! runtime integration is `nsview-oci` ([`oci`]), and the wire is `nsview-proto`.
 #![warn(missing_docs)]
 
 pub mod agent;
-pub mod caller;
-pub mod cgroup;
 pub mod cli;
-pub mod container;
 pub mod control;
-pub mod error;
+pub mod ctl;
 pub mod fuse;
-pub mod loadavg;
-pub mod mounts;
-pub mod nsfs;
-pub mod oci;
-pub mod procfs;
 pub mod serve;
-pub mod service;
 pub mod stats;
-pub mod tasks;
-pub mod vfs;
-pub mod views;
+
+/// The runtime integration (hooks, `oci-patch`, reattach).
+pub use nsview_oci as oci;
+
+/// The core's modules, as this crate's own: the daemon is built on them.
+pub use nsview_core::{
+    caller, cgroup, container, error, loadavg, mounts, nsfs, procfs, registry, service, tasks, vfs,
+    views,
+};

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Command::Serve(args) => nsview::serve::run(args).map_err(Into::into),
-        Command::Ctl(args) => nsview::control::ctl(args).map_err(Into::into),
+        Command::Ctl(args) => nsview::ctl::run(args).map_err(Into::into),
         Command::OciPatch(args) => nsview::oci::patch::run(args).map_err(Into::into),
         Command::OciHook(args) => nsview::oci::hook::run(args).map_err(Into::into),
         Command::LxcHook(args) => nsview::oci::lxc::run(args).map_err(Into::into),
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nsview: {}", nsview_nsenter::chain(e.as_ref()));
+            eprintln!("nsview: {}", nsview_proto::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

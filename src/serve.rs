@@ -25,14 +25,7 @@ use crate::vfs::{Spec, TABLE, TEST_TABLE};
 use crate::views::sysctl::standing::HostNs;
 use crate::views::sysctl::stores::Stores;
 
-/// The mount source nsview mounts with (its `fsname`), which recognises its own mounts: the
-/// kernel shows a FUSE mount made directly with mount(2) as type `fuse`, whatever its subtype.
-pub const FSNAME: &str = "nsview";
-
-/// Whether a mount is one of nsview's.
-pub fn is_nsview_mount(m: &crate::mounts::MountEntry) -> bool {
-    m.fstype.split('.').next() == Some("fuse") && m.source == FSNAME
-}
+pub use nsview_core::mounts::{FSNAME, is_nsview_mount};
 
 /// Why `serve` could not start or stopped with an error. Each message is one line.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +149,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         }
     });
     let session = Session::new(
-        Fs::new(service.clone()),
+        Fs::new(service.clone(), agents.clone()),
         &mountpoint,
         &fuse_config(args.threads),
     )

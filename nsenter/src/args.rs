@@ -3,7 +3,7 @@
 
 use std::os::fd::RawFd;
 
-use crate::join::NsKind;
+use nsview_proto::ns::NsKind;
 
 /// Why the agent's command line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

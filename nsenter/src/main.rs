@@ -53,7 +53,7 @@ fn setup(args: &args::Args) -> Result<Setup, SetupError> {
         Err(e) => {
             eprintln!(
                 "nsview-nsenter: {}; serving from inside the pid namespace",
-                nsview_nsenter::chain(&e)
+                nsview_proto::chain(&e)
             );
             join::fork_into_pid_namespace()?;
             join::set_undumpable()?;
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     let (root, cookie, init) = match setup(&args) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("nsview-nsenter: {}", nsview_nsenter::chain(&e));
+            eprintln!("nsview-nsenter: {}", nsview_proto::chain(&e));
             return ExitCode::FAILURE;
         }
     };

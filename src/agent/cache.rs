@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use nsview_nsenter::protocol::{Kind, Op, Payload, Stat};
+use nsview_proto::agent::{Kind, Op, Payload, Stat};
 use parking_lot::Mutex;
 
 use crate::error::Result;
@@ -71,7 +71,7 @@ impl AttrCache {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use nsview_nsenter::protocol::DirItem;
+    use nsview_proto::agent::DirItem;
 
     const DIR: Stat = Stat {
         kind: Kind::Dir,

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use nsview_nsenter::protocol::{Op, Payload, Response, VERSION};
+use nsview_proto::agent::{Op, Payload, Response, VERSION};
 use parking_lot::Mutex;
 
 use crate::error::{AgentFailure, Error, Result};
@@ -135,6 +135,28 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.set.release_waiter();
         self.pool.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl nsview_core::agents::Agents for Pool {
+    fn own(&self) -> &NsKey {
+        Pool::own(self)
+    }
+
+    fn key_of(&self, tid: u32) -> Result<NsKey> {
+        Pool::key_of(self, tid)
+    }
+
+    fn request(&self, tid: u32, key: NsKey, op: Op) -> Result<Payload> {
+        Pool::request(self, tid, key, op)
+    }
+
+    fn netns_cookie(&self, tid: u32, key: NsKey) -> Result<Option<u64>> {
+        Pool::netns_cookie(self, tid, key)
+    }
+
+    fn alive(&self) -> usize {
+        self.len()
     }
 }
 

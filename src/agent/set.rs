@@ -22,7 +22,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
-use nsview_nsenter::protocol::{Op, Payload};
+use nsview_proto::agent::{Op, Payload};
 use parking_lot::{Condvar, Mutex};
 
 use super::cache::AttrCache;

@@ -9,78 +9,13 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nsview_nsenter::protocol::{MAX_LINE, Op, Payload, Request, Response, VERSION, decode, encode};
+use nsview_proto::agent::{MAX_LINE, Op, Payload, Request, Response, VERSION, decode, encode};
 
 use super::{PoolConfig, into_result};
 use crate::error::{AgentFailure, Error, Result};
 use crate::procfs::ProcRoot;
 
-pub use nsview_nsenter::join::NsKind;
-
-/// A caller's namespaces by inode, one per [`NsKind`]: the pool key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NsKey([u64; 6]);
-
-impl NsKey {
-    /// The key of these inodes, in [`NsKind::ALL`] order.
-    pub const fn new(ids: [u64; 6]) -> NsKey {
-        NsKey(ids)
-    }
-
-    /// The namespaces of task `tid`: six `readlinkat` calls on one descriptor of its `ns`
-    /// directory (one path walk instead of six).
-    pub fn of(proc: &ProcRoot, tid: u32) -> Result<NsKey> {
-        let dir_path = proc.pid_path(tid, "ns");
-        let dir = nix::fcntl::open(
-            &dir_path,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::read(&dir_path, e.into()))?;
-        let mut ids = [0; 6];
-        for (id, kind) in ids.iter_mut().zip(NsKind::ALL) {
-            let target = nix::fcntl::readlinkat(&dir, kind.name())
-                .map_err(|e| Error::read(dir_path.join(kind.name()), e.into()))?;
-            *id = crate::procfs::parse_ns_link(&target.to_string_lossy())
-                .ok_or_else(|| Error::parse(dir_path.join(kind.name()), "ns link"))?;
-        }
-        Ok(NsKey(ids))
-    }
-
-    /// The inode of its namespace of `kind`.
-    pub fn get(&self, kind: NsKind) -> u64 {
-        self.0[kind.index()]
-    }
-
-    /// Whether the user namespace is `other`'s.
-    pub fn same_user_namespace(&self, other: &NsKey) -> bool {
-        self.get(NsKind::User) == other.get(NsKind::User)
-    }
-
-    /// The network namespace's inode.
-    pub fn net(&self) -> u64 {
-        self.get(NsKind::Net)
-    }
-
-    /// The pid namespace's inode.
-    pub fn pid(&self) -> u64 {
-        self.get(NsKind::Pid)
-    }
-}
-
-impl std::fmt::Display for NsKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "net:{} pid:{} user:{}",
-            self.net(),
-            self.pid(),
-            self.get(NsKind::User)
-        )
-    }
-}
+pub use nsview_core::ns::{NsKey, NsKind};
 
 /// A running agent.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
 use crate::service::Service;
 use crate::views::cpus::CpuView;
-use nsview_nsenter::protocol::{encode, read_line};
+use nsview_proto::agent::{encode, read_line};
 
 /// How long a client may stay silent before its connection is closed.
 const IDLE: Duration = Duration::from_secs(10);
@@ -295,7 +295,7 @@ pub fn status(service: &Service, started: Instant) -> serde_json::Value {
         "uptime_secs": started.elapsed().as_secs(),
         "containers_seen": service.containers.len(),
         "containers_registered": env.registered.list().len(),
-        "agents_alive": env.agents.len(),
+        "agents_alive": env.agents.alive(),
         "requests": crate::stats::requests(),
         "requests_by_op": crate::stats::by_op(),
         "agent_steps": crate::stats::agents(),

@@ -47,6 +47,9 @@ pub struct Fs {
 #[derive(Debug)]
 struct Core {
     service: Arc<Service>,
+    /// The agents, as the FUSE layer dispatches to them (the views reach them through
+    /// `service`'s environment).
+    agents: Arc<crate::agent::Pool>,
     handles: Handles,
     /// Listings of open subtree directories.
     dirs: Handles<Vec<Listed>>,
@@ -57,12 +60,13 @@ struct Core {
 }
 
 impl Fs {
-    /// A filesystem serving `service` (whose agent pool bounds how many FUSE workers wait
-    /// on agents at once).
-    pub fn new(service: Arc<Service>) -> Self {
+    /// A filesystem serving `service`, whose agents are `agents` (which bound how many FUSE
+    /// workers wait on them at once).
+    pub fn new(service: Arc<Service>, agents: Arc<crate::agent::Pool>) -> Self {
         Fs {
             core: Arc::new(Core {
                 service,
+                agents,
                 handles: Handles::default(),
                 dirs: Handles::default(),
                 triggers: triggers::Triggers::default(),
@@ -84,7 +88,7 @@ impl Fs {
         if !agent {
             return job(&self.core, who);
         }
-        let pool = &self.core.service.env.agents;
+        let pool = &self.core.agents;
         let ns = who.ns.or_else(|| pool.key_of(who.pid).ok());
         let who = Requester { ns, ..who };
         // Namespaces unreadable (the task has gone): the request fails as it would anyway.
@@ -362,7 +366,7 @@ impl Core {
         *handle.written.lock() = Some(WriteEnd {
             fuse: offset + done.n as u64,
             native: done.pos,
-            large: data.len() > nsview_nsenter::protocol::MAX_WRITE,
+            large: data.len() > nsview_proto::agent::MAX_WRITE,
         });
         Ok(done.n)
     }

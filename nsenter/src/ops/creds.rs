@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 use rustix::thread::{CapabilitySet, CapabilitySets, capabilities, set_capabilities};
 
-use crate::protocol::Creds;
+use nsview_proto::agent::Creds;
 
 /// Why the agent could not take on, or give up, a caller's credentials: the step and the
 /// kernel's refusal.

@@ -5,7 +5,7 @@
 use nix::errno::Errno;
 
 use super::creds::CredsError;
-use crate::protocol::{PathError, Payload, Response};
+use nsview_proto::agent::{PathError, Payload, Response};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum OpError {
     /// A path outside what an agent serves, or malformed (`EINVAL`).
     #[error(transparent)]
     Path(#[from] PathError),
-    /// A write longer than [`crate::protocol::MAX_WRITE`] (`EINVAL`).
+    /// A write longer than [`nsview_proto::agent::MAX_WRITE`] (`EINVAL`).
     #[error("write of {0} bytes")]
     WriteTooLong(usize),
     /// `openat2` beneath the root.
@@ -160,7 +160,7 @@ pub fn reply(id: u64, result: Result<Payload, OpError>) -> Response {
         Err(e) => Response::Err {
             id,
             errno: e.errno(),
-            message: crate::chain(&e),
+            message: nsview_proto::chain(&e),
         },
     }
 }

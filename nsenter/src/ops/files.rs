@@ -1,6 +1,6 @@
 //! The file operations beneath the agent's root: `openat2` with `RESOLVE_BENEATH |
 //! RESOLVE_NO_MAGICLINKS`, so no path a request names (checked first by
-//! [`check_path`](crate::protocol::check_path)) can leave the private root.
+//! [`check_path`](nsview_proto::agent::check_path)) can leave the private root.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,7 +12,7 @@ use rustix::fs::{ResolveFlags, openat2};
 
 use super::Server;
 use super::error::OpError;
-use crate::protocol::{DirItem, Kind, Stat};
+use nsview_proto::agent::{DirItem, Kind, Stat};
 
 impl Server {
     pub(super) fn open(&self, path: &str, flags: OFlag) -> Result<OwnedFd, OpError> {
@@ -94,7 +94,7 @@ impl Server {
         Ok(items)
     }
 
-    /// The whole file, at most [`MAX_READ`](crate::protocol::MAX_READ) bytes. The first
+    /// The whole file, at most [`MAX_READ`](nsview_proto::agent::MAX_READ) bytes. The first
     /// read(2) asks for all of them: some handlers give their text only to a read at
     /// position 0 and end-of-file after (`dev/cdrom/info`), so a small first read
     /// (`read_to_end` probes with 32 bytes) would cut them short.

@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
 
-use crate::protocol::{
+use nsview_proto::agent::{
     Fault, Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, Request, Response, VERSION,
     check_path, decode, encode,
 };
@@ -77,7 +77,7 @@ impl Server {
         let mut input = std::io::BufReader::new(input);
         let mut greeted = false;
         loop {
-            let line = match crate::protocol::read_line(&mut input, MAX_LINE) {
+            let line = match nsview_proto::agent::read_line(&mut input, MAX_LINE) {
                 Ok(Some(line)) => line,
                 Ok(None) => return 0,
                 Err(e) => {
@@ -85,7 +85,7 @@ impl Server {
                     let _ = output.write_all(&encode(&Response::Err {
                         id: 0,
                         errno: libc::EINVAL,
-                        message: crate::chain(&e),
+                        message: nsview_proto::chain(&e),
                     }));
                     return 1;
                 }
@@ -96,7 +96,7 @@ impl Server {
                     let reply = Response::Err {
                         id: 0,
                         errno: libc::EINVAL,
-                        message: crate::chain(&e),
+                        message: nsview_proto::chain(&e),
                     };
                     if output
                         .write_all(&encode(&reply))
@@ -246,7 +246,7 @@ fn misbehave(id: u64, fault: Fault, output: &mut impl Write) {
         },
         Fault::HangInNamespace => {}
         Fault::Slow => {
-            std::thread::sleep(crate::protocol::SLOW_FAULT);
+            std::thread::sleep(nsview_proto::agent::SLOW_FAULT);
             let reply = Response::Ok {
                 id,
                 payload: Payload::Allowed,

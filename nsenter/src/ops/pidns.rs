@@ -11,7 +11,7 @@ use nix::fcntl::OFlag;
 use super::Server;
 use super::error::{OpError, reply};
 use super::watch::readable_before_gone;
-use crate::protocol::{MAX_LINE, Op, Payload, Response, decode, encode};
+use nsview_proto::agent::{MAX_LINE, Op, Payload, Response, decode, encode};
 
 /// Files whose handler reads or writes the value of the *reader's* pid namespace: the
 /// namespaces table's pid line (`kernel/pid_max` is per namespace from Linux 6.14).
