@@ -2,33 +2,36 @@
 //! and the views, keeps open-file handles and their snapshots, and is the one place where an
 //! [`Error`] becomes an errno ([`errno`]).
 
+mod errno;
+mod files;
 mod handles;
 mod nodes;
 mod triggers;
 
 use std::ffi::OsStr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
-use log::{debug, error};
-use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::service::Service;
 use crate::vfs::NodeKind;
 use crate::views;
 use crate::views::{Requester, Subject, ViewId};
 
+pub use errno::errno;
 pub use handles::{Handle, Handles, MAX_HANDLES, Snapshot, Source, WriteEnd, slice_at};
 
-use nodes::{Attrs, Ctx, Listed, Target, needs_agent, needs_subject};
+use errno::requester;
+
+use files::node_takes_writes;
+use nodes::{Ctx, Listed, Target, needs_agent};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
 /// caller: the table is fixed for a daemon's life and inodes are a function of the path, so
@@ -104,17 +107,6 @@ impl Fs {
         }
     }
 
-    /// Whether requests about `ino`, or its children, need an agent.
-    fn agent_bound(&self, ino: u64) -> bool {
-        self.core.target(ino).is_ok_and(|t| needs_agent(&t))
-    }
-
-    /// Whether `ino` is an entry (not the root) of a subtree served by agents: its own
-    /// attributes and link target come from one.
-    fn agent_entry(&self, ino: u64) -> bool {
-        matches!(self.core.target(ino), Ok(t @ Target::Dynamic(_)) if needs_agent(&t))
-    }
-
     /// Whether reads and writes through handle `fh` need an agent, and who opened it.
     fn handle_bound(&self, fh: u64) -> Option<(bool, Requester)> {
         let handle = self.core.handles.get(fh)?;
@@ -126,310 +118,10 @@ impl Fs {
     }
 }
 
-impl Core {
-    fn attr(&self, a: &Attrs) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(a.ino),
-            size: a.size,
-            blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind: a.kind,
-            perm: a.mode,
-            nlink: a.nlink,
-            uid: a.uid,
-            gid: a.gid,
-            rdev: 0,
-            blksize: a.blksize,
-            flags: 0,
-        }
-    }
-
-    /// Who asks: whose view the caller gets, and its task and ids.
-    fn ctx(&self, who: Requester) -> Ctx {
-        Ctx {
-            subject: self.service.subject(who.pid),
-            who,
-        }
-    }
-
-    /// [`Fs::ctx`] for a request about `ino`, skipping the container resolution where
-    /// nothing about `ino` depends on it.
-    fn ctx_for(&self, who: Requester, ino: u64) -> Ctx {
-        match self.target(ino) {
-            Ok(t) if !needs_subject(&t) => Ctx {
-                subject: Subject::Host,
-                who,
-            },
-            _ => self.ctx(who),
-        }
-    }
-
-    fn open_file(&self, who: Requester, ino: INodeNo, flags: OpenFlags) -> Result<u64> {
-        let target = self.target(ino.0)?;
-        let ctx = self.ctx_for(who, ino.0);
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let source = match &target {
-            // The mount has no default_permissions, so the mode is checked here: a view
-            // without the world-read bit (proc/slabinfo, 0400) is the host root's only.
-            Target::Table(node) if node.mode & 0o004 == 0 && who.uid != 0 => {
-                return Err(Error::Access);
-            }
-            Target::Table(node) => match node.kind {
-                NodeKind::File(view) => Source::View(view),
-                _ => return Err(Error::Os(libc::EISDIR)),
-            },
-            // The kind the kernel's lookup just found: no second round trip for it.
-            Target::Dynamic(d) => match d.kind {
-                crate::vfs::EntryKind::File if write => {
-                    // The kernel's own check, with the caller's credentials, in its namespaces
-                    // (EACCES, EPERM or EROFS exactly as natively). O_TRUNC is ignored there,
-                    // as procfs ignores it.
-                    views::sys::access_write(&self.service.env, d.subtree, &ctx.who, &d.rel)?;
-                    Source::Subtree(d.subtree, d.rel.clone())
-                }
-                crate::vfs::EntryKind::File => Source::Subtree(d.subtree, d.rel.clone()),
-                crate::vfs::EntryKind::Dir => return Err(Error::Os(libc::EISDIR)),
-                crate::vfs::EntryKind::Symlink => return Err(Error::Os(libc::ELOOP)),
-            },
-        };
-        match &source {
-            // A host-global view takes writes from the caller's root, checked now.
-            Source::View(view) if write && view.is_host_global() => {
-                views::access_write_view(&self.service.env, *view, &ctx.who)?;
-            }
-            // Pressure files take triggers from anyone, as the kernel's (which checks them).
-            Source::View(ViewId::Pressure(_)) => {}
-            Source::View(_) if write || flags.0 & libc::O_TRUNC != 0 => return Err(Error::Access),
-            _ => {}
-        }
-        // A descriptor of an agent's file answers for the namespaces it was opened in.
-        let who = match &source {
-            Source::Subtree(id, _) if nodes::agent_subtree(*id) && who.ns.is_none() => Requester {
-                ns: Some(self.service.env.agents.key_of(who.pid)?),
-                ..who
-            },
-            _ => who,
-        };
-        let opened_in = if write { who.ns } else { None };
-        let host_file = match (&source, write) {
-            (Source::Subtree(id, rel), false) => {
-                views::sys::open_host(&self.service.env, *id, &ctx.subject, &ctx.who, rel)?
-            }
-            _ => None,
-        };
-        let handle = Handle {
-            source,
-            subject: ctx.subject,
-            who,
-            writable: write,
-            opened_in,
-            host_file,
-            snapshot: Mutex::new(None),
-            written: Mutex::new(None),
-        };
-        self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
-    }
-
-    /// The bytes a read at `offset` returns: a passed-through host file's at that offset; else
-    /// a read at offset 0 renders the view afresh into the handle's snapshot; any other offset is served from that snapshot (rendered first if
-    /// the handle has none yet), so a reader that reads in pieces sees one consistent file.
-    ///
-    /// A `fill` (a read for the kernel's page cache, not a direct one) gets EINVAL unless the
-    /// file is a host file, the same for every reader. The page cache belongs to the inode,
-    /// which every container reading the file shares, and `sendfile`/`splice` read through
-    /// it on Linux 6.5+ even for direct-I/O files (until the kernel's FUSE splice fix): what
-    /// one container's `sendfile` put there, another's would read. `sendfile` then fails at
-    /// once and its callers fall back to `read(2)` (busybox `cat`, Python's `shutil`).
-    fn read_file(&self, fh: FileHandle, offset: u64, size: u32, fill: bool) -> Result<Vec<u8>> {
-        let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
-        if fill && handle.host_file.is_none() {
-            return Err(Error::Os(libc::EINVAL));
-        }
-        if let Some(file) = &handle.host_file {
-            let mut data = vec![0; size as usize];
-            let n = std::os::unix::fs::FileExt::read_at(file, &mut data, offset)
-                .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
-            data.truncate(n);
-            return Ok(data);
-        }
-        // No lock is held while rendering, which may wait on an agent: a request queued on
-        // the agent's worker must never wait for a lock its waiting caller holds.
-        {
-            let mut snapshot = handle.snapshot.lock();
-            if let Some(s) = &mut *snapshot
-                && (offset != 0 || s.unread)
-            {
-                s.unread = false;
-                return Ok(slice_at(&s.data, offset, size).to_vec());
-            }
-        }
-        let data = Arc::new(self.render_guarded(&handle)?);
-        *handle.snapshot.lock() = Some(Snapshot {
-            data: data.clone(),
-            unread: false,
-        });
-        Ok(slice_at(&data, offset, size).to_vec())
-    }
-
-    /// A read of `fh` at `offset` answered from its snapshot at once (the read to EOF after the
-    /// first), with no namespace key and no agent: `None` when it needs the full path of
-    /// [`Core::read_file`] (offset 0, a page-cache fill, a host file, no snapshot yet).
-    fn read_from_snapshot(&self, fh: u64, offset: u64, size: u32, fill: bool) -> Option<Vec<u8>> {
-        if offset == 0 || fill {
-            return None;
-        }
-        let handle = self.handles.get(fh)?;
-        if handle.host_file.is_some() {
-            return None;
-        }
-        let mut snapshot = handle.snapshot.lock();
-        let s = snapshot.as_mut()?;
-        s.unread = false;
-        Some(slice_at(&s.data, offset, size).to_vec())
-    }
-
-    /// The size an open descriptor `fh` reports (`fstat`, `SEEK_END`): the length of its
-    /// snapshot, rendered now if it has none (and then what its first read returns). `None`
-    /// for a host file (its own size), a descriptor open for writing (whose view a read
-    /// need not be allowed) or a render that fails.
-    fn snapshot_len(&self, fh: u64) -> Option<u64> {
-        let handle = self.handles.get(fh)?;
-        if handle.host_file.is_some() || handle.writable {
-            return None;
-        }
-        if let Some(s) = &*handle.snapshot.lock() {
-            return Some(s.data.len() as u64);
-        }
-        // Rendered under no lock, as in `read_file`.
-        let data = Arc::new(self.render_guarded(&handle).ok()?);
-        let len = data.len() as u64;
-        *handle.snapshot.lock() = Some(Snapshot { data, unread: true });
-        Some(len)
-    }
-
-    /// Writes `data` for writer `who` through a handle opened for writing. The kernel
-    /// judges each write of a sysctl by the writer, not the opener, and so does this. The
-    /// file position is the native file's: the kernel's FUSE layer moves it on by the bytes
-    /// taken, where a sysctl handler of numbers leaves it, so a write arriving where the
-    /// previous one left the FUSE position starts where the native position would be; the
-    /// rest of a write(2) too large for one request is taken and ignored, as the native
-    /// handler ignores what lies past the buffer it parses.
-    fn write_file(
-        &self,
-        who: Requester,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<usize> {
-        let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
-        if !handle.writable {
-            return Err(Error::Os(libc::EBADF));
-        }
-        // Not held while writing, which may wait on an agent (see `read_file`); write(2)s
-        // of one open file come one at a time (the kernel holds its position lock).
-        let at = {
-            let mut written = handle.written.lock();
-            match *written {
-                Some(end) if end.fuse == offset && end.large => {
-                    *written = Some(WriteEnd {
-                        fuse: offset + data.len() as u64,
-                        ..end
-                    });
-                    return Ok(data.len());
-                }
-                Some(end) if end.fuse == offset => end.native,
-                _ => offset,
-            }
-        };
-        let env = &self.service.env;
-        let op = views::WriteOp {
-            data,
-            at,
-            opened_in: handle.opened_in,
-        };
-        let done = match &handle.source {
-            Source::Subtree(id, rel) => {
-                let subject = self.ctx(who).subject;
-                views::sys::write(env, *id, &subject, &who, rel, op)?
-            }
-            Source::View(ViewId::Pressure(kind)) => {
-                let path = views::proc::resources::pressure_file(env, &handle.subject, *kind);
-                let privileged = triggers::holds_sys_resource(&env.proc, who.pid);
-                let n = self.triggers.create(fh.0, &path, data, privileged)?;
-                views::Written::all(offset, n)
-            }
-            Source::View(view) => views::write_view(env, *view, &who, op)?,
-        };
-        *handle.written.lock() = Some(WriteEnd {
-            fuse: offset + done.n as u64,
-            native: done.pos,
-            large: data.len() > nsview_proto::agent::MAX_WRITE,
-        });
-        Ok(done.n)
-    }
-
-    /// Renders a handle's view (see [`Core::render`]).
-    fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
-        self.render(&handle.source, &handle.subject, &handle.who)
-    }
-
-    /// Renders `source` for `who`, whose view is `subject`; a panic inside the view becomes
-    /// an error for this request only, never the end of a worker thread.
-    fn render(&self, source: &Source, subject: &Subject, who: &Requester) -> Result<Vec<u8>> {
-        catch_unwind(AssertUnwindSafe(|| match source {
-            Source::View(view) => self.service.render(*view, subject, who.pid),
-            Source::Subtree(id, rel) => views::sys::read(&self.service.env, *id, subject, who, rel),
-        }))
-        .unwrap_or_else(|payload| {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".into());
-            Err(Error::ViewPanicked(msg))
-        })
-    }
-}
-
-/// Whether a table node is a view that takes writes: through to the host, or a PSI
-/// trigger (a truncation of it, from `O_TRUNC`, is ignored as procfs ignores it).
-fn node_takes_writes(node: &crate::vfs::Node) -> bool {
-    matches!(node.kind, NodeKind::File(view) if view.is_host_global() || matches!(view, ViewId::Pressure(_)))
-}
-
-/// The requesting task and its ids, as the kernel gave them.
-fn requester(req: &Request) -> Requester {
-    Requester {
-        pid: req.pid(),
-        uid: req.uid(),
-        gid: req.gid(),
-        ns: None,
-    }
-}
-
-/// The one place where an error becomes an errno: raw OS errors pass through unchanged, the
-/// crate's own kinds map to their errno, anything else is EIO. Expected misses are logged at
-/// debug, the rest at error.
-pub fn errno(e: &Error) -> fuser::Errno {
-    let code = match e {
-        Error::Read { source, .. } | Error::Task { source, .. } => {
-            source.raw_os_error().unwrap_or(libc::EIO)
-        }
-        Error::Os(code) => *code,
-        Error::Gone(_) => libc::ESRCH,
-        Error::Access => libc::EACCES,
-        Error::NotFound => libc::ENOENT,
-        Error::Parse { .. } | Error::ViewPanicked(_) | Error::Agent(_) => libc::EIO,
-    };
-    match e {
-        Error::NotFound | Error::Access | Error::Os(_) => debug!("request failed: {e}"),
-        _ => error!("request failed: {e}"),
-    }
-    crate::stats::error(code);
-    fuser::Errno::from_i32(code)
+/// Whether `target` is an entry (not the root) of a subtree served by agents: its own
+/// attributes and link target come from one.
+fn agent_entry(target: &Target) -> bool {
+    matches!(target, Target::Dynamic(_)) && needs_agent(target)
 }
 
 impl Filesystem for Fs {
@@ -438,16 +130,18 @@ impl Filesystem for Fs {
         let Some(name) = name.to_str().map(str::to_owned) else {
             return reply.error(errno(&Error::NotFound));
         };
+        let dir = match self.core.target(parent.0) {
+            Ok(dir) => dir,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
-        self.dispatch(
-            self.agent_bound(parent.0),
-            who,
-            move |core, who| match core.lookup_child(parent.0, &name, &core.ctx_for(who, parent.0))
-            {
+        self.dispatch(needs_agent(&dir), who, move |core, who| {
+            let ctx = core.ctx_for(who, &dir);
+            match core.lookup_child(parent.0, &dir, &name, &ctx) {
                 Ok(a) => reply.entry_with_ttls(&a.ttl, &a.entry_ttl, &core.attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
-            },
-        );
+            }
+        });
     }
 
     fn getxattr(
@@ -519,26 +213,27 @@ impl Filesystem for Fs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         crate::stats::request(crate::stats::Op::Getattr);
+        let target = match self.core.target(ino.0) {
+            Ok(target) => target,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
-        self.dispatch(self.agent_entry(ino.0), who, move |core, who| {
-            let attrs = core.target(ino.0).and_then(|t| {
-                // Through a descriptor (fstat, SEEK_END): the length its reads return.
-                let len = fh.and_then(|fh| core.snapshot_len(fh.0));
-                let ctx = match t {
-                    Target::Table(node) if len.is_none() && nodes::sized_per_caller(node) => {
-                        core.ctx(who)
-                    }
-                    // Other table nodes look the same to everyone: no need to identify the
-                    // caller.
-                    Target::Table(_) => Ctx {
-                        subject: Subject::Host,
-                        who,
-                    },
-                    Target::Dynamic(_) => core.ctx_for(who, ino.0),
-                };
-                core.attrs(&t, &ctx, len)
-            });
-            match attrs {
+        self.dispatch(agent_entry(&target), who, move |core, who| {
+            // Through a descriptor (fstat, SEEK_END): the length its reads return.
+            let len = fh.and_then(|fh| core.snapshot_len(fh.0));
+            let ctx = match &target {
+                Target::Table(node) if len.is_none() && nodes::sized_per_caller(node) => {
+                    core.ctx(who)
+                }
+                // Other table nodes look the same to everyone: no need to identify the
+                // caller.
+                Target::Table(_) => Ctx {
+                    subject: Subject::Host,
+                    who,
+                },
+                Target::Dynamic(_) => core.ctx_for(who, &target),
+            };
+            match core.attrs(&target, &ctx, len) {
                 Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -547,18 +242,21 @@ impl Filesystem for Fs {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         crate::stats::request(crate::stats::Op::Other);
+        let target = match self.core.target(ino.0) {
+            Ok(target) => target,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
-        self.dispatch(self.agent_entry(ino.0), who, move |core, who| {
-            let target = match core.target(ino.0) {
-                Ok(Target::Dynamic(d)) => {
-                    let ctx = core.ctx_for(who, ino.0);
+        self.dispatch(agent_entry(&target), who, move |core, who| {
+            let link = match &target {
+                Target::Dynamic(d) => {
+                    let ctx = core.ctx_for(who, &target);
                     let env = &core.service.env;
                     views::sys::readlink(env, d.subtree, &ctx.subject, &ctx.who, &d.rel)
                 }
-                Ok(Target::Table(_)) => Err(Error::Os(libc::EINVAL)),
-                Err(e) => Err(e),
+                Target::Table(_) => Err(Error::Os(libc::EINVAL)),
             };
-            match target {
+            match link {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -588,43 +286,44 @@ impl Filesystem for Fs {
         // what `echo 1 > file` sends after its O_TRUNC open: procfs ignores it, and so does
         // this (its permission was checked when the file was opened for writing).
         let truncating = size.is_some() && mode.is_none() && uid.is_none() && gid.is_none();
+        let target = match self.core.target(ino.0) {
+            Ok(target) => target,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
-        self.dispatch(
-            truncating && self.agent_entry(ino.0),
-            who,
-            move |core, who| {
-                let result = match core.target(ino.0) {
-                    Ok(Target::Dynamic(d))
-                        if truncating && d.subtree == crate::vfs::SubtreeId::ProcSys =>
-                    {
-                        core.attrs(&Target::Dynamic(d), &core.ctx_for(who, ino.0), None)
-                    }
-                    Ok(Target::Table(node)) if truncating && node_takes_writes(node) => {
-                        core.attrs(&Target::Table(node), &core.ctx_for(who, ino.0), None)
-                    }
-                    // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
-                    Ok(_) if mode.is_some() || uid.is_some() || gid.is_some() => {
-                        Err(Error::Os(libc::EPERM))
-                    }
-                    // A truncation (O_TRUNC) of a file that takes no writes, or new times.
-                    Ok(_) => Err(Error::Access),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            },
-        );
+        let agent = truncating && agent_entry(&target);
+        self.dispatch(agent, who, move |core, who| {
+            let takes = match &target {
+                Target::Dynamic(d) => d.subtree == crate::vfs::SubtreeId::ProcSys,
+                Target::Table(node) => node_takes_writes(node),
+            };
+            let result = if truncating && takes {
+                core.attrs(&target, &core.ctx_for(who, &target), None)
+            } else if mode.is_some() || uid.is_some() || gid.is_some() {
+                // A chmod or chown: EPERM, as procfs's sysctl files answer it, whoever asks.
+                Err(Error::Os(libc::EPERM))
+            } else {
+                // A truncation (O_TRUNC) of a file that takes no writes, or new times.
+                Err(Error::Access)
+            };
+            match result {
+                Ok(a) => reply.attr(&a.ttl, &core.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         crate::stats::request(crate::stats::Op::Open);
+        let target = match self.core.target(ino.0) {
+            Ok(target) => target,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
         // Only an open for writing asks the agent (the kernel's own permission check).
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        self.dispatch(write && self.agent_bound(ino.0), who, move |core, who| {
-            match core.open_file(who, ino, flags) {
+        self.dispatch(write && needs_agent(&target), who, move |core, who| {
+            match core.open_file(who, &target, flags) {
                 // Direct I/O: every read reaches the daemon, so offset 0 can always re-render.
                 // No flush: nothing is buffered, so close() need not wait for a round trip.
                 Ok(fh) => reply.opened(
@@ -749,16 +448,19 @@ impl Filesystem for Fs {
         crate::stats::request(crate::stats::Op::Dir);
         // Table directories are listed from the table (handle 0); a subtree directory's
         // listing is taken now, for this caller, and kept until releasedir.
+        let target = match self.core.target(ino.0) {
+            Ok(target) => target,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let who = requester(req);
-        self.dispatch(self.agent_bound(ino.0), who, move |core, who| {
-            let opened = core.target(ino.0).and_then(|t| match t {
+        self.dispatch(needs_agent(&target), who, move |core, who| {
+            let opened = match &target {
                 Target::Table(node) if node.kind == NodeKind::Dir => Ok(0),
                 Target::Table(node) if !node.kind.is_dir() => Err(Error::Os(libc::ENOTDIR)),
-                _ => {
-                    let listing = core.listing(ino.0, &core.ctx_for(who, ino.0))?;
-                    core.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))
-                }
-            });
+                _ => core
+                    .listing(ino.0, &target, &core.ctx_for(who, &target))
+                    .and_then(|listing| core.dirs.insert(listing).ok_or(Error::Os(libc::ENFILE))),
+            };
             match opened {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -777,17 +479,26 @@ impl Filesystem for Fs {
         crate::stats::request(crate::stats::Op::Dir);
         let who = requester(req);
         // A listing kept by opendir is served here; one to take now may need the agent.
-        let agent = self.core.dirs.get(fh.0).is_none() && self.agent_bound(ino.0);
+        let kept = self.core.dirs.get(fh.0);
+        let target = match kept {
+            Some(_) => None,
+            None => match self.core.target(ino.0) {
+                Ok(target) => Some(target),
+                Err(e) => return reply.error(errno(&e)),
+            },
+        };
+        let agent = target.as_ref().is_some_and(needs_agent);
         self.dispatch(agent, who, move |core, who| {
-            let listing = match core.dirs.get(fh.0) {
-                Some(listing) => Ok(listing),
-                None => {
+            let listing = match (kept, &target) {
+                (Some(listing), _) => Ok(listing),
+                (None, Some(target)) => {
                     let ctx = Ctx {
                         subject: Subject::Host,
                         who,
                     };
-                    core.listing(ino.0, &ctx).map(Arc::new)
+                    core.listing(ino.0, target, &ctx).map(Arc::new)
                 }
+                (None, None) => Err(Error::NotFound),
             };
             let listing = match listing {
                 Ok(l) => l,

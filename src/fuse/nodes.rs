@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::FileType;
+use fuser::{FileAttr, FileType, INodeNo};
 
 use super::{Core, STATIC_TTL, Source};
 use crate::error::{Error, Result};
@@ -12,11 +12,12 @@ use crate::vfs::{DynNode, EntryKind, Node, NodeKind, SubtreeId, child_rel};
 use crate::views;
 use crate::views::{Requester, Subject, ViewId};
 
-/// What an inode names.
-#[derive(Debug)]
-pub enum Target<'a> {
+/// What an inode names: resolved once per request, when it comes, and carried to wherever
+/// it is served (the FUSE worker, or an agent's worker).
+#[derive(Debug, Clone)]
+pub enum Target {
     /// A node of the table.
-    Table(&'a Node),
+    Table(Arc<Node>),
     /// A looked-up subtree entry.
     Dynamic(Arc<DynNode>),
 }
@@ -101,7 +102,7 @@ pub fn agent_subtree(id: SubtreeId) -> bool {
 }
 
 /// Whether requests about `target` (or, for a directory, its children) go to an agent.
-pub fn needs_agent(target: &Target<'_>) -> bool {
+pub fn needs_agent(target: &Target) -> bool {
     match target {
         Target::Table(node) => matches!(node.kind, NodeKind::Subtree(id) if agent_subtree(id)),
         Target::Dynamic(d) => agent_subtree(d.subtree),
@@ -110,7 +111,7 @@ pub fn needs_agent(target: &Target<'_>) -> bool {
 
 /// Whether requests about `target` need to know whose container the caller is in (views by
 /// container do; `proc/sys` goes by the caller's own namespaces, not its container).
-pub fn needs_subject(target: &Target<'_>) -> bool {
+pub fn needs_subject(target: &Target) -> bool {
     match target {
         // Emulated files keep values (and a boot id) per container; the rest of `proc/sys`
         // needs none, which keeps its hot path free of the container lookup.
@@ -212,6 +213,49 @@ fn table_attrs(node: &Node, subdirs: usize) -> Attrs {
 }
 
 impl Core {
+    pub(super) fn attr(&self, a: &Attrs) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind: a.kind,
+            perm: a.mode,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+
+    /// Who asks: whose view the caller gets, and its task and ids.
+    pub(super) fn ctx(&self, who: Requester) -> Ctx {
+        Ctx {
+            subject: self.service.subject(who.pid),
+            who,
+        }
+    }
+
+    /// [`Core::ctx`] for a request about `target`, skipping the container resolution where
+    /// nothing about it depends on it.
+    pub(super) fn ctx_for(&self, who: Requester, target: &Target) -> Ctx {
+        if needs_subject(target) {
+            self.ctx(who)
+        } else {
+            Ctx {
+                subject: Subject::Host,
+                who,
+            }
+        }
+    }
+}
+
+impl Core {
     /// A table node's attributes, its subdirectories counted for its links.
     fn table_attrs(&self, node: &Node) -> Attrs {
         let subdirs = match node.kind {
@@ -247,9 +291,9 @@ impl Core {
     }
 
     /// What `ino` names.
-    pub(super) fn target(&self, ino: u64) -> Result<Target<'_>> {
+    pub(super) fn target(&self, ino: u64) -> Result<Target> {
         if let Some(node) = self.service.vfs.get(ino) {
-            return Ok(Target::Table(node));
+            return Ok(Target::Table(node.clone()));
         }
         self.service
             .vfs
@@ -262,7 +306,7 @@ impl Core {
     /// The attributes of `target` as the asker sees them (a subtree entry may not exist for
     /// every caller).
     /// `len`, when given, is the size: the length of an open descriptor's snapshot.
-    pub(super) fn attrs(&self, target: &Target<'_>, ctx: &Ctx, len: Option<u64>) -> Result<Attrs> {
+    pub(super) fn attrs(&self, target: &Target, ctx: &Ctx, len: Option<u64>) -> Result<Attrs> {
         let attrs = match target {
             Target::Table(node) if len.is_none() => self.sized(node, self.table_attrs(node), ctx),
             Target::Table(node) => self.table_attrs(node),
@@ -328,7 +372,7 @@ impl Core {
     }
 
     /// The subtree and path below its root that directory `target` stands for, if it is one.
-    fn subtree_dir(target: &Target<'_>) -> Option<(SubtreeId, String)> {
+    fn subtree_dir(target: &Target) -> Option<(SubtreeId, String)> {
         match target {
             Target::Table(node) => match node.kind {
                 NodeKind::Subtree(id) => Some((id, String::new())),
@@ -338,10 +382,15 @@ impl Core {
         }
     }
 
-    /// Looks up `name` in directory `parent` for `subject`; a subtree entry found is
-    /// remembered (one lookup counted) until the kernel forgets it.
-    pub(super) fn lookup_child(&self, parent: u64, name: &str, ctx: &Ctx) -> Result<Attrs> {
-        let dir = self.target(parent)?;
+    /// Looks up `name` in directory `parent` (which `dir` names) for `subject`; a subtree
+    /// entry found is remembered (one lookup counted) until the kernel forgets it.
+    pub(super) fn lookup_child(
+        &self,
+        parent: u64,
+        dir: &Target,
+        name: &str,
+        ctx: &Ctx,
+    ) -> Result<Attrs> {
         if let Target::Table(node) = dir
             && node.kind == NodeKind::Dir
         {
@@ -353,7 +402,7 @@ impl Core {
                 .ok_or(Error::NotFound)?;
             return Ok(self.sized(child, self.table_attrs(child), ctx));
         }
-        let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
+        let (id, dir_rel) = Self::subtree_dir(dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let rel = child_rel(&dir_rel, name);
         let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
         let probe = self.subtree_attrs(id, &rel, 0, ctx)?;
@@ -369,10 +418,10 @@ impl Core {
         })
     }
 
-    /// The listing of directory `ino` for `subject`: `.` and `..` once, then its children.
-    pub(super) fn listing(&self, ino: u64, ctx: &Ctx) -> Result<Vec<Listed>> {
-        let dir = self.target(ino)?;
-        let parent = match &dir {
+    /// The listing of directory `ino` (which `dir` names) for `subject`: `.` and `..` once,
+    /// then its children.
+    pub(super) fn listing(&self, ino: u64, dir: &Target, ctx: &Ctx) -> Result<Vec<Listed>> {
+        let parent = match dir {
             Target::Table(node) => node.parent,
             Target::Dynamic(d) => d.parent,
         };
@@ -394,7 +443,7 @@ impl Core {
             }));
             return Ok(out);
         }
-        let (id, dir_rel) = Self::subtree_dir(&dir).ok_or(Error::Os(libc::ENOTDIR))?;
+        let (id, dir_rel) = Self::subtree_dir(dir).ok_or(Error::Os(libc::ENOTDIR))?;
         let root = self.service.vfs.subtree_root(id).ok_or(Error::NotFound)?;
         for entry in views::sys::list(&self.service.env, id, &ctx.subject, &ctx.who, &dir_rel)? {
             let path = format!("{}/{}", root.path, child_rel(&dir_rel, &entry.name));

@@ -217,7 +217,8 @@ pub struct Node {
 /// The tree: nodes by inode, and each directory's children sorted by name.
 #[derive(Debug)]
 pub struct Vfs {
-    nodes: HashMap<u64, Node>,
+    /// Shared, so that a request holds its node while it is served (on whichever thread).
+    nodes: HashMap<u64, std::sync::Arc<Node>>,
     children: HashMap<u64, Vec<u64>>,
     /// Entries of subtrees the kernel has looked up.
     pub dynamic: Dynamic,
@@ -285,7 +286,7 @@ impl Vfs {
             mode: spec.mode,
             per_caller: spec.per_caller,
         };
-        self.nodes.insert(ino, node);
+        self.nodes.insert(ino, std::sync::Arc::new(node));
         if ino != ROOT_INO {
             self.children.entry(parent).or_default().push(ino);
         }
@@ -295,7 +296,7 @@ impl Vfs {
     }
 
     /// The node with inode `ino`.
-    pub fn get(&self, ino: u64) -> Option<&Node> {
+    pub fn get(&self, ino: u64) -> Option<&std::sync::Arc<Node>> {
         self.nodes.get(&ino)
     }
 
@@ -303,6 +304,7 @@ impl Vfs {
     pub fn subtree_root(&self, id: SubtreeId) -> Option<&Node> {
         self.nodes
             .values()
+            .map(|n| &**n)
             .find(|n| n.kind == NodeKind::Subtree(id))
     }
 
@@ -314,13 +316,16 @@ impl Vfs {
         } else {
             format!("{}/{name}", parent.path)
         };
-        self.nodes.get(&inode_of(&path)).filter(|n| n.path == path)
+        self.nodes
+            .get(&inode_of(&path))
+            .map(|n| &**n)
+            .filter(|n| n.path == path)
     }
 
     /// The children of directory `ino`, sorted by name; `None` if it is not a directory.
     pub fn children(&self, ino: u64) -> Option<impl Iterator<Item = &Node>> {
         let list = self.children.get(&ino)?;
-        Some(list.iter().map(|i| &self.nodes[i]))
+        Some(list.iter().map(|i| &*self.nodes[i]))
     }
 
     /// Number of nodes, the root included.
