@@ -410,6 +410,11 @@ impl Set {
             }
             conn.agent = Some(pool.spawn(tid, self.key)?);
             self.alive.store(true, Ordering::Relaxed);
+            if !self.is_worker() {
+                // The worker sleeps watching the agent it knew of (none): it must watch this
+                // one's socket, whose hangup (its container gone) ends it.
+                self.ring();
+            }
         }
         let agent = conn.agent.as_mut().ok_or(Error::Os(libc::EIO))?;
         if let Op::Hello { .. } = op {
