@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version; an agent refuses a daemon that speaks another.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Longest line either side accepts (a request with a 4 KiB write, a reply with a listing
 /// or a file, JSON-encoded).
 pub use crate::framing::MAX_LINE;
@@ -102,6 +102,7 @@ pub enum Op {
         /// The file position the write starts at.
         offset: u64,
         /// The bytes.
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
         /// Whose permissions apply.
         creds: Creds,
@@ -189,7 +190,7 @@ pub enum Payload {
     /// Answer to [`Op::Readdir`].
     Entries(Vec<DirItem>),
     /// Answer to [`Op::Read`].
-    Data(Vec<u8>),
+    Data(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Answer to [`Op::Write`]: bytes the kernel took, and the file position after the write
     /// (handlers of numbers leave it where it was, handlers of strings move it on).
     Written {

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod bytes;
 pub mod control;
 pub mod framing;
 pub mod ns;
