@@ -1,13 +1,11 @@
 //! The control socket and `nsview ctl`, end to end against a real daemon.
 
-mod rig;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use rig::{ContainerBuilder, Daemon, Limits};
+use crate::rig::{ContainerBuilder, Daemon, Limits};
 
 /// `nsview ctl --runtime-dir <daemon's> ARGS...`: (success, stdout, stderr).
 fn ctl(daemon_runtime: &std::path::Path, args: &[&str]) -> (bool, String, String) {

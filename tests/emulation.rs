@@ -3,9 +3,8 @@
 //! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces in fresh
 //! `nsview-test-*` cgroups, with nsview's `proc/sys` bound over their `/proc/sys`.
 
-mod rig;
-
-use rig::{Container, ContainerBuilder, Daemon};
+use crate::rig;
+use crate::rig::{Container, ContainerBuilder, Daemon};
 
 fn container(daemon: &Daemon) -> Container {
     ContainerBuilder::new()

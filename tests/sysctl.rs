@@ -6,13 +6,12 @@
 //! joined the container's namespaces (`nsenter` without the mount namespace): `/proc/sys/net`
 //! and friends answer for the namespaces of the task that opens them.
 
-mod rig;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::{Container, ContainerBuilder, Daemon};
+use crate::rig;
+use crate::rig::{Container, ContainerBuilder, Daemon};
 
 fn container(daemon: &Daemon) -> Container {
     ContainerBuilder::new()
