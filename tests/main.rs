@@ -8,6 +8,9 @@
 //!
 //! Every test builds what it needs (daemons, cgroups, containers, runtimes' state) under
 //! names of its own, so tests of different modules run side by side in this one process.
+//! What they do share is the machine's sysctls and module parameters: a test that changes
+//! one on purpose holds [`rig::MachineValues`] exclusively, one that asserts the host's
+//! values stay as they were holds it shared (through [`rig::HostFiles`]).
 
 mod rig;
 
