@@ -4,18 +4,17 @@
 //! the CRI plugin off). `ctr run --config` takes the spec whole, so the container's rootfs
 //! is a directory of the test's (busybox, with the host's /usr for procps), not an image.
 
-mod rig;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rig::oci::{
+use crate::rig;
+use crate::rig::oci::{
     assert_reattached, busybox_rootfs, field, host_uptime, oci_patch, outcome, registered,
     wait_for_reattach,
 };
-use rig::{Daemon, HostFiles};
+use crate::rig::{Daemon, HostFiles};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

@@ -4,15 +4,14 @@
 //! storage, no iptables, no bridge, IP forwarding left alone) runs a busybox image imported
 //! from a tarball, with the host's /usr for procps.
 
-mod rig;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rig::oci::{busybox_rootfs, field, host_uptime, outcome, tar_of, uptime_in};
-use rig::{Daemon, HostFiles};
+use crate::rig;
+use crate::rig::oci::{busybox_rootfs, field, host_uptime, outcome, tar_of, uptime_in};
+use crate::rig::{Daemon, HostFiles};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 const IMAGE: &str = "nsview-test-busybox";
@@ -41,7 +40,7 @@ impl Dockerd {
         adjust(&mut json, dir.path());
         std::fs::write(&config, json.to_string()).unwrap();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let namespace = format!("nsview-test-{}-{n}", std::process::id());
+        let namespace = format!("nsview-test-docker-{}-{n}", std::process::id());
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
         let process = Command::new("/usr/sbin/dockerd")
             .arg("--config-file")

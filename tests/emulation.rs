@@ -3,9 +3,8 @@
 //! Containers here: new pid, mount, uts, ipc, net and cgroup namespaces in fresh
 //! `nsview-test-*` cgroups, with nsview's `proc/sys` bound over their `/proc/sys`.
 
-mod rig;
-
-use rig::{Container, ContainerBuilder, Daemon};
+use crate::rig;
+use crate::rig::{Container, ContainerBuilder, Daemon};
 
 fn container(daemon: &Daemon) -> Container {
     ContainerBuilder::new()
@@ -181,8 +180,9 @@ fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     daemon.register("a", a.init_pid(), &[]);
     daemon.register("c", c.init_pid(), &["--host-writes", "false"]);
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
+    // Before the host's value is read: no other test may change it meanwhile.
+    let _restore = rig::HostFiles::sysctls_to_change(&["net/netfilter/nf_conntrack_max"]);
     let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
-    let _restore = rig::HostFiles::sysctls(&["net/netfilter/nf_conntrack_max"]);
     a.run(&format!("echo {} > {key}", host_value - 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value - 100).to_string());
     assert_eq!(
@@ -352,7 +352,7 @@ fn sys_devices_virtual_net_lists_the_containers_own_devices() {
 #[test]
 fn conntrack_hashsize_is_host_global_for_registered_container_root_only() {
     let host_path = "/sys/module/nf_conntrack/parameters/hashsize";
-    let restore = rig::HostFiles::save(&[host_path]);
+    let restore = rig::HostFiles::save_to_change(&[host_path]);
     let Some(before) = restore.saved(host_path).map(str::to_owned) else {
         return; // no conntrack on this kernel
     };

@@ -1,11 +1,10 @@
 //! Files that look like the kernel's: attributes as `stat` prints them, the errors of a chmod
 //! or chown, and listings in which every name opens.
 
-mod rig;
-
 use std::process::Command;
 
-use rig::{ContainerBuilder, Daemon, HostFiles, Limits};
+use crate::rig;
+use crate::rig::{ContainerBuilder, Daemon, HostFiles, Limits};
 
 /// `stat -c FORMAT PATH` (coreutils), which must succeed.
 fn stat(format: &str, path: &str) -> String {

@@ -1,15 +1,14 @@
 //! The FUSE layer on a real mount: directory listings, offsets and snapshots, read-only
 //! enforcement, and a panicking view (served only with the hidden `--test-nodes` switch).
 
-mod rig;
-
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::process::Command;
 use std::time::Duration;
 
-use rig::Daemon;
+use crate::rig;
+use crate::rig::Daemon;
 
 fn read_in_chunks(path: &std::path::Path, chunk: usize) -> Vec<u8> {
     let mut file = File::open(path).unwrap();

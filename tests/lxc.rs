@@ -4,15 +4,14 @@
 //! test's own (`lxc.cgroup.dir`), a memory limit, and no AppArmor profile (the VM's kernel
 //! has AppArmor, without LXC's profiles loaded).
 
-mod rig;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rig::oci::{busybox_rootfs, field, outcome, registered};
-use rig::{Daemon, HostFiles};
+use crate::rig;
+use crate::rig::oci::{busybox_rootfs, field, outcome, registered};
+use crate::rig::{Daemon, HostFiles};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

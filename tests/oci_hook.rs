@@ -2,13 +2,11 @@
 //! non-zero exit (which fails the container's start), nothing registered; `--optional` lets a
 //! container start when the daemon is not running.
 
-mod rig;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use rig::Daemon;
+use crate::rig::Daemon;
 
 /// Runs `nsview oci-hook --stage <stage> <args>` with `stdin`: (success, stderr).
 fn hook(stage: &str, runtime_dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {

@@ -10,18 +10,17 @@
 //! `$NSVIEW_TEST_RUNTIME` (the VM suite runs these tests with crun, which refuses this
 //! host's hybrid cgroups), else runc.
 
-mod rig;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::oci::{
+use crate::rig;
+use crate::rig::oci::{
     assert_reattached, busybox_rootfs, field, host_uptime, outcome, registered, tar_of, uptime_in,
     wait_for_reattach,
 };
-use rig::{Cgroup, Daemon, HostFiles, Limits};
+use crate::rig::{Cgroup, Daemon, HostFiles, Limits};
 
 const IMAGE: &str = "localhost/nsview-test-busybox";
 /// The host values a container here might try to change.

@@ -5,12 +5,11 @@
 //! namespaces, with nsview's `proc/{meminfo,cpuinfo,stat,uptime,loadavg,diskstats,vmstat,interrupts,softirqs,swaps}` and
 //! `sys/devices/system/cpu` bound over the container's own.
 
-mod rig;
-
 use std::time::{Duration, Instant};
 
-use rig::oci::host_uptime;
-use rig::{Container, ContainerBuilder, Daemon, Limits};
+use crate::rig;
+use crate::rig::oci::host_uptime;
+use crate::rig::{Container, ContainerBuilder, Daemon, Limits};
 
 const MIB: u64 = 1024 * 1024;
 

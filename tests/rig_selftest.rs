@@ -2,13 +2,11 @@
 //! namespaces and cgroups, and everything the rig makes is gone after drop, also after a
 //! panic.
 
-mod rig;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rig::{Cgroup, Container, ContainerBuilder, Limits, is_mounted, parse_mountinfo};
+use crate::rig::{Cgroup, Container, ContainerBuilder, Limits, is_mounted, parse_mountinfo};
 
 const MIB: u64 = 1 << 20;
 

@@ -4,18 +4,17 @@
 //! CAP_SYS_ADMIN added to runc's default capabilities, its own cgroup
 //! (`/nsview-test-runc-<pid>-<n>`, removed by runc), and runc's state under a private root.
 
-mod rig;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rig::oci::{
+use crate::rig;
+use crate::rig::oci::{
     busybox_rootfs, field, host_uptime, oci_patch, outcome, registered, uptime_in,
     wait_for_reattach,
 };
-use rig::{Daemon, HostFiles};
+use crate::rig::{Daemon, HostFiles};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

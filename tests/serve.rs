@@ -1,14 +1,12 @@
 //! The daemon's life cycle: start, stop under load, a second daemon, a crashed daemon's stale
 //! mount, restarts, and command-line misuse.
 
-mod rig;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rig::{ContainerBuilder, Daemon, Limits, is_mounted, nsview_bin};
+use crate::rig::{ContainerBuilder, Daemon, Limits, is_mounted, nsview_bin};
 
 #[test]
 fn sigterm_with_readers_active_unmounts_cleanly_and_exits_0() {

@@ -4,9 +4,7 @@
 //! `nsview-test-*` cgroups, with nsview's `sys/devices/system/cpu` bound over theirs. Limits
 //! are stated per test; this machine has 2 CPUs.
 
-mod rig;
-
-use rig::{Container, ContainerBuilder, Daemon, Limits};
+use crate::rig::{Container, ContainerBuilder, Daemon, Limits};
 
 fn host_cpus() -> usize {
     std::thread::available_parallelism().unwrap().get()

@@ -6,13 +6,12 @@
 //! joined the container's namespaces (`nsenter` without the mount namespace): `/proc/sys/net`
 //! and friends answer for the namespaces of the task that opens them.
 
-mod rig;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::{Container, ContainerBuilder, Daemon};
+use crate::rig;
+use crate::rig::{Container, ContainerBuilder, Daemon};
 
 fn container(daemon: &Daemon) -> Container {
     ContainerBuilder::new()
@@ -246,6 +245,9 @@ fn container_root_in_a_user_namespace_writes_its_own_network_knobs() {
 
 #[test]
 fn sysctl_a_lists_what_the_namespaces_show_natively() {
+    // Machine-wide values (nf_conntrack_max, the buckets of conntrack's hashsize) are read
+    // twice: no other test may change one on purpose in between.
+    let _steady = rig::MachineValues::steady();
     let daemon = Daemon::start();
     let a = container(&daemon);
     // Values that change by themselves between two runs.

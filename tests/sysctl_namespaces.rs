@@ -11,6 +11,8 @@ use std::process::Command;
 
 use nsview::views::sysctl::namespaces::{CONFINED, NsKind, UNCONFINED, running_release};
 
+use crate::rig::MachineValues;
+
 /// Values that move by themselves on a live host (prefixes).
 const MOVING: &[&str] = &[
     "kernel/ns_last_pid",
@@ -119,6 +121,8 @@ fn unshare_flags(kind: NsKind) -> &'static [&'static str] {
 
 #[test]
 fn every_confined_path_is_its_namespaces_own_on_this_kernel() {
+    // Every host value is compared: none may be changed on purpose by another test meanwhile.
+    let _steady = MachineValues::steady();
     let release = running_release();
     for kind in NsKind::ALL {
         let lines: Vec<&str> = CONFINED

@@ -7,12 +7,11 @@
 //! host value an attack aims at is saved first and put back on drop if it changed (the test
 //! then fails), so a wrongly allowed write never outlives its test.
 
-mod rig;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rig::{Container, ContainerBuilder, Daemon, HostFiles};
+use crate::rig;
+use crate::rig::{Container, ContainerBuilder, Daemon, HostFiles};
 
 /// Docker's default capabilities, as a `setpriv` prefix for root: after exec, a root
 /// process's capabilities are its bounding set.

@@ -6,11 +6,9 @@
 //! boot clock (so `ps` agrees); the age tests run a daemon with `--uptime age`, LXCFS's
 //! uptime. Time namespaces are in `tests/fidelity.rs`.
 
-mod rig;
-
 use std::time::{Duration, Instant};
 
-use rig::{Container, ContainerBuilder, Daemon, Limits};
+use crate::rig::{Container, ContainerBuilder, Daemon, Limits};
 
 /// Seconds since boot, the clock /proc/uptime and task start times use.
 fn boottime() -> f64 {

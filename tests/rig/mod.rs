@@ -7,11 +7,8 @@
 //! processes it started (through pidfds where the pid is not a direct child) and only
 //! touches cgroups it created.
 //!
-//! Every integration test file does `mod rig;` and uses only part of it.
-
-// Each test file compiles its own copy of this module and uses a different subset of it, so
-// whatever one file leaves unused would otherwise be reported as dead code in that file.
-#![allow(dead_code)]
+//! The integration tests' modules (`tests/main.rs`) share this one copy, each using part of
+//! it.
 
 mod cgroup;
 mod container;
@@ -26,19 +23,11 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-// Like dead code above: a test file that does not use one of these would warn.
-#[allow(unused_imports)]
 pub use cgroup::{Cgroup, Limits};
-#[allow(unused_imports)]
 pub use container::{Container, ContainerBuilder, write_probe};
-#[allow(unused_imports)]
-pub use daemon::{Daemon, StaleMount};
-#[allow(unused_imports)]
-pub use host::{HostFiles, has_conntrack};
-#[allow(unused_imports)]
-pub use mounts::{
-    MountEntry, SharedMount, detach_beneath, is_mounted, mount_fstype, mounts_at, parse_mountinfo,
-};
+pub use daemon::Daemon;
+pub use host::{HostFiles, MachineValues, has_conntrack};
+pub use mounts::{SharedMount, detach_beneath, is_mounted, parse_mountinfo};
 
 /// A fresh directory for a test's files, removed on drop: under `$NSVIEW_TEST_SCRATCH` when
 /// set (the VM suite points it at a tmpfs, since its 9p-shared target directory takes no

@@ -46,11 +46,6 @@ pub fn is_mounted(path: &Path) -> bool {
     !mounts_at(path).is_empty()
 }
 
-/// The filesystem type of the topmost mount at `path`, e.g. `fuse.nsview`.
-pub fn mount_fstype(path: &Path) -> Option<String> {
-    topmost(&mounts_at(path)).map(|m| m.fstype.clone())
-}
-
 /// Lazily detaches the topmost mount at `path` for as long as `ours` says it is one of the
 /// rig's (at most a few times); never touches a mount that is not ours.
 pub(crate) fn detach_ours(path: &Path, ours: impl Fn(&MountEntry) -> bool) {
