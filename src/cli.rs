@@ -132,6 +132,7 @@ pub struct ServeArgs {
     pub agent_exe: Option<PathBuf>,
 
     /// Test only: agents obey fault requests.
+    #[cfg(feature = "test-nodes")]
     #[arg(long, hide = true)]
     pub test_faults: bool,
 
@@ -141,11 +142,13 @@ pub struct ServeArgs {
     pub threads: u16,
 
     /// Test only: also serve `test/panic` (a view that panics) and `test/pattern`.
+    #[cfg(feature = "test-nodes")]
     #[arg(long, hide = true)]
     pub test_nodes: bool,
 
     /// Test only: no janitor deletes the stores of ended containers (so a test can show
     /// that a store's identity alone keeps it from a new namespace).
+    #[cfg(feature = "test-nodes")]
     #[arg(long, hide = true)]
     pub test_keep_stores: bool,
 }

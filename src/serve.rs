@@ -21,7 +21,9 @@ use crate::fuse::Fs;
 use crate::mounts::mounts_at;
 use crate::procfs::ProcRoot;
 use crate::service::Service;
-use crate::vfs::{Spec, TABLE, TEST_TABLE};
+#[cfg(feature = "test-nodes")]
+use crate::vfs::TEST_TABLE;
+use crate::vfs::{Spec, TABLE};
 use crate::views::sysctl::standing::HostNs;
 use crate::views::sysctl::stores::Stores;
 
@@ -109,11 +111,14 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let signals = handled_signals();
     signals.thread_block()?;
 
+    #[cfg(feature = "test-nodes")]
     let specs: Vec<Spec> = if args.test_nodes {
         TABLE.iter().chain(TEST_TABLE).copied().collect()
     } else {
         TABLE.to_vec()
     };
+    #[cfg(not(feature = "test-nodes"))]
+    let specs: Vec<Spec> = TABLE.to_vec();
     let agents = Pool::new(agent_config(args)?, ProcRoot::default())?;
     let registered = Registrations::load(&args.runtime_dir, ProcRoot::default())?;
     let stores_dir = args.runtime_dir.join("stores");
@@ -184,7 +189,11 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     }
 
     let stores = service.env.sysctl_stores.clone();
-    let janitor = if args.test_keep_stores {
+    #[cfg(feature = "test-nodes")]
+    let keep_stores = args.test_keep_stores;
+    #[cfg(not(feature = "test-nodes"))]
+    let keep_stores = false;
+    let janitor = if keep_stores {
         Err(io::Error::other("--test-keep-stores"))
     } else {
         stores.spawn_janitor()
@@ -336,7 +345,10 @@ fn agent_config(args: &ServeArgs) -> Result<PoolConfig, ServeError> {
         idle: secs("agent-idle", args.agent_idle)?,
         timeout: secs("agent-timeout", args.agent_timeout)?,
         mode: args.agent_mode,
+        #[cfg(feature = "test-nodes")]
         allow_faults: args.test_faults,
+        #[cfg(not(feature = "test-nodes"))]
+        allow_faults: false,
         // The other half stays free for everyone else while agents are slow.
         max_waiting: usize::from(args.threads / 2).max(1),
     })

@@ -43,6 +43,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgsEr
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            #[cfg(feature = "test-faults")]
             "--allow-faults" => out.allow_faults = true,
             "--ns" => {
                 let spec = args.next().ok_or(ArgsError::NsWithoutSpec)?;
@@ -71,11 +72,18 @@ mod tests {
 
     #[test]
     fn arguments_name_kinds_and_descriptors() {
-        let args =
-            parse_args(["--ns", "user=3", "--ns", "net=4", "--allow-faults"].map(String::from))
-                .unwrap();
+        let args = parse_args(["--ns", "user=3", "--ns", "net=4"].map(String::from)).unwrap();
         assert_eq!(args.ns, [(NsKind::User, 3), (NsKind::Net, 4)]);
-        assert!(args.allow_faults);
+        assert!(!args.allow_faults);
+        if cfg!(feature = "test-faults") {
+            assert!(
+                parse_args(["--allow-faults".to_owned()])
+                    .unwrap()
+                    .allow_faults
+            );
+        } else {
+            assert!(parse_args(["--allow-faults".to_owned()]).is_err());
+        }
         let refused = |args: &[&str]| parse_args(args.iter().map(|a| a.to_string())).unwrap_err();
         assert_eq!(
             refused(&["--ns", "mnt=3"]),

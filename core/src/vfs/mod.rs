@@ -10,6 +10,7 @@ pub use subtree::{
     DirEntry, DynNode, Dynamic, Entry, EntryKind, MAX_DYNAMIC, SubtreeId, child_rel,
 };
 
+#[cfg(feature = "test-nodes")]
 use nsview_proto::agent::Fault;
 
 use crate::cgroup::PressureKind;
@@ -47,10 +48,13 @@ pub enum ViewId {
     /// container's root (host-global).
     ConntrackHashsize,
     /// Test-only (`serve --test-nodes`): panics while rendering.
+    #[cfg(feature = "test-nodes")]
     TestPanic,
     /// Test-only (`serve --test-nodes`): a fixed multi-kilobyte text, for offset handling.
+    #[cfg(feature = "test-nodes")]
     TestPattern,
     /// Test-only (`serve --test-nodes --test-faults`): asks the reader's agent to misbehave.
+    #[cfg(feature = "test-nodes")]
     TestAgentFault(nsview_proto::agent::Fault),
 }
 
@@ -176,6 +180,7 @@ pub const TABLE: &[Spec] = &[
 ];
 
 /// Nodes added by `serve --test-nodes`, for tests of the FUSE layer itself.
+#[cfg(feature = "test-nodes")]
 pub const TEST_TABLE: &[Spec] = &[
     view("test/panic", ViewId::TestPanic),
     view("test/pattern", ViewId::TestPattern),
@@ -343,8 +348,12 @@ impl Vfs {
 mod tests {
     use super::*;
 
+    /// The table, with the test nodes where they are built in.
     fn full() -> Vec<Spec> {
-        TABLE.iter().chain(TEST_TABLE).copied().collect()
+        #[cfg(feature = "test-nodes")]
+        return TABLE.iter().chain(TEST_TABLE).copied().collect();
+        #[cfg(not(feature = "test-nodes"))]
+        TABLE.to_vec()
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl ViewId {
 
     /// Whether rendering the view asks the reader's agent.
     pub fn needs_agent(self) -> bool {
-        matches!(self, ViewId::TestAgentFault(_))
+        #[cfg(feature = "test-nodes")]
+        if let ViewId::TestAgentFault(_) = self {
+            return true;
+        }
+        false
     }
 }
 
@@ -282,8 +286,11 @@ pub fn render(view: ViewId, env: &Env, subject: &Subject, reader: u32) -> Result
             Subject::Host => sys::dmi::host(env).map(String::into_bytes),
         },
         ViewId::ConntrackHashsize => sysctl::host_global_read(env, HASHSIZE),
+        #[cfg(feature = "test-nodes")]
         ViewId::TestPanic => panic!("test-only view asked to panic"),
+        #[cfg(feature = "test-nodes")]
         ViewId::TestPattern => Ok(test_pattern().into_bytes()),
+        #[cfg(feature = "test-nodes")]
         ViewId::TestAgentFault(fault) => sysctl::fault(env, reader, fault).map(|()| Vec::new()),
     }
 }
@@ -309,6 +316,7 @@ fn with_host_fallback(
 }
 
 /// 20,000 bytes of numbered lines: long enough to span several reads of any size.
+#[cfg(feature = "test-nodes")]
 fn test_pattern() -> String {
     (0..1000)
         .map(|i| format!("pattern line {i:06}\n"))

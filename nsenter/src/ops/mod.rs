@@ -16,8 +16,8 @@ use std::os::fd::OwnedFd;
 use nix::fcntl::OFlag;
 
 use nsview_proto::agent::{
-    Fault, Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, Request, Response, VERSION,
-    check_path, decode, encode,
+    Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, Request, Response, VERSION, check_path,
+    decode, encode,
 };
 
 mod creds;
@@ -32,7 +32,11 @@ pub use watch::UntilGone;
 
 use creds::with_creds;
 use error::reply;
-use pidns::{OF_THE_READERS_PID_NAMESPACE, in_child};
+#[cfg(feature = "test-faults")]
+use nsview_proto::agent::Fault;
+use pidns::OF_THE_READERS_PID_NAMESPACE;
+#[cfg(feature = "test-faults")]
+use pidns::in_child;
 
 /// The agent's request loop (the daemon's handle on an agent is `nsview::agent::Agent`): the
 /// root it resolves paths beneath, the cookie of the network namespace it is in, and whether
@@ -41,6 +45,7 @@ use pidns::{OF_THE_READERS_PID_NAMESPACE, in_child};
 pub struct Server {
     root: OwnedFd,
     netns_cookie: Option<u64>,
+    #[cfg_attr(not(feature = "test-faults"), allow(dead_code))]
     allow_faults: bool,
     /// The buffer reads go through ([`MAX_READ`] bytes, made once).
     buffer: std::cell::RefCell<Vec<u8>>,
@@ -139,6 +144,7 @@ impl Server {
                 greeted = true;
                 continue;
             }
+            #[cfg(feature = "test-faults")]
             if let Op::Fault { fault } = request.op
                 && self.allow_faults
             {
@@ -232,6 +238,8 @@ impl Server {
     }
 }
 
+/// Test only: answers as `fault` asks.
+#[cfg(feature = "test-faults")]
 fn misbehave(id: u64, fault: Fault, output: &mut impl Write) {
     match fault {
         Fault::Garbage => {

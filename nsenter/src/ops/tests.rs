@@ -2,7 +2,7 @@
 //! garbage, a wrong version and a truncated line get clean errors.
 
 use super::*;
-use nsview_proto::agent::{Creds, Request, decode, encode};
+use nsview_proto::agent::{Creds, Fault, Request, decode, encode};
 
 /// An agent over a fixture tree, as root with the process's own capabilities.
 fn agent(dir: &std::path::Path) -> Server {
