@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::ns::NsKey;
 use crate::nsfs::{Ns, capable_over};
 use crate::vfs::{DirEntry, Entry, EntryKind};
+use crate::views::sys::Subtree;
 use crate::views::{Env, Requester, Subject, WriteOp, Written};
 
 pub use ids::{IdMap, parse_cap_eff};
@@ -478,163 +479,169 @@ fn unexpected(payload: Payload) -> Error {
     Error::Os(libc::EIO)
 }
 
-/// The attributes of `rel`.
-pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
-    let caller = Caller::new(env, who)?;
-    if let Some(e) = caller.emulated(rel) {
-        let entry = caller.made_entry(EntryKind::File, e.policy.writable())?;
-        return Ok(Entry {
-            size: caller.emulated_len(e),
-            ..entry
-        });
-    }
-    match caller.call(Op::Lookup {
-        path: agent_path(rel),
-    }) {
-        Ok(Payload::Entry(stat)) => caller.entry(&stat),
-        Ok(other) => Err(unexpected(other)),
-        // A directory the namespaces hide but an emulated entry lives in.
-        Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => {
-            caller.made_entry(EntryKind::Dir, false)
+/// `proc/sys`, the caller's own (see the module doc): read through its agent, with the
+/// emulation table's values for a container, and written by the one write rule.
+pub struct ProcSys;
+
+impl Subtree for ProcSys {
+    fn lookup(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Entry> {
+        let caller = Caller::new(env, who)?;
+        if let Some(e) = caller.emulated(rel) {
+            let entry = caller.made_entry(EntryKind::File, e.policy.writable())?;
+            return Ok(Entry {
+                size: caller.emulated_len(e),
+                ..entry
+            });
         }
-        Err(e) => Err(e),
+        match caller.call(Op::Lookup {
+            path: agent_path(rel),
+        }) {
+            Ok(Payload::Entry(stat)) => caller.entry(&stat),
+            Ok(other) => Err(unexpected(other)),
+            // A directory the namespaces hide but an emulated entry lives in.
+            Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => {
+                caller.made_entry(EntryKind::Dir, false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
+        let caller = Caller::new(env, who)?;
+        let native = caller.call(Op::Readdir {
+            path: agent_path(rel),
+        });
+        let mut entries: Vec<DirEntry> = match native {
+            Ok(Payload::Entries(items)) => items
+                .into_iter()
+                .map(|DirItem { name, stat }| DirEntry {
+                    name,
+                    kind: kind(stat.kind),
+                })
+                .collect(),
+            Ok(other) => return Err(unexpected(other)),
+            Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        // Emulated entries are listed even where the namespaces hide them (sysbox #618, #778).
+        if caller.emulates() {
+            for (name, is_dir) in emulation::names_under(rel, |e| host_has(env, e)) {
+                if !entries.iter().any(|d| d.name == name) {
+                    let kind = if is_dir {
+                        EntryKind::Dir
+                    } else {
+                        EntryKind::File
+                    };
+                    entries.push(DirEntry {
+                        name: name.to_owned(),
+                        kind,
+                    });
+                }
+            }
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(entries)
+    }
+
+    /// Read with the caller's credentials.
+    fn read(&self, env: &Env, subject: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
+        let caller = Caller::new(env, who)?;
+        if let Some(e) = caller.emulated(rel) {
+            return Ok(format!("{}\n", caller.emulated_value(e, subject)?).into_bytes());
+        }
+        let creds = caller.creds()?;
+        match caller.call(Op::Read {
+            path: agent_path(rel),
+            creds,
+        })? {
+            Payload::Data(data) => Ok(data),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn readlink(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
+        match Caller::new(env, who)?.call(Op::Readlink {
+            path: agent_path(rel),
+        })? {
+            Payload::Link(target) => Ok(target.into_bytes()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// By the write rule, then by the kernel's own check where the write would go to the
+    /// kernel.
+    fn access_write(&self, env: &Env, who: &Requester, rel: &str) -> Result<()> {
+        let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
+        let caller = Caller::pinned(env, who, &pin)?;
+        let allowed = match caller.route(rel) {
+            Route::Refused => Err(Error::Access),
+            Route::Emulated(e) => caller.may_write(e),
+            Route::Kernel => {
+                let creds = caller.creds()?;
+                match caller.call(Op::Access {
+                    path: agent_path(rel),
+                    write: true,
+                    creds,
+                })? {
+                    Payload::Allowed => Ok(()),
+                    other => Err(unexpected(other)),
+                }
+            }
+        };
+        pin.check(&env.proc)?;
+        allowed
+    }
+
+    /// By the write rule. A writer in other namespaces than the file's opener gets EACCES:
+    /// natively the file is the opener's namespaces' for good, and a host task writing into a
+    /// descriptor a container passed it must not write the host's knob.
+    fn write(
+        &self,
+        env: &Env,
+        subject: &Subject,
+        who: &Requester,
+        rel: &str,
+        op: WriteOp<'_>,
+    ) -> Result<Written> {
+        let WriteOp {
+            data,
+            at: offset,
+            opened_in,
+        } = op;
+        let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
+        let caller = Caller::pinned(env, who, &pin)?;
+        if opened_in.is_some_and(|k| k != caller.key) {
+            return Err(Error::Access);
+        }
+        // Everything about the caller is read before the pin is checked: the decision and the
+        // credentials it writes with are the pinned task's, not a later task's with its id.
+        let route = caller.route(rel);
+        match route {
+            Route::Refused => return Err(Error::Access),
+            Route::Emulated(e) => caller.may_write(e)?,
+            Route::Kernel => {}
+        }
+        let creds = caller.creds()?;
+        pin.check(&env.proc)?;
+        match route {
+            Route::Refused => Err(Error::Access),
+            Route::Kernel => caller.kernel_write(rel, offset, data, creds),
+            Route::Emulated(e) => match subject {
+                Subject::Container(c) if !c.is_host_scope() => {
+                    caller.emulated_write(e, c, offset, data, creds)
+                }
+                // Its container's init could not be resolved: it is ending.
+                _ => Err(Error::Os(libc::ESRCH)),
+            },
+        }
     }
 }
 
+/// Whether `rel` is a directory emulated entries live in.
 fn emulated_dir(env: &Env, rel: &str) -> bool {
     emulation::is_emulated_dir(rel, |e| host_has(env, e))
-}
-
-/// The listing of directory `rel`.
-pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
-    let caller = Caller::new(env, who)?;
-    let native = caller.call(Op::Readdir {
-        path: agent_path(rel),
-    });
-    let mut entries: Vec<DirEntry> = match native {
-        Ok(Payload::Entries(items)) => items
-            .into_iter()
-            .map(|DirItem { name, stat }| DirEntry {
-                name,
-                kind: kind(stat.kind),
-            })
-            .collect(),
-        Ok(other) => return Err(unexpected(other)),
-        Err(Error::Os(libc::ENOENT)) if caller.emulates() && emulated_dir(env, rel) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    // Emulated entries are listed even where the namespaces hide them (sysbox #618, #778).
-    if caller.emulates() {
-        for (name, is_dir) in emulation::names_under(rel, |e| host_has(env, e)) {
-            if !entries.iter().any(|d| d.name == name) {
-                let kind = if is_dir {
-                    EntryKind::Dir
-                } else {
-                    EntryKind::File
-                };
-                entries.push(DirEntry {
-                    name: name.to_owned(),
-                    kind,
-                });
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    Ok(entries)
-}
-
-/// The content of file `rel` for `who` (whose view is `subject`), read with its credentials.
-pub fn read(env: &Env, subject: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    let caller = Caller::new(env, who)?;
-    if let Some(e) = caller.emulated(rel) {
-        return Ok(format!("{}\n", caller.emulated_value(e, subject)?).into_bytes());
-    }
-    let creds = caller.creds()?;
-    match caller.call(Op::Read {
-        path: agent_path(rel),
-        creds,
-    })? {
-        Payload::Data(data) => Ok(data),
-        other => Err(unexpected(other)),
-    }
-}
-
-/// Whether `who` may open `rel` for writing: by the write rule, then by the kernel's own
-/// check where the write would go to the kernel.
-pub fn access_write(env: &Env, who: &Requester, rel: &str) -> Result<()> {
-    let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
-    let caller = Caller::pinned(env, who, &pin)?;
-    let allowed = match caller.route(rel) {
-        Route::Refused => Err(Error::Access),
-        Route::Emulated(e) => caller.may_write(e),
-        Route::Kernel => {
-            let creds = caller.creds()?;
-            match caller.call(Op::Access {
-                path: agent_path(rel),
-                write: true,
-                creds,
-            })? {
-                Payload::Allowed => Ok(()),
-                other => Err(unexpected(other)),
-            }
-        }
-    };
-    pin.check(&env.proc)?;
-    allowed
-}
-
-/// Writes `op` to `rel` for `who` (whose view is `subject`), by the write rule. A writer
-/// in other namespaces than the file's opener gets EACCES: natively the file is the opener's
-/// namespaces' for good, and a host task writing into a descriptor a container passed it
-/// must not write the host's knob.
-pub fn write(
-    env: &Env,
-    subject: &Subject,
-    who: &Requester,
-    rel: &str,
-    op: WriteOp<'_>,
-) -> Result<Written> {
-    let WriteOp {
-        data,
-        at: offset,
-        opened_in,
-    } = op;
-    let pin = crate::caller::Pin::new(&env.proc, who.pid)?;
-    let caller = Caller::pinned(env, who, &pin)?;
-    if opened_in.is_some_and(|k| k != caller.key) {
-        return Err(Error::Access);
-    }
-    // Everything about the caller is read before the pin is checked: the decision and the
-    // credentials it writes with are the pinned task's, not a later task's with its id.
-    let route = caller.route(rel);
-    match route {
-        Route::Refused => return Err(Error::Access),
-        Route::Emulated(e) => caller.may_write(e)?,
-        Route::Kernel => {}
-    }
-    let creds = caller.creds()?;
-    pin.check(&env.proc)?;
-    match route {
-        Route::Refused => Err(Error::Access),
-        Route::Kernel => caller.kernel_write(rel, offset, data, creds),
-        Route::Emulated(e) => match subject {
-            Subject::Container(c) if !c.is_host_scope() => {
-                caller.emulated_write(e, c, offset, data, creds)
-            }
-            // Its container's init could not be resolved: it is ending.
-            _ => Err(Error::Os(libc::ESRCH)),
-        },
-    }
-}
-
-/// The target of symlink `rel`.
-pub fn readlink(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    match Caller::new(env, who)?.call(Op::Readlink {
-        path: agent_path(rel),
-    })? {
-        Payload::Link(target) => Ok(target.into_bytes()),
-        other => Err(unexpected(other)),
-    }
 }
 
 /// Test only: asks the agent of task `tid` to misbehave with `fault` (the daemon must answer
