@@ -3,9 +3,7 @@
 //! namespace it was mounted in, which is why a bind of the host's shows the host's devices:
 //! sysbox #1041). Read-only; links (`subsystem`, `lower_*`) resolve in the caller's `/sys`.
 
-use nsview_proto::agent::{DirItem, Op, Payload};
-
-use super::{Caller, kind, unexpected};
+use super::caller::Caller;
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry};
 use crate::views::sys::Subtree;
@@ -27,46 +25,21 @@ impl Subtree for SysNet {
     /// Read-only: the write bits cleared.
     fn lookup(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Entry> {
         let caller = Caller::new(env, who)?;
-        match caller.call(Op::Lookup { path: path(rel) })? {
-            Payload::Entry(stat) => {
-                let mut entry = caller.entry(&stat)?;
-                entry.mode &= !0o222;
-                Ok(entry)
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut entry = caller.entry(&caller.stat(path(rel))?)?;
+        entry.mode &= !0o222;
+        Ok(entry)
     }
 
     fn list(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
-        match Caller::new(env, who)?.call(Op::Readdir { path: path(rel) })? {
-            Payload::Entries(items) => Ok(items
-                .into_iter()
-                .map(|DirItem { name, stat }| DirEntry {
-                    name,
-                    kind: kind(stat.kind),
-                })
-                .collect()),
-            other => Err(unexpected(other)),
-        }
+        Caller::new(env, who)?.readdir(path(rel))
     }
 
     /// Read with the caller's credentials.
     fn read(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-        let caller = Caller::new(env, who)?;
-        let creds = caller.creds()?;
-        match caller.call(Op::Read {
-            path: path(rel),
-            creds,
-        })? {
-            Payload::Data(data) => Ok(data),
-            other => Err(unexpected(other)),
-        }
+        Caller::new(env, who)?.read(path(rel))
     }
 
     fn readlink(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-        match Caller::new(env, who)?.call(Op::Readlink { path: path(rel) })? {
-            Payload::Link(target) => Ok(target.into_bytes()),
-            other => Err(unexpected(other)),
-        }
+        Caller::new(env, who)?.readlink(path(rel))
     }
 }
