@@ -7,8 +7,56 @@
 
 use std::path::{Path, PathBuf};
 
+use super::Subtree;
 use crate::error::{Error, Result};
 use crate::vfs::{DirEntry, Entry, EntryKind};
+use crate::views::{Env, Requester, Subject};
+
+/// `sys/block` (see the module doc): rendered here, so no host file is passed through; no
+/// symlinks (EINVAL) and no writes (EACCES).
+pub struct SysBlock;
+
+impl Subtree for SysBlock {
+    fn lookup(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Entry> {
+        Ok(lookup(&place(&root(env), rel)?))
+    }
+
+    fn list(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
+        let root = root(env);
+        list(&root, &place(&root, rel)?)
+    }
+
+    fn read(&self, env: &Env, subject: &Subject, _: &Requester, rel: &str) -> Result<Vec<u8>> {
+        stat_for(env, subject, &place(&root(env), rel)?)
+    }
+}
+
+/// The host's `/sys/block`.
+fn root(env: &Env) -> PathBuf {
+    env.sys.join("block")
+}
+
+/// A block device's `stat` for `subject`: its container's own IO on the device, or the
+/// host's file (also when the container's IO cannot be read, counted).
+fn stat_for(env: &Env, subject: &Subject, place: &Place) -> Result<Vec<u8>> {
+    let (host, (major, minor)) = host_stat(&root(env), place)?;
+    let Subject::Container(c) = subject else {
+        return Ok(host.into_bytes());
+    };
+    match c.cgroups.io_stats() {
+        Ok(io) => {
+            let mine = io.iter().find(|s| s.major == major && s.minor == minor);
+            Ok(crate::views::proc::disks::render_block_stat(&host, mine).into_bytes())
+        }
+        Err(e) => {
+            env.stats.host_fallback(format_args!(
+                "sys/block/{major}:{minor}/stat for container pidns {}, whose IO is unreadable ({e})",
+                c.pidns
+            ));
+            Ok(host.into_bytes())
+        }
+    }
+}
 
 /// What a path below `sys/block` names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,10 +19,13 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::Subtree;
 use crate::error::{Error, Result};
 use crate::vfs::{DirEntry, Entry, EntryKind};
-use crate::views::cpus::cpu_list;
+use crate::views::cpus::{container_cpus, cpu_list};
+use crate::views::{Env, Requester, Subject};
 
 /// Largest file read from the host's sysfs (sysfs attributes are at most a page).
 const MAX_READ: u64 = 64 * 1024;
@@ -45,6 +48,101 @@ pub enum Target {
     Synth(String),
     /// The host's sysfs at this path.
     Host(PathBuf),
+}
+
+impl Target {
+    /// The host's file, when the content is the host's as it is.
+    pub fn host(self) -> Option<PathBuf> {
+        match self {
+            Target::Host(path) => Some(path),
+            Target::Synth(_) => None,
+        }
+    }
+}
+
+/// A directory of the host's sysfs whose entries are mapped for the caller's CPUs:
+/// `sys/devices/system/cpu` ([`SYS_CPU`], see the module doc) and `sys/devices/system/node`
+/// (`node::SYS_NODE`). Host files pass through to be opened as they are (read-only);
+/// computed ones do not.
+pub struct CpuDir {
+    /// The directory, below the host's sysfs.
+    pub dir: &'static str,
+    /// What a path below the directory is.
+    pub map: ForCpus<Target>,
+    /// The listing of a directory below it.
+    pub list: ForCpus<Vec<DirEntry>>,
+}
+
+/// A function of (the host's directory, the host CPUs a caller sees or `None` for the
+/// host's view, a path below the directory).
+pub type ForCpus<T> = fn(&Path, Option<&[u32]>, &str) -> Result<T>;
+
+/// `sys/devices/system/cpu`: the host's, with the caller's CPUs only.
+pub static SYS_CPU: CpuDir = CpuDir {
+    dir: "devices/system/cpu",
+    map,
+    list,
+};
+
+impl CpuDir {
+    /// What `rel` is for `subject`.
+    fn target(&self, env: &Env, subject: &Subject, rel: &str) -> Result<Target> {
+        let cpus = subject_cpus(env, subject);
+        (self.map)(&env.sys.join(self.dir), cpus.as_deref(), rel)
+    }
+}
+
+impl Subtree for CpuDir {
+    fn lookup(&self, env: &Env, subject: &Subject, _: &Requester, rel: &str) -> Result<Entry> {
+        lookup(&self.target(env, subject, rel)?)
+    }
+
+    fn list(
+        &self,
+        env: &Env,
+        subject: &Subject,
+        _: &Requester,
+        rel: &str,
+    ) -> Result<Vec<DirEntry>> {
+        let cpus = subject_cpus(env, subject);
+        (self.list)(&env.sys.join(self.dir), cpus.as_deref(), rel)
+    }
+
+    fn read(&self, env: &Env, subject: &Subject, _: &Requester, rel: &str) -> Result<Vec<u8>> {
+        read(&self.target(env, subject, rel)?)
+    }
+
+    fn host_path(
+        &self,
+        env: &Env,
+        subject: &Subject,
+        _: &Requester,
+        rel: &str,
+    ) -> Result<Option<PathBuf>> {
+        Ok(self.target(env, subject, rel)?.host())
+    }
+
+    fn readlink(&self, env: &Env, subject: &Subject, _: &Requester, rel: &str) -> Result<Vec<u8>> {
+        readlink(&self.target(env, subject, rel)?)
+    }
+}
+
+/// The host CPUs `subject` sees; `None` for the host's view, also when a container's CPUs
+/// cannot be read (its cgroup vanished): then the host's directory is served, and counted.
+fn subject_cpus(env: &Env, subject: &Subject) -> Option<Arc<[u32]>> {
+    let Subject::Container(c) = subject else {
+        return None;
+    };
+    match container_cpus(env, c) {
+        Ok(cpus) => Some(cpus),
+        Err(e) => {
+            env.stats.host_fallback(format_args!(
+                "sys/devices/system/cpu for container pidns {}, whose CPUs are unreadable ({e})",
+                c.pidns
+            ));
+            None
+        }
+    }
 }
 
 /// Maps `rel` (a path below the directory) for a caller seeing the host CPUs `cpus`, or the

@@ -2,11 +2,50 @@
 //! `security` shown as empty directories (kernel configuration, debugfs, tracefs and LSM
 //! interfaces are the host's business, and reading some of them has side effects).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::Subtree;
 use super::cpu::{self, Target};
 use crate::error::{Error, Result};
 use crate::vfs::{DirEntry, Entry, EntryKind};
+use crate::views::{Env, Requester, Subject};
+
+/// `sys/kernel`, the same for every caller (see the module doc): every file but those in the
+/// directories shown empty is the host's, passed through to be opened as it is.
+pub struct SysKernel;
+
+impl Subtree for SysKernel {
+    fn lookup(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Entry> {
+        lookup(&root(env), rel)
+    }
+
+    fn list(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
+        list(&root(env), rel)
+    }
+
+    fn read(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Vec<u8>> {
+        read(&root(env), rel)
+    }
+
+    fn host_path(
+        &self,
+        env: &Env,
+        _: &Subject,
+        _: &Requester,
+        rel: &str,
+    ) -> Result<Option<PathBuf>> {
+        host_path(&root(env), rel).map(Some)
+    }
+
+    fn readlink(&self, env: &Env, _: &Subject, _: &Requester, rel: &str) -> Result<Vec<u8>> {
+        readlink(&root(env), rel)
+    }
+}
+
+/// The host's `/sys/kernel`.
+fn root(env: &Env) -> PathBuf {
+    env.sys.join("kernel")
+}
 
 /// Directories shown empty.
 pub const HIDDEN: [&str; 4] = ["config", "debug", "tracing", "security"];
@@ -51,7 +90,7 @@ pub fn read(root: &Path, rel: &str) -> Result<Vec<u8>> {
 }
 
 /// The host's file `rel` (its path), unless it lies in a directory shown empty.
-pub fn host_path(root: &Path, rel: &str) -> Result<std::path::PathBuf> {
+pub fn host_path(root: &Path, rel: &str) -> Result<PathBuf> {
     match hidden(rel) {
         Some(_) => Err(Error::NotFound),
         None => Ok(join(root, rel)),
@@ -66,7 +105,7 @@ pub fn readlink(root: &Path, rel: &str) -> Result<Vec<u8>> {
     }
 }
 
-fn join(root: &Path, rel: &str) -> std::path::PathBuf {
+fn join(root: &Path, rel: &str) -> PathBuf {
     if rel.is_empty() {
         root.to_path_buf()
     } else {

@@ -7,11 +7,18 @@
 use std::fs;
 use std::path::Path;
 
-use super::cpu::{Target, cpu_number, join, list_host, numbered};
+use super::cpu::{CpuDir, Target, cpu_number, join, list_host, numbered};
 use crate::cgroup::CpuSet;
 use crate::error::{Error, Result};
 use crate::vfs::DirEntry;
 use crate::views::cpus::cpu_list;
+
+/// `sys/devices/system/node`: the host's NUMA nodes, their CPUs the caller's only.
+pub static SYS_NODE: CpuDir = CpuDir {
+    dir: "devices/system/node",
+    map,
+    list,
+};
 
 /// `nodeN` → N.
 fn node_number(name: &str) -> Option<u32> {

@@ -3,12 +3,11 @@
 //! namespace it was mounted in, which is why a bind of the host's shows the host's devices:
 //! sysbox #1041). Read-only; links (`subsystem`, `lower_*`) resolve in the caller's `/sys`.
 
-use nsview_proto::agent::{DirItem, Op, Payload};
-
-use super::{Caller, kind, unexpected};
+use super::caller::Caller;
 use crate::error::Result;
 use crate::vfs::{DirEntry, Entry};
-use crate::views::{Env, Requester};
+use crate::views::sys::Subtree;
+use crate::views::{Env, Requester, Subject};
 
 fn path(rel: &str) -> String {
     if rel.is_empty() {
@@ -18,50 +17,29 @@ fn path(rel: &str) -> String {
     }
 }
 
-/// The attributes of `rel`, read-only.
-pub fn lookup(env: &Env, who: &Requester, rel: &str) -> Result<Entry> {
-    let caller = Caller::new(env, who)?;
-    match caller.call(Op::Lookup { path: path(rel) })? {
-        Payload::Entry(stat) => {
-            let mut entry = caller.entry(&stat)?;
-            entry.mode &= !0o222;
-            Ok(entry)
-        }
-        other => Err(unexpected(other)),
-    }
-}
+/// `sys/devices/virtual/net`, the caller's own (see the module doc): read-only, so no
+/// writes (EACCES); no host file is passed through.
+pub struct SysNet;
 
-/// The listing of directory `rel`.
-pub fn list(env: &Env, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
-    match Caller::new(env, who)?.call(Op::Readdir { path: path(rel) })? {
-        Payload::Entries(items) => Ok(items
-            .into_iter()
-            .map(|DirItem { name, stat }| DirEntry {
-                name,
-                kind: kind(stat.kind),
-            })
-            .collect()),
-        other => Err(unexpected(other)),
+impl Subtree for SysNet {
+    /// Read-only: the write bits cleared.
+    fn lookup(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Entry> {
+        let caller = Caller::new(env, who)?;
+        let mut entry = caller.entry(&caller.stat(path(rel))?)?;
+        entry.mode &= !0o222;
+        Ok(entry)
     }
-}
 
-/// The content of file `rel`, read with the caller's credentials.
-pub fn read(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    let caller = Caller::new(env, who)?;
-    let creds = caller.creds()?;
-    match caller.call(Op::Read {
-        path: path(rel),
-        creds,
-    })? {
-        Payload::Data(data) => Ok(data),
-        other => Err(unexpected(other)),
+    fn list(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<DirEntry>> {
+        Caller::new(env, who)?.readdir(path(rel))
     }
-}
 
-/// The target of symlink `rel`.
-pub fn readlink(env: &Env, who: &Requester, rel: &str) -> Result<Vec<u8>> {
-    match Caller::new(env, who)?.call(Op::Readlink { path: path(rel) })? {
-        Payload::Link(target) => Ok(target.into_bytes()),
-        other => Err(unexpected(other)),
+    /// Read with the caller's credentials.
+    fn read(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
+        Caller::new(env, who)?.read(path(rel))
+    }
+
+    fn readlink(&self, env: &Env, _: &Subject, who: &Requester, rel: &str) -> Result<Vec<u8>> {
+        Caller::new(env, who)?.readlink(path(rel))
     }
 }
