@@ -191,6 +191,7 @@ fn emulated_dir(env: &Env, rel: &str) -> bool {
 
 /// Test only: asks the agent of task `tid` to misbehave with `fault` (the daemon must answer
 /// EIO and carry on).
+#[cfg(feature = "test-nodes")]
 pub fn fault(env: &Env, tid: u32, fault: nsview_proto::agent::Fault) -> Result<()> {
     let who = Requester {
         pid: tid,
