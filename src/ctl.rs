@@ -1,6 +1,6 @@
 //! `nsview ctl`: one request to the daemon's control socket, its answer printed.
 
-use nsview_proto::control::{CtlError, CtlRequest, send};
+use nsview_proto::control::{CtlData, CtlError, CtlRequest, send};
 
 use crate::cli::{CtlArgs, CtlCommand};
 
@@ -28,44 +28,47 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
             response.error.unwrap_or_else(|| "refused".into()),
         ));
     }
-    let data = response.data.unwrap_or(serde_json::Value::Null);
-    let text = if args.json {
-        format!("{data}\n")
-    } else {
-        table(&request, &data)
+    let text = match (&response.data, args.json) {
+        (Some(data), true) => format!("{}\n", serde_json::to_string(data).unwrap_or_default()),
+        (None, true) => "null\n".to_owned(),
+        (data, false) => table(&request, data.as_ref()),
     };
     nsview_proto::print_stdout(&text).map_err(CtlError::Output)
 }
 
 /// The answer as a readable table.
-fn table(request: &CtlRequest, data: &serde_json::Value) -> String {
-    match request {
-        CtlRequest::List {} => {
+fn table(request: &CtlRequest, data: Option<&CtlData>) -> String {
+    match (request, data) {
+        (CtlRequest::List {}, Some(CtlData::Containers(list))) => {
             let mut out = format!(
                 "{:<24} {:>8} {:>12} {:<8}\n",
                 "ID", "PID", "PIDNS", "CPU-VIEW"
             );
-            for r in data.as_array().into_iter().flatten() {
+            for r in list {
                 out.push_str(&format!(
                     "{:<24} {:>8} {:>12} {:<8}\n",
-                    r["id"].as_str().unwrap_or("?"),
-                    r["pid"],
-                    r["pidns"],
-                    r["cpu_view"].as_str().unwrap_or("default"),
+                    r.id,
+                    r.pid,
+                    r.pidns,
+                    r.cpu_view.as_deref().unwrap_or("default"),
                 ));
             }
             out
         }
-        CtlRequest::Status {} => data
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k:<22} {v}\n"))
-            .collect(),
-        CtlRequest::Register { id, .. } => format!("registered {id}\n"),
-        CtlRequest::Unregister { id } => format!("unregistered {id}\n"),
-        CtlRequest::Bound { id, .. } => format!("reported the binds of {id}\n"),
-        CtlRequest::Failed { id, .. } => format!("reported the failed start of {id}\n"),
-        CtlRequest::Set { id, key, value } => format!("{id}: {key} = {value}\n"),
+        (CtlRequest::Status {}, Some(CtlData::Status(status))) => {
+            // One line per field, in the order of the JSON form.
+            let json = serde_json::to_value(status).unwrap_or_default();
+            json.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k:<22} {v}\n"))
+                .collect()
+        }
+        (CtlRequest::Register { id, .. }, _) => format!("registered {id}\n"),
+        (CtlRequest::Unregister { id }, _) => format!("unregistered {id}\n"),
+        (CtlRequest::Bound { id, .. }, _) => format!("reported the binds of {id}\n"),
+        (CtlRequest::Failed { id, .. }, _) => format!("reported the failed start of {id}\n"),
+        (CtlRequest::Set { id, key, value }, _) => format!("{id}: {key} = {value}\n"),
+        (_, other) => format!("unexpected answer: {other:?}\n"),
     }
 }

@@ -208,7 +208,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 
     let status_of = {
         let service = service.clone();
-        move || control::status(&service, started).to_string()
+        move || serde_json::to_string(&control::status(&service, started)).unwrap_or_default()
     };
     let stop = wait_for_stop(session, signals, status_of);
     sampler.stop();

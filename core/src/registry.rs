@@ -8,39 +8,11 @@ use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::procfs::ProcRoot;
 
-/// One registered container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registered {
-    /// The runtime's id for it.
-    pub id: String,
-    /// Host pid of its init.
-    pub pid: u32,
-    /// The init's start time (clock ticks since boot): identifies the process, not just the pid.
-    pub start_ticks: u64,
-    /// Inode of its pid namespace.
-    pub pidns: u64,
-    /// Inode of its network namespace (whose store of emulated values is the container's).
-    #[serde(default)]
-    pub netns: u64,
-    /// CPU view for this container (`quota` or `cpuset`); the daemon's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_view: Option<String>,
-    /// Whether the container's writes may change host values where the emulation table says
-    /// so (max-wins `nf_conntrack_max`, liberal-wins, the conntrack `hashsize`); on unless
-    /// the runtime turned it off.
-    #[serde(default = "yes")]
-    pub host_writes: bool,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use nsview_proto::control::Registered;
 
 /// The registered containers.
 #[derive(Debug)]

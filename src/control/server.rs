@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
-use serde_json::json;
 
-use super::{CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, socket_path};
+use super::{CtlData, CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, Status, socket_path};
 use crate::service::Service;
 use crate::views::cpus::CpuView;
 use nsview_proto::agent::{encode, read_line};
@@ -225,7 +224,7 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                 Err(e) => return CtlResponse::err(e),
             };
             match registry.register(&id, pid, view, host_writes.unwrap_or(true)) {
-                Ok(r) => CtlResponse::ok(json!(r)),
+                Ok(r) => CtlResponse::ok(CtlData::Container(r)),
                 Err(e) => {
                     // In the log too: a runtime may drop the hook's stderr (crun does).
                     let why = format!("register {id} (pid {pid}): {e}");
@@ -252,7 +251,7 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                     }
                     None => stores.sweep_soon(),
                 }
-                CtlResponse::ok(json!({ "id": id }))
+                CtlResponse::ok(CtlData::Id { id })
             }
             None => CtlResponse::err(format!("{id} is not registered")),
         },
@@ -271,37 +270,40 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                     skipped.join(" ")
                 );
             }
-            CtlResponse::ok(json!({ "id": id }))
+            CtlResponse::ok(CtlData::Id { id })
         }
         CtlRequest::Failed { id, error } => {
             warn!("container {id}: nsview's hook failed its start: {error}");
-            CtlResponse::ok(json!({ "id": id }))
+            CtlResponse::ok(CtlData::Id { id })
         }
-        CtlRequest::List {} => CtlResponse::ok(json!(registry.list())),
+        CtlRequest::List {} => CtlResponse::ok(CtlData::Containers(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {
-            Ok(r) => CtlResponse::ok(json!(r)),
+            Ok(r) => CtlResponse::ok(CtlData::Container(r)),
             Err(e) => CtlResponse::err(format!("set {key}={value} on {id}: {e}")),
         },
-        CtlRequest::Status {} => CtlResponse::ok(status(service, started)),
+        CtlRequest::Status {} => CtlResponse::ok(CtlData::Status(status(service, started))),
     }
 }
 
 /// The daemon's status (`ctl status`; also logged on SIGHUP, SIGUSR1, SIGUSR2), for a daemon
 /// serving since `started`.
-pub fn status(service: &Service, started: Instant) -> serde_json::Value {
+pub fn status(service: &Service, started: Instant) -> Status {
     let env = &service.env;
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": started.elapsed().as_secs(),
-        "containers_seen": service.containers.len(),
-        "containers_registered": env.registered.list().len(),
-        "agents_alive": env.agents.alive(),
-        "requests": crate::stats::requests(),
-        "requests_by_op": crate::stats::by_op(),
-        "agent_steps": crate::stats::agents(),
-        "host_fallbacks": env.stats.host_fallbacks.load(Ordering::Relaxed),
-        "errors": crate::stats::errors(),
-        "cgroup_files_kept": crate::cgroup::kept_files(),
-        "cgroup_files_budget": crate::cgroup::kept_files_budget(),
-    })
+    let named = |counts: std::collections::BTreeMap<&'static str, u64>| {
+        counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: started.elapsed().as_secs(),
+        containers_seen: service.containers.len(),
+        containers_registered: env.registered.list().len(),
+        agents_alive: env.agents.alive(),
+        requests: crate::stats::requests(),
+        requests_by_op: named(crate::stats::by_op()),
+        agent_steps: named(crate::stats::agents()),
+        host_fallbacks: env.stats.host_fallbacks.load(Ordering::Relaxed),
+        errors: crate::stats::errors(),
+        cgroup_files_kept: crate::cgroup::kept_files(),
+        cgroup_files_budget: crate::cgroup::kept_files_budget(),
+    }
 }

@@ -42,8 +42,7 @@ use super::inject::InjectError;
 use crate::cli::ReattachArgs;
 use nsview_core::mounts::mounts_of;
 use nsview_core::procfs::ProcRoot;
-use nsview_core::registry::Registered;
-use nsview_proto::control::{CtlError, CtlRequest, send as ctl_send};
+use nsview_proto::control::{CtlData, CtlError, CtlRequest, Registered, send as ctl_send};
 
 mod namespace;
 mod replace;
@@ -78,8 +77,8 @@ pub enum ReattachError {
     #[error("{0}")]
     ListRefused(String),
     /// The daemon's answer is not a container list.
-    #[error("the daemon's container list")]
-    ContainerList(#[source] serde_json::Error),
+    #[error("the daemon answered the container list with something else")]
+    ContainerList,
     /// Some namespaces were not fully reattached (each said why on its line).
     #[error("{failures} of {total} not fully reattached")]
     Incomplete {
@@ -158,8 +157,10 @@ pub fn run(args: &ReattachArgs) -> Result<(), ReattachError> {
             response.error.unwrap_or_else(|| "list refused".into()),
         ));
     }
-    let containers: Vec<Registered> = serde_json::from_value(response.data.unwrap_or_default())
-        .map_err(ReattachError::ContainerList)?;
+    let containers: Vec<Registered> = match response.data {
+        Some(CtlData::Containers(list)) => list,
+        _ => return Err(ReattachError::ContainerList),
+    };
     let ours: HashSet<Dev> = devices::load(&args.runtime_dir)
         .into_iter()
         .filter(|d| devices::made_by_root(*d))

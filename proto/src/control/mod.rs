@@ -68,6 +68,83 @@ pub enum CtlRequest {
     },
 }
 
+/// One registered container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    /// The runtime's id for it.
+    pub id: String,
+    /// Host pid of its init.
+    pub pid: u32,
+    /// The init's start time (clock ticks since boot): identifies the process, not just the pid.
+    pub start_ticks: u64,
+    /// Inode of its pid namespace.
+    pub pidns: u64,
+    /// Inode of its network namespace (whose store of emulated values is the container's).
+    #[serde(default)]
+    pub netns: u64,
+    /// CPU view for this container (`quota` or `cpuset`); the daemon's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_view: Option<String>,
+    /// Whether the container's writes may change host values where the emulation table says
+    /// so (max-wins `nf_conntrack_max`, liberal-wins, the conntrack `hashsize`); on unless
+    /// the runtime turned it off.
+    #[serde(default = "yes")]
+    pub host_writes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a successful reply carries, by request: the wire form is the JSON of the inner
+/// value itself (untagged), so `nsview ctl --json` prints it as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CtlData {
+    /// `list`: the registered containers.
+    Containers(Vec<Registered>),
+    /// `register`, `set`: the container as registered now.
+    Container(Registered),
+    /// `status`.
+    Status(Status),
+    /// `unregister`, `bound`, `failed`: which container it was.
+    Id {
+        /// The runtime's id.
+        id: String,
+    },
+}
+
+/// The daemon's status (`ctl status`; also logged on SIGHUP, SIGUSR1, SIGUSR2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds it has served.
+    pub uptime_secs: u64,
+    /// Containers (pid namespaces) it has seen and still knows.
+    pub containers_seen: usize,
+    /// Containers registered by runtimes.
+    pub containers_registered: usize,
+    /// Agents alive.
+    pub agents_alive: usize,
+    /// FUSE requests served.
+    pub requests: u64,
+    /// FUSE requests by operation (`lookup`, `getattr`, `open`, `read`, ...).
+    pub requests_by_op: std::collections::BTreeMap<String, u64>,
+    /// Steps on the way to agents: `cached`, `exchanges`, `handed`, `deferred`, `spawned`.
+    pub agent_steps: std::collections::BTreeMap<String, u64>,
+    /// Renders of a container's view that fell back to the host's file.
+    pub host_fallbacks: u64,
+    /// Requests answered with an error, by errno name.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// cgroup files kept open for `pread`.
+    pub cgroup_files_kept: usize,
+    /// The most it keeps.
+    pub cgroup_files_budget: usize,
+}
+
 /// A reply: `ok` with optional data, or an error message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,12 +156,12 @@ pub struct CtlResponse {
     pub error: Option<String>,
     /// The result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<CtlData>,
 }
 
 impl CtlResponse {
     /// Success with `data`.
-    pub fn ok(data: serde_json::Value) -> CtlResponse {
+    pub fn ok(data: CtlData) -> CtlResponse {
         CtlResponse {
             ok: true,
             error: None,
@@ -129,5 +206,44 @@ mod tests {
             serde_json::to_string(&CtlRequest::Status {}).unwrap(),
             r#"{"op":"status"}"#
         );
+    }
+
+    #[test]
+    fn replies_are_typed_and_keep_their_wire_form() {
+        let registered = Registered {
+            id: "a".into(),
+            pid: 7,
+            start_ticks: 9,
+            pidns: 4026531836,
+            netns: 4026531840,
+            cpu_view: None,
+            host_writes: true,
+        };
+        let status = Status {
+            version: "0.1.0".into(),
+            uptime_secs: 1,
+            containers_seen: 2,
+            containers_registered: 1,
+            agents_alive: 0,
+            requests: 5,
+            requests_by_op: [("read".to_owned(), 5)].into(),
+            agent_steps: Default::default(),
+            host_fallbacks: 0,
+            errors: Default::default(),
+            cgroup_files_kept: 0,
+            cgroup_files_budget: 100,
+        };
+        for data in [
+            CtlData::Containers(vec![registered.clone()]),
+            CtlData::Container(registered),
+            CtlData::Status(status),
+            CtlData::Id { id: "a".into() },
+        ] {
+            let line = serde_json::to_string(&CtlResponse::ok(data.clone())).unwrap();
+            let back: CtlResponse = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.data, Some(data), "{line}");
+        }
+        let id = serde_json::to_string(&CtlResponse::ok(CtlData::Id { id: "a".into() })).unwrap();
+        assert_eq!(id, r#"{"ok":true,"data":{"id":"a"}}"#);
     }
 }
