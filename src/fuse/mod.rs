@@ -124,7 +124,22 @@ fn agent_entry(target: &Target) -> bool {
     matches!(target, Target::Dynamic(_)) && needs_agent(target)
 }
 
+/// The most bytes one WRITE request carries. A sysctl takes at most
+/// [`nsview_proto::agent::MAX_WRITE`] of a write (the rest is taken and ignored), a PSI
+/// trigger is a short line, and a request's data is held until it is served (queued behind
+/// a slow agent, for one): without this the kernel sends up to fuser's 16 MiB (its page
+/// limit, 1 MiB by default, permitting). Larger write(2)s arrive in pieces, which the write
+/// path already takes as the kernel's handlers do (the first piece counts).
+const MAX_WRITE_REQUEST: u32 = 64 * 1024;
+
 impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_WRITE_REQUEST) {
+            log::warn!("the kernel takes writes of at most {max} bytes");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         crate::stats::request(crate::stats::Op::Lookup);
         let Some(name) = name.to_str().map(str::to_owned) else {
