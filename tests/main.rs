@@ -1,9 +1,10 @@
 //! nsview's integration tests: one test binary (`cargo test --test integration`), one module
 //! per area, all on the shared rig ([`rig`]), which therefore compiles once.
 //!
-//! Tests are named `MODULE::TEST` (`runc::with_oci_patch_...`): `cargo test --test
-//! integration -- runc::` runs one module (libtest's filter is a substring of the full
-//! name, and a module's path ends in `::`), `--skip runc::NAME` leaves a test out.
+//! Tests are named `MODULE::TEST`, or `MODULE::TOPIC::TEST` where a module is a directory
+//! split by topic (`runc::binds::with_oci_patch_...`): `cargo test --test integration --
+//! runc::` runs one module (libtest's filter is a substring of the full name, and a module's
+//! path ends in `::`), `--skip runc::binds::NAME` leaves a test out.
 //! `scripts/vm-suite` runs the modules one at a time in a VM.
 //!
 //! Every test builds what it needs (daemons, cgroups, containers, runtimes' state) under

@@ -195,7 +195,7 @@ mod tests {
         let files = OpenFiles::default();
         assert_eq!(files.read(&path).unwrap().as_deref(), Some("1\n"));
         // A regular file stays readable through its old descriptor, so the ENODEV path is
-        // taken only on cgroupfs (tests/resources.rs); here the cache must at least not
+        // taken only on cgroupfs (tests/resources/cgroups.rs); here the cache must at least not
         // deadlock or go stale on a new inode once the old one is forgotten.
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, "2\n").unwrap();
