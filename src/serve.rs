@@ -510,8 +510,8 @@ fn prepare_mountpoint(path: &Path) -> Result<(PathBuf, Vec<crate::oci::devices::
         let top = mounts_at(&abs).map_err(io_err)?.pop();
         let Some(top) = top else { break };
         // statfs always reaches the daemon, where stat may be answered from cached attributes.
-        match nix::sys::statfs::statfs(&abs) {
-            Err(nix::errno::Errno::ENOTCONN) => {
+        match rustix::fs::statfs(&abs) {
+            Err(rustix::io::Errno::NOTCONN) => {
                 warn!(
                     "stale {} mount at {} (ENOTCONN, its daemon died): unmounting it lazily",
                     top.fstype,

@@ -38,18 +38,17 @@ impl NsKey {
     /// The namespaces of task `tid`: six `readlinkat` calls on one descriptor of its `ns`
     /// directory (one path walk instead of six).
     pub fn of(proc: &ProcRoot, tid: u32) -> Result<NsKey> {
+        use rustix::fs::{Mode, OFlags, open, readlinkat};
         let dir_path = proc.pid_path(tid, "ns");
-        let dir = nix::fcntl::open(
+        let dir = open(
             &dir_path,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
         )
         .map_err(|e| Error::read(&dir_path, e.into()))?;
         let mut ids = [0; NsKind::ALL.len()];
         for (id, kind) in ids.iter_mut().zip(NsKind::ALL) {
-            let target = nix::fcntl::readlinkat(&dir, kind.name())
+            let target = readlinkat(&dir, kind.name(), Vec::new())
                 .map_err(|e| Error::read(dir_path.join(kind.name()), e.into()))?;
             *id = crate::procfs::parse_ns_link(&target.to_string_lossy())
                 .ok_or_else(|| Error::parse(dir_path.join(kind.name()), "ns link"))?;

@@ -17,7 +17,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::unistd::{ForkResult, chdir, fork, getppid, mkdir, pivot_root};
+use nix::unistd::{ForkResult, chdir, fork, getppid, pivot_root};
+use rustix::fs::{Mode, mkdir};
 
 /// Why the agent could not join the caller's namespaces or set up its private root: one
 /// variant per step, with the system call's error.
@@ -88,7 +89,7 @@ pub enum JoinError {
     MountTmpfs(#[source] Errno),
     /// Making its `proc` directory.
     #[error("mkdir proc")]
-    MkdirProc(#[source] Errno),
+    MkdirProc(#[source] rustix::io::Errno),
     /// Mounting a fresh procfs there (no new mount API).
     #[error("mount proc")]
     MountProc(#[source] Errno),
@@ -313,11 +314,7 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), JoinErro
     )
     .map_err(JoinError::MountTmpfs)?;
     let proc = format!("{base}/proc");
-    mkdir(
-        proc.as_str(),
-        nix::sys::stat::Mode::from_bits_truncate(0o555),
-    )
-    .map_err(JoinError::MkdirProc)?;
+    mkdir(proc.as_str(), Mode::from_raw_mode(0o555)).map_err(JoinError::MkdirProc)?;
     match procfs {
         Some(fd) => rustix::mount::move_mount(
             &fd,
@@ -340,19 +337,18 @@ pub fn private_proc(procfs: Option<std::os::fd::OwnedFd>) -> Result<(), JoinErro
     // (a sysfs mounted elsewhere would show the host's: sysbox #1041). Best effort: without
     // it only `sys/devices/virtual/net` is unavailable.
     let sys = format!("{base}/sys");
-    let sysfs = mkdir(
-        sys.as_str(),
-        nix::sys::stat::Mode::from_bits_truncate(0o555),
-    )
-    .and_then(|()| {
-        mount(
-            Some("sysfs"),
-            sys.as_str(),
-            Some("sysfs"),
-            quiet,
-            None::<&str>,
-        )
-    });
+    let sysfs = mkdir(sys.as_str(), Mode::from_raw_mode(0o555))
+        .map_err(|e| format!("mkdir: {e}"))
+        .and_then(|()| {
+            mount(
+                Some("sysfs"),
+                sys.as_str(),
+                Some("sysfs"),
+                quiet,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mount: {e}"))
+        });
     if let Err(e) = sysfs {
         eprintln!("nsview-nsenter: no private sysfs ({e}); sys/devices/virtual/net unavailable");
     }

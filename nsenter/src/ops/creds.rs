@@ -4,6 +4,7 @@
 use nix::errno::Errno;
 use rustix::thread::{CapabilitySet, CapabilitySets, capabilities, set_capabilities};
 
+use super::error::errno;
 use nsview_proto::agent::Creds;
 
 /// Why the agent could not take on, or give up, a caller's credentials: the step and the
@@ -57,7 +58,6 @@ pub(super) fn with_creds<T, E: From<CredsError>>(
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E> {
     use nix::unistd::{Gid, Uid, setegid, seteuid};
-    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
     let saved = capabilities(None).map_err(|e| CredsError::Capget(errno(e)))?;
     setegid(Gid::from_raw(creds.gid)).map_err(CredsError::Setegid)?;
     let result = match seteuid(Uid::from_raw(creds.uid)) {

@@ -56,7 +56,7 @@ pub enum OpError {
         #[source]
         source: Errno,
     },
-    /// Listing a directory (`fdopendir`, `getdents`).
+    /// Listing a directory (`getdents64`).
     #[error("readdir {path}")]
     Readdir {
         /// The path.
@@ -64,15 +64,6 @@ pub enum OpError {
         /// The kernel's refusal.
         #[source]
         source: Errno,
-    },
-    /// Duplicating a directory's descriptor to stat its entries.
-    #[error("dup {path}")]
-    Dup {
-        /// The path.
-        path: String,
-        /// The kernel's refusal.
-        #[source]
-        source: std::io::Error,
     },
     /// `read` of a file.
     #[error("read {path}")]
@@ -144,13 +135,19 @@ impl OpError {
             | OpError::Readdir { source, .. }
             | OpError::Pipe(source)
             | OpError::Fork(source) => *source as i32,
-            OpError::Dup { source, .. }
-            | OpError::Read { source, .. }
+            OpError::Read { source, .. }
             | OpError::Seek { source, .. }
             | OpError::Write { source, .. } => io(source),
             OpError::Creds(e) => e.errno() as i32,
         }
     }
+}
+
+/// A rustix call's error as the agent's errno type: the same value. nix's `Errno` is kept
+/// for every step (rustix makes the file calls, nix the others) because its text names the
+/// errno (`EACCES: Permission denied`), and that text is the reply's message.
+pub(super) fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// The response to request `id`: its payload, or its error as errno and text.

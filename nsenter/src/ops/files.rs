@@ -5,39 +5,35 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, SFlag, fstatat};
-use rustix::fs::{ResolveFlags, openat2};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, openat2, readlinkat, statat};
 
 use super::Server;
-use super::error::OpError;
+use super::error::{OpError, errno};
 use nsview_proto::agent::{DirItem, Kind, Stat};
 
 impl Server {
-    pub(super) fn open(&self, path: &str, flags: OFlag) -> Result<OwnedFd, OpError> {
-        let flags = rustix::fs::OFlags::from_bits_retain((flags | OFlag::O_CLOEXEC).bits() as u32);
+    pub(super) fn open(&self, path: &str, flags: OFlags) -> Result<OwnedFd, OpError> {
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         openat2(
             self.root.as_fd(),
             dot(path),
-            flags,
-            rustix::fs::Mode::empty(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
             resolve,
         )
         .map_err(|e| OpError::Open {
             path: path.into(),
-            source: Errno::from_raw(e.raw_os_error()),
+            source: errno(e),
         })
     }
 
     pub(super) fn stat(&self, path: &str) -> Result<Stat, OpError> {
-        let st = fstatat(self.root.as_fd(), dot(path), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(
-            |source| OpError::Stat {
+        let st = statat(self.root.as_fd(), dot(path), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+            OpError::Stat {
                 path: path.into(),
-                source,
-            },
-        )?;
+                source: errno(e),
+            }
+        })?;
         stat_of(&st).ok_or_else(|| OpError::NotAnEntry { path: path.into() })
     }
 
@@ -51,39 +47,35 @@ impl Server {
     }
 
     pub(super) fn readlink(&self, path: &str) -> Result<String, OpError> {
-        let target = nix::fcntl::readlinkat(self.root.as_fd(), dot(path)).map_err(|source| {
+        let target = readlinkat(self.root.as_fd(), dot(path), Vec::new()).map_err(|e| {
             OpError::Readlink {
                 path: path.into(),
-                source,
+                source: errno(e),
             }
         })?;
         Ok(target.to_string_lossy().into_owned())
     }
 
     pub(super) fn readdir(&self, path: &str) -> Result<Vec<DirItem>, OpError> {
-        let listing = |source| OpError::Readdir {
+        let listing = |e| OpError::Readdir {
             path: path.into(),
-            source,
+            source: errno(e),
         };
-        let fd = self.open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let mut dir = nix::dir::Dir::from_fd(fd).map_err(listing)?;
-        let dir_fd = dir
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| OpError::Dup {
-                path: path.into(),
-                source,
-            })?;
+        let fd = self.open(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let mut dir = Dir::new(fd).map_err(listing)?;
         let mut items = Vec::new();
-        for entry in dir.iter() {
+        // `read`, not the iterator: each entry is owned, so the stream's own descriptor can
+        // be lent to `statat` between reads (it does not move the directory position).
+        while let Some(entry) = dir.read() {
             let entry = entry.map_err(listing)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "." || name == ".." {
                 continue;
             }
-            // An entry that vanishes meanwhile (an interface removed) is left out.
-            let Ok(st) = fstatat(dir_fd.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            else {
+            // An entry that vanishes meanwhile (an interface removed) is left out. By its
+            // lossy name, as it is listed: a name that is not UTF-8 could not be looked up.
+            let dir_fd = dir.fd().map_err(listing)?;
+            let Ok(st) = statat(dir_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
                 continue;
             };
             if let Some(stat) = stat_of(&st) {
@@ -99,7 +91,7 @@ impl Server {
     /// position 0 and end-of-file after (`dev/cdrom/info`), so a small first read
     /// (`read_to_end` probes with 32 bytes) would cut them short.
     pub(super) fn read(&self, path: &str) -> Result<Vec<u8>, OpError> {
-        let mut file = std::fs::File::from(self.open(path, OFlag::O_RDONLY)?);
+        let mut file = std::fs::File::from(self.open(path, OFlags::RDONLY)?);
         let mut data = self.buffer.borrow_mut();
         let mut len = 0;
         while len < data.len() {
@@ -131,7 +123,7 @@ impl Server {
             path: path.into(),
             source,
         };
-        let mut file = std::fs::File::from(self.open(path, OFlag::O_WRONLY)?);
+        let mut file = std::fs::File::from(self.open(path, OFlags::WRONLY)?);
         file.seek(SeekFrom::Start(offset)).map_err(seek)?;
         let n = file.write(data).map_err(|source| OpError::Write {
             path: path.into(),
@@ -147,11 +139,11 @@ fn dot(path: &str) -> &str {
     if path.is_empty() { "." } else { path }
 }
 
-fn stat_of(st: &FileStat) -> Option<Stat> {
-    let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
-        SFlag::S_IFDIR => Kind::Dir,
-        SFlag::S_IFREG => Kind::File,
-        SFlag::S_IFLNK => Kind::Symlink,
+fn stat_of(st: &rustix::fs::Stat) -> Option<Stat> {
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Kind::Dir,
+        FileType::RegularFile => Kind::File,
+        FileType::Symlink => Kind::Symlink,
         _ => return None,
     };
     Some(Stat {

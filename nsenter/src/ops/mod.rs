@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
-use nix::fcntl::OFlag;
+use rustix::fs::OFlags;
 
 use nsview_proto::agent::{
     Kind, MAX_LINE, MAX_READ, MAX_WRITE, Op, Payload, Request, Response, VERSION, check_path,
@@ -211,9 +211,9 @@ impl Server {
             Op::Access { path, write, creds } => {
                 check_path(&path)?;
                 let flags = if write {
-                    OFlag::O_WRONLY
+                    OFlags::WRONLY
                 } else {
-                    OFlag::O_RDONLY
+                    OFlags::RDONLY
                 };
                 with_creds(creds, || self.open(&path, flags).map(drop)).map(|()| Payload::Allowed)
             }

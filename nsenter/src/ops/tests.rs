@@ -227,6 +227,102 @@ fn faults_are_refused_unless_enabled() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn links_are_read_not_followed_and_lead_nowhere_outside_the_root() {
+    let dir = tempfile_dir();
+    let d = dir.join("proc/sys/d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a"), "1\n").unwrap();
+    std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
+    std::os::unix::fs::symlink("../../../..", d.join("up")).unwrap();
+    // Neither a file, a directory nor a link: not served.
+    let _socket = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+    let a = agent(&dir);
+    let req = |id, op| Request { id, op };
+    let path = |p: &str| format!("proc/sys/d/{p}");
+    let replies = converse(
+        &a,
+        &[
+            hello(),
+            req(
+                2,
+                Op::Readdir {
+                    path: "proc/sys/d".into(),
+                },
+            ),
+            req(3, Op::Lookup { path: path("out") }),
+            req(4, Op::Readlink { path: path("out") }),
+            req(
+                5,
+                Op::Read {
+                    path: path("out/passwd"),
+                    creds: root_creds(),
+                },
+            ),
+            req(
+                6,
+                Op::Read {
+                    path: path("up/etc/passwd"),
+                    creds: root_creds(),
+                },
+            ),
+            req(7, Op::Lookup { path: path("sock") }),
+            req(8, Op::Readlink { path: path("a") }),
+        ],
+    );
+    let Response::Ok {
+        payload: Payload::Entries(items),
+        ..
+    } = &replies[1]
+    else {
+        panic!("{replies:?}")
+    };
+    let kinds: Vec<_> = items
+        .iter()
+        .map(|i| (i.name.as_str(), i.stat.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("a", Kind::File),
+            ("out", Kind::Symlink),
+            ("up", Kind::Symlink)
+        ]
+    );
+    let Response::Ok {
+        payload: Payload::Entry(out),
+        ..
+    } = &replies[2]
+    else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(out.kind, Kind::Symlink, "lookup does not follow the link");
+    assert_eq!(
+        replies[3],
+        Response::Ok {
+            id: 4,
+            payload: Payload::Link("/etc".into())
+        }
+    );
+    // RESOLVE_BENEATH: an absolute link, or one climbing above the root, is EXDEV.
+    let errno = |r: &Response| match r {
+        Response::Err { errno, .. } => *errno,
+        other => panic!("not an error: {other:?}"),
+    };
+    assert_eq!(errno(&replies[4]), libc::EXDEV);
+    assert_eq!(errno(&replies[5]), libc::EXDEV);
+    assert_eq!(errno(&replies[6]), libc::ENOENT);
+    assert_eq!(
+        replies[7],
+        Response::Err {
+            id: 8,
+            errno: libc::EINVAL,
+            message: "readlink proc/sys/d/a: EINVAL: Invalid argument".into(),
+        }
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -31,7 +31,6 @@
 //! ENOTCONN: only a new `open` reaches the new daemon.
 
 use std::collections::HashSet;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -41,6 +40,7 @@ use super::devices::{self, Dev};
 use super::inject::InjectError;
 use crate::cli::ReattachArgs;
 use nsview_core::mounts::mounts_of;
+use nsview_core::nsfs::Ns;
 use nsview_core::procfs::ProcRoot;
 use nsview_proto::control::{CtlData, CtlError, CtlRequest, Registered, send as ctl_send};
 
@@ -169,7 +169,7 @@ pub fn run(args: &ReattachArgs) -> Result<(), ReattachError> {
     let own = std::process::id();
     // nsview's own namespace: its mount is the daemon's business (`serve` recovers it).
     let mut visited: HashSet<u64> = proc.ns_inode(own, "mnt").into_iter().collect();
-    let own_userns = namespace_owner(own);
+    let own_userns = namespace_owner(&proc, own);
     let mut jobs: Vec<(String, u32, u64, u64)> = Vec::new();
     for c in &containers {
         if let Ok(ns) = proc.ns_inode(c.pid, "mnt")
@@ -185,7 +185,7 @@ pub fn run(args: &ReattachArgs) -> Result<(), ReattachError> {
         let Ok(ticks) = proc.start_ticks(pid) else {
             continue;
         };
-        if own_userns.is_none() || namespace_owner(pid) != own_userns {
+        if own_userns.is_none() || namespace_owner(&proc, pid) != own_userns {
             continue;
         }
         if mounts_of(pid).is_ok_and(|m| !stacks(&m, &ours).is_empty()) {
@@ -201,7 +201,7 @@ pub fn run(args: &ReattachArgs) -> Result<(), ReattachError> {
         } else {
             // Mounts of a namespace another user namespace owns are that namespace's root's
             // to make: nothing of theirs is bound again by the host's (see `beneath`).
-            let host_owned = own_userns.is_some() && namespace_owner(pid) == own_userns;
+            let host_owned = own_userns.is_some() && namespace_owner(&proc, pid) == own_userns;
             worker::in_child(DEADLINE, || {
                 reattach(&args.mountpoint, pid, ticks, ns, &ours, host_owned)
             })
@@ -216,18 +216,8 @@ pub fn run(args: &ReattachArgs) -> Result<(), ReattachError> {
 }
 
 /// The inode of the user namespace owning the mount namespace of `pid` (`NS_GET_USERNS`).
-fn namespace_owner(pid: u32) -> Option<u64> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
-    // NS_GET_USERNS is _IO(0xb7, 0x1).
-    const NS_GET_USERNS: libc::c_ulong = 0xb701;
-    // SAFETY: the ioctl takes no argument and returns a new descriptor or -1; `ns` is open.
-    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-    let owner = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    rustix::fs::fstat(&owner).ok().map(|st| st.st_ino)
+fn namespace_owner(proc: &ProcRoot, pid: u32) -> Option<u64> {
+    Ns::of(proc, pid, "mnt").ok()?.owner().ok()?.inode().ok()
 }
 
 /// Prints the line for `who`; whether everything was reattached.

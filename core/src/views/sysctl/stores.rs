@@ -15,7 +15,7 @@
 //!   one ends.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -320,9 +320,7 @@ impl Stores {
     }
 
     fn poke(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live array to the eventfd this struct owns.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
     /// Starts the janitor: deletes the stores of namespaces already gone, then again each
@@ -410,9 +408,7 @@ impl Stores {
             let ended = fds[1..].iter().any(|f| f.any().unwrap_or(false));
             if fds[0].any().unwrap_or(false) {
                 let mut count = [0u8; 8];
-                // SAFETY: reads the 8-byte counter of the eventfd this struct owns into a
-                // live array of that size.
-                unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                let _ = rustix::io::read(&self.wake, &mut count);
             }
             if ended {
                 return Wake::Ended;
@@ -463,11 +459,9 @@ pub fn live_netns(proc: &ProcRoot) -> HashSet<u64> {
 
 /// A non-blocking eventfd (the janitor's doorbell).
 fn eventfd() -> OwnedFd {
-    // SAFETY: eventfd(2) takes no pointers and returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just returned by eventfd(2) and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    use rustix::event::{EventfdFlags, eventfd};
+    eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .unwrap_or_else(|e| panic!("eventfd: {e}"))
 }
 
 #[cfg(test)]
