@@ -278,13 +278,15 @@ impl Pool {
     /// full) if there is none or it has ended.
     fn set(&self, key: NsKey) -> Result<Arc<Set>> {
         let mut sets = self.shared.sets.lock();
+        // The workers whose agents must be gone before this set's is spawned.
+        let mut before = Vec::new();
         if let Some(set) = sets.get(&key) {
             if !set.closed() {
                 return Ok(set.clone());
             }
-            sets.remove(&key);
+            // Ended, its agent maybe still being killed: two agents for one set, briefly.
+            before.extend(sets.remove(&key).and_then(|s| s.take_thread()));
         }
-        let mut before = None;
         if sets.len() >= self.shared.cfg.max_agents.max(1) {
             let mut by_age: Vec<_> = sets.iter().map(|(k, s)| (s.last_used(), *k)).collect();
             by_age.sort_unstable_by_key(|(at, _)| *at);
@@ -301,7 +303,7 @@ impl Pool {
                 return Err(Error::Agent(AgentFailure::Busy));
             };
             debug!("agent for {victim} evicted (pool full)");
-            before = sets.remove(&victim).and_then(|s| s.take_thread());
+            before.extend(sets.remove(&victim).and_then(|s| s.take_thread()));
         }
         let set = Set::start(&self.shared, key, before)?;
         sets.insert(key, set.clone());

@@ -1,17 +1,18 @@
-//! One namespace set: its worker thread, the only thing that talks to the set's agent, and
-//! the bounded queue in front of it.
+//! One namespace set: its worker thread, its agent, and the bounded queue in front of it. One
+//! thread at a time talks to the agent, holding the set's connection: the worker, for what is
+//! queued, or the one FUSE thread the set admits ([`super::Permit`]), when nothing is queued.
 //!
-//! - A FUSE thread that may wait ([`super::Permit`]) queues a [`Call`] and waits for its
-//!   answer: until the worker takes it, at most one agent deadline (a call that waited
-//!   longer, behind a stuck agent, is given up and never sent, so a write the caller saw
-//!   fail is never made later); once taken, until the worker answers, which the agent's
-//!   deadline bounds.
+//! - A FUSE thread that may wait exchanges with the agent itself when the worker is idle;
+//!   else it queues a [`Call`](Work::Call) and waits for its answer: until it is sent, at
+//!   most one agent deadline (a call that waited longer, behind a stuck agent, is given up and
+//!   never sent, so a write the caller saw fail is never made later); once sent, until the
+//!   agent answers or its deadline ends the exchange.
 //! - A request that may not wait on a FUSE thread is queued whole ([`Job`]) and runs on the
 //!   worker, which replies for it; its exchanges with this set's agent then need no hop.
 //! - The worker ends, and its agent with it, when nothing came for the pool's idle time, when
 //!   the agent hung up (its container's init died) with nothing queued, or when the pool
 //!   evicts or stops the set. It sleeps in `poll` on its doorbell and its agent's socket, and
-//!   wakes for nothing else. Killing and reaping its agent happens here, under no lock.
+//!   wakes for nothing else. Killing and reaping its agent happens here, under no pool lock.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use nsview_proto::agent::{Op, Payload};
 use parking_lot::{Condvar, Mutex};
 
@@ -41,10 +42,26 @@ const STACK: usize = 512 << 10;
 /// Where a call stands, as its waiter and the worker see it.
 enum CallState {
     Queued,
+    /// The worker has it, and may spawn the agent or wait for the connection first.
     Taken,
+    /// Sent to the agent: the agent's deadline bounds the rest, and the waiter waits for it
+    /// (a write that reached the agent is answered as the agent answers it).
+    Sent,
     Done(Result<Payload>),
-    /// The waiter gave up before the worker took it: it is never sent.
+    /// The waiter gave up before it was sent: it never is.
     Abandoned,
+}
+
+impl Answer {
+    /// Marks the call sent, unless its waiter has given up.
+    fn send(&self) -> bool {
+        let mut state = self.state.lock();
+        if matches!(*state, CallState::Abandoned) {
+            return false;
+        }
+        *state = CallState::Sent;
+        true
+    }
 }
 
 /// One exchange a FUSE thread waits for: the handover of its answer.
@@ -118,7 +135,7 @@ impl Set {
     pub(super) fn start(
         shared: &Arc<Shared>,
         key: NsKey,
-        after: Option<JoinHandle<()>>,
+        after: Vec<JoinHandle<()>>,
     ) -> Result<Arc<Set>> {
         use rustix::event::{EventfdFlags, eventfd};
         let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -134,15 +151,17 @@ impl Set {
             worker: OnceLock::new(),
             thread: Mutex::new(None),
             alive: AtomicBool::new(false),
-            ready: AtomicBool::new(after.is_none()),
+            ready: AtomicBool::new(after.is_empty()),
         });
         let (me, pool) = (set.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("nsview-agent".into())
             .stack_size(STACK)
             .spawn(move || {
-                if let Some(before) = after {
-                    let _ = before.join();
+                if !after.is_empty() {
+                    for before in after {
+                        let _ = before.join();
+                    }
                     me.ready.store(true, Ordering::Release);
                 }
                 me.work(&pool);
@@ -188,7 +207,18 @@ impl Set {
         let Some(mut queue) = self.queue.try_lock() else {
             return false;
         };
-        if queue.busy || !queue.work.is_empty() || self.waited_on.load(Ordering::Acquire) {
+        // Not while it waits for the set it replaced (a chain of sets each waiting for the
+        // one before would hold threads without bound), nor while any thread talks to its
+        // agent (an inline exchange holds the connection; it checks `closing` under the
+        // queue's lock, held here).
+        let exchanging = self.conn.is_locked();
+        let ready = self.ready.load(Ordering::Acquire);
+        if !ready
+            || exchanging
+            || queue.busy
+            || !queue.work.is_empty()
+            || self.waited_on.load(Ordering::Acquire)
+        {
             return false;
         }
         queue.closing = true;
@@ -246,35 +276,28 @@ impl Set {
             Err(Refused::Closed(Work::Call { op, .. })) => return Err(op),
             Err(Refused::Closed(Work::Job(_))) => return Ok(Err(Error::Os(libc::EIO))),
         }
-        let queued_until = Instant::now() + deadline;
-        // Taken: the worker's own deadline bounds the exchange; this only guards against a
-        // worker that never answers (a bug), so that no FUSE thread waits forever.
-        let taken_until = queued_until + 3 * deadline;
+        // Until it is sent, at most one deadline; once sent, until the agent answers or its
+        // deadline ends the exchange.
+        let unsent_until = Instant::now() + deadline;
         let mut state = answer.state.lock();
         loop {
             match std::mem::replace(&mut *state, CallState::Abandoned) {
                 CallState::Done(result) => return Ok(result),
-                CallState::Queued if Instant::now() >= queued_until => {
+                CallState::Queued | CallState::Taken if Instant::now() >= unsent_until => {
+                    // Left Abandoned: the worker will not send it.
                     debug!(
-                        "a request for {} waited {deadline:?} in its queue",
+                        "a request for {} waited {deadline:?} for its turn",
                         self.key
                     );
                     return Ok(Err(Error::Agent(AgentFailure::Queued)));
                 }
-                CallState::Queued => {
-                    *state = CallState::Queued;
-                    answer.ready.wait_until(&mut state, queued_until);
+                unsent @ (CallState::Queued | CallState::Taken) => {
+                    *state = unsent;
+                    answer.ready.wait_until(&mut state, unsent_until);
                 }
-                CallState::Taken if Instant::now() >= taken_until => {
-                    error!(
-                        "the worker for {} did not answer a request it took",
-                        self.key
-                    );
-                    return Ok(Err(Error::Agent(AgentFailure::Deadline)));
-                }
-                CallState::Taken => {
-                    *state = CallState::Taken;
-                    answer.ready.wait_until(&mut state, taken_until);
+                CallState::Sent => {
+                    *state = CallState::Sent;
+                    answer.ready.wait(&mut state);
                 }
                 CallState::Abandoned => return Ok(Err(Error::Agent(AgentFailure::Queued))),
             }
@@ -346,7 +369,9 @@ impl Set {
                     }
                     *state = CallState::Taken;
                 }
-                let result = catch_unwind(AssertUnwindSafe(|| self.exchange(pool, tid, op)))
+                let exchange =
+                    || self.exchange_with(self.conn.lock(), pool, tid, op, Some(&answer));
+                let result = catch_unwind(AssertUnwindSafe(exchange))
                     .unwrap_or(Err(Error::Agent(AgentFailure::Hangup)));
                 *answer.state.lock() = CallState::Done(result);
                 answer.ready.notify_one();
@@ -374,7 +399,7 @@ impl Set {
         }
         let conn = {
             let queue = self.queue.lock();
-            if queue.busy || queue.closed || !queue.work.is_empty() {
+            if queue.busy || queue.closing || queue.closed || !queue.work.is_empty() {
                 return Err(op);
             }
             // Taken under the queue's lock: the worker takes it only after marking itself
@@ -384,7 +409,7 @@ impl Set {
                 None => return Err(op),
             }
         };
-        let result = self.exchange_with(conn, pool, tid, op);
+        let result = self.exchange_with(conn, pool, tid, op, None);
         *self.last_used.lock() = Instant::now();
         Ok(result)
     }
@@ -392,16 +417,19 @@ impl Set {
     /// Performs `op` with this set's agent, spawned (in task `tid`'s namespaces) if it has
     /// none. A hello is answered from the agent's own, given at spawn.
     pub(super) fn exchange(&self, pool: &Shared, tid: u32, op: Op) -> Result<Payload> {
-        self.exchange_with(self.conn.lock(), pool, tid, op)
+        self.exchange_with(self.conn.lock(), pool, tid, op, None)
     }
 
     /// [`Set::exchange`] with the connection held: one thread at a time talks to the agent.
+    /// A queued call's `answer` is marked sent just before it is sent, unless its waiter gave
+    /// up meanwhile: then it is not sent at all.
     fn exchange_with(
         &self,
         mut conn: parking_lot::MutexGuard<'_, Conn>,
         pool: &Shared,
         tid: u32,
         op: Op,
+        answer: Option<&Answer>,
     ) -> Result<Payload> {
         let running = conn.agent.as_mut().is_some_and(Agent::is_running);
         if !running {
@@ -422,6 +450,9 @@ impl Set {
         }
         let learns = matches!(op, Op::Lookup { .. } | Op::Readdir { .. });
         let asked = learns.then(|| op.clone());
+        if answer.is_some_and(|a| !a.send()) {
+            return Err(Error::Agent(AgentFailure::Queued));
+        }
         let result = agent.call(pool.next_id(), op, pool.cfg.timeout);
         if let Some(op) = &asked {
             self.stats.learn(op, &result);
@@ -462,10 +493,31 @@ impl Set {
         let mut drain = [0u8; 8];
         let _ = rustix::io::read(&self.bell, &mut drain);
         if hung_up {
-            self.end_agent("hung up");
+            // Only the agent it watched: another thread may have replaced it meanwhile.
+            if let Some(watched) = &socket {
+                self.end_agent_of(watched, "hung up");
+            }
             return !self.queue.lock().work.is_empty();
         }
         true
+    }
+
+    /// Kills and reaps its agent if it is the one whose socket is `socket`.
+    fn end_agent_of(&self, socket: &Arc<std::os::unix::net::UnixStream>, why: &str) {
+        let mut conn = self.conn.lock();
+        if conn
+            .agent
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(&a.socket(), socket))
+        {
+            let agent = conn.agent.take();
+            drop(conn);
+            if let Some(agent) = agent {
+                debug!("agent for {} {why}", self.key);
+                self.alive.store(false, Ordering::Relaxed);
+                agent.end();
+            }
+        }
     }
 
     /// Kills and reaps its agent, if it has one.

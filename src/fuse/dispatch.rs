@@ -34,13 +34,14 @@ impl Fs {
         }
     }
 
-    /// Whether reads and writes through handle `fh` need an agent, and who opened it.
-    pub(super) fn handle_bound(&self, fh: u64) -> Option<(bool, Requester)> {
-        let handle = self.core.handles.get(fh)?;
-        let agent = match &handle.source {
-            Source::Subtree(id, _) => nodes::agent_subtree(*id),
-            Source::View(view) => view.needs_agent(),
-        };
-        Some((agent, handle.who))
+    /// Whether reads and writes through handle `fh` need an agent.
+    pub(super) fn handle_bound(&self, fh: u64) -> bool {
+        self.core
+            .handles
+            .get(fh)
+            .is_some_and(|handle| match &handle.source {
+                Source::Subtree(id, _) => nodes::agent_subtree(*id),
+                Source::View(view) => view.needs_agent(),
+            })
     }
 }

@@ -99,6 +99,7 @@ impl Core {
     /// once and its callers fall back to `read(2)` (busybox `cat`, Python's `shutil`).
     pub(super) fn read_file(
         &self,
+        reader: &Requester,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -126,7 +127,7 @@ impl Core {
                 return Ok(slice_at(&s.data, offset, size).to_vec());
             }
         }
-        let data = Arc::new(self.render_guarded(&handle)?);
+        let data = Arc::new(self.render_guarded(&handle, reader)?);
         *handle.snapshot.lock() = Some(Snapshot {
             data: data.clone(),
             unread: false,
@@ -161,7 +162,7 @@ impl Core {
     /// snapshot, rendered now if it has none (and then what its first read returns). `None`
     /// for a host file (its own size), a descriptor open for writing (whose view a read
     /// need not be allowed) or a render that fails.
-    pub(super) fn snapshot_len(&self, fh: u64) -> Option<u64> {
+    pub(super) fn snapshot_len(&self, fh: u64, reader: &Requester) -> Option<u64> {
         let handle = self.handles.get(fh)?;
         if handle.host_file.is_some() || handle.writable {
             return None;
@@ -170,7 +171,7 @@ impl Core {
             return Some(s.data.len() as u64);
         }
         // Rendered under no lock, as in `read_file`.
-        let data = Arc::new(self.render_guarded(&handle).ok()?);
+        let data = Arc::new(self.render_guarded(&handle, reader).ok()?);
         let len = data.len() as u64;
         *handle.snapshot.lock() = Some(Snapshot { data, unread: true });
         Some(len)
@@ -238,8 +239,29 @@ impl Core {
     }
 
     /// Renders a handle's view (see [`Core::render`]).
-    pub(super) fn render_guarded(&self, handle: &Handle) -> Result<Vec<u8>> {
-        self.render(&handle.source, &handle.subject, &handle.who)
+    ///
+    /// A file an agent serves is read by `reader` (the task whose read this is: blocked in it,
+    /// so its id names it, see `caller`), with its credentials, and only in the namespaces the
+    /// descriptor was opened in: the reader must be in them (it holds them alive). A handle
+    /// keeps the opener's namespaces only as inode numbers, which the kernel hands out again
+    /// once a namespace is gone: a descriptor passed on and read after its namespaces died
+    /// would otherwise read whichever container has those numbers now. A descriptor read from
+    /// other namespaces than its own (passed between containers, or kept across `setns`)
+    /// gets EIO, where the kernel would answer for the namespaces it was opened in.
+    pub(super) fn render_guarded(&self, handle: &Handle, reader: &Requester) -> Result<Vec<u8>> {
+        match &handle.source {
+            Source::Subtree(id, _) if nodes::agent_subtree(*id) => {
+                if reader.ns.is_none() || reader.ns != handle.who.ns {
+                    log::debug!(
+                        "task {} read a descriptor of other namespaces than its own: EIO",
+                        reader.pid
+                    );
+                    return Err(Error::Os(libc::EIO));
+                }
+                self.render(&handle.source, &handle.subject, reader)
+            }
+            _ => self.render(&handle.source, &handle.subject, &handle.who),
+        }
     }
 
     /// Renders `source` for `who`, whose view is `subject`; a panic inside the view becomes

@@ -197,7 +197,7 @@ impl Filesystem for Fs {
         let who = requester(req);
         self.dispatch(agent_entry(&target), who, move |core, who| {
             // Through a descriptor (fstat, SEEK_END): the length its reads return.
-            let len = fh.and_then(|fh| core.snapshot_len(fh.0));
+            let len = fh.and_then(|fh| core.snapshot_len(fh.0, &who));
             let ctx = match &target {
                 Target::Table(node) if len.is_none() && nodes::sized_per_caller(node) => {
                     core.ctx(who)
@@ -330,9 +330,10 @@ impl Filesystem for Fs {
         if let Some(data) = self.core.read_from_snapshot(fh.0, offset, size, fill) {
             return reply.data(&data);
         }
-        let (agent, who) = self.handle_bound(fh.0).unwrap_or((false, requester(req)));
-        self.dispatch(agent, who, move |core, _who| {
-            match core.read_file(fh, offset, size, fill) {
+        let agent = self.handle_bound(fh.0);
+        // The reader (not the opener) reads: see `Core::render_guarded`.
+        self.dispatch(agent, requester(req), move |core, who| {
+            match core.read_file(&who, fh, offset, size, fill) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -353,7 +354,7 @@ impl Filesystem for Fs {
     ) {
         crate::stats::request(crate::stats::Op::Write);
         let who = requester(req);
-        let agent = self.handle_bound(fh.0).is_some_and(|(agent, _)| agent);
+        let agent = self.handle_bound(fh.0);
         let data = data.to_vec();
         self.dispatch(agent, who, move |core, who| {
             match core.write_file(who, fh, offset, &data) {

@@ -341,3 +341,35 @@ fn a_user_namespace_made_inside_a_container_sees_and_writes_as_natively() {
         );
     }
 }
+
+#[test]
+fn a_descriptor_read_from_other_namespaces_than_its_openers_reads_nothing_of_theirs() {
+    // A descriptor keeps its namespaces only as inode numbers, which the kernel hands out
+    // again once those namespaces are gone: a descriptor read from elsewhere could read
+    // whichever container has them now. So only a reader in the opener's namespaces reads
+    // (natively the child would read a's value: the kernel's descriptor holds a's namespace;
+    // nsview answers EIO instead, and the opener itself reads on).
+    let daemon = Daemon::start();
+    let a = container(&daemon);
+    a.run("echo 99 > /proc/sys/net/ipv4/ip_default_ttl");
+    // Opened in a's network namespace, then read by a child in a network namespace of its
+    // own (it inherits the descriptor), then again by the opener.
+    let out = a.sh("exec 3</proc/sys/net/ipv4/ip_default_ttl
+         unshare -n sh -c 'cat <&3; echo rc=$?' 2>&1
+         cat /proc/self/fd/3 >/dev/null
+         read v <&3; echo own=$v");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("rc=1"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("99\nrc"),
+        "read a's value from elsewhere: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("own=99"),
+        "the opener reads its own: {}",
+        out.stdout
+    );
+    // The host's value is untouched.
+    assert_ne!(host("net/ipv4/ip_default_ttl"), "99");
+}
