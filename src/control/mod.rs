@@ -14,8 +14,8 @@ pub use nsview_core::registry::{
     RegisterError, Registered, Registrations, is_pidns_init, valid_id,
 };
 pub use nsview_proto::control::{
-    Connection, CtlData, CtlError, CtlRequest, CtlResponse, MAX_LINE, Status, send as ctl_send,
-    socket_path,
+    Connection, CtlData, CtlError, CtlRequest, CtlResponse, MAX_LINE, Named, Status,
+    send as ctl_send, socket_path,
 };
 pub use server::{start, status};
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use super::{CtlData, CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, Status, socket_path};
+use super::{CtlData, CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, Named, Status, socket_path};
 use crate::service::Service;
 use crate::views::cpus::CpuView;
 use nsview_proto::agent::{encode, read_line};
@@ -251,7 +251,7 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                     }
                     None => stores.sweep_soon(),
                 }
-                CtlResponse::ok(CtlData::Id { id })
+                CtlResponse::ok(CtlData::Id(Named { id }))
             }
             None => CtlResponse::err(format!("{id} is not registered")),
         },
@@ -270,11 +270,11 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
                     skipped.join(" ")
                 );
             }
-            CtlResponse::ok(CtlData::Id { id })
+            CtlResponse::ok(CtlData::Id(Named { id }))
         }
         CtlRequest::Failed { id, error } => {
             warn!("container {id}: nsview's hook failed its start: {error}");
-            CtlResponse::ok(CtlData::Id { id })
+            CtlResponse::ok(CtlData::Id(Named { id }))
         }
         CtlRequest::List {} => CtlResponse::ok(CtlData::Containers(registry.list())),
         CtlRequest::Set { id, key, value } => match registry.set(&id, &key, &value) {

@@ -109,15 +109,23 @@ pub enum CtlData {
     /// `status`.
     Status(Status),
     /// `unregister`, `bound`, `failed`: which container it was.
-    Id {
-        /// The runtime's id.
-        id: String,
-    },
+    Id(Named),
+    /// Anything else: what a daemon of another version answers with a shape this one does
+    /// not know (kept, not refused: the reply's `ok` and `error` still count).
+    Other(serde_json::Value),
 }
 
-/// The daemon's status (`ctl status`; also logged on SIGHUP, SIGUSR1, SIGUSR2).
+/// A container by its id alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Named {
+    /// The runtime's id.
+    pub id: String,
+}
+
+/// The daemon's status (`ctl status`; also logged on SIGHUP, SIGUSR1, SIGUSR2). Fields a
+/// daemon of another version adds or lacks do not make it unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The daemon's version.
     pub version: String,
@@ -132,8 +140,10 @@ pub struct Status {
     /// FUSE requests served.
     pub requests: u64,
     /// FUSE requests by operation (`lookup`, `getattr`, `open`, `read`, ...).
+    #[serde(default)]
     pub requests_by_op: std::collections::BTreeMap<String, u64>,
     /// Steps on the way to agents: `cached`, `exchanges`, `handed`, `deferred`, `spawned`.
+    #[serde(default)]
     pub agent_steps: std::collections::BTreeMap<String, u64>,
     /// Renders of a container's view that fell back to the host's file.
     pub host_fallbacks: u64,
@@ -237,13 +247,18 @@ mod tests {
             CtlData::Containers(vec![registered.clone()]),
             CtlData::Container(registered),
             CtlData::Status(status),
-            CtlData::Id { id: "a".into() },
+            CtlData::Id(Named { id: "a".into() }),
         ] {
             let line = serde_json::to_string(&CtlResponse::ok(data.clone())).unwrap();
             let back: CtlResponse = serde_json::from_str(&line).unwrap();
             assert_eq!(back.data, Some(data), "{line}");
         }
-        let id = serde_json::to_string(&CtlResponse::ok(CtlData::Id { id: "a".into() })).unwrap();
+        let named = CtlData::Id(Named { id: "a".into() });
+        let id = serde_json::to_string(&CtlResponse::ok(named)).unwrap();
         assert_eq!(id, r#"{"ok":true,"data":{"id":"a"}}"#);
+        // A container with a field this version lacks is not taken for a bare id.
+        let newer: CtlResponse =
+            serde_json::from_str(r#"{"ok":true,"data":{"id":"a","pid":1,"later":true}}"#).unwrap();
+        assert!(matches!(newer.data, Some(CtlData::Other(_))), "{newer:?}");
     }
 }
