@@ -4,7 +4,7 @@
 //! `nsview-test-*` cgroups, with nsview's `proc/sys` bound over their `/proc/sys`.
 
 use crate::rig;
-use crate::rig::{Container, ContainerBuilder, Daemon};
+use crate::rig::{Container, ContainerBuilder, Daemon, host_sysctl};
 
 fn container(daemon: &Daemon) -> Container {
     ContainerBuilder::new()
@@ -12,19 +12,12 @@ fn container(daemon: &Daemon) -> Container {
         .start()
 }
 
-fn host(key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/{key}"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn a_stored_value_is_the_containers_own_and_checked() {
     let daemon = Daemon::start();
     let (a, b) = (container(&daemon), container(&daemon));
     let key = "/proc/sys/vm/overcommit_memory";
-    let host_value = host("vm/overcommit_memory");
+    let host_value = host_sysctl("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
     assert_eq!(
         a.run(&format!("cat {key}")),
@@ -34,7 +27,7 @@ fn a_stored_value_is_the_containers_own_and_checked() {
     a.run(&format!("echo {new} > {key}"));
     assert_eq!(a.run(&format!("cat {key}")), new);
     assert_eq!(b.run(&format!("cat {key}")), host_value);
-    assert_eq!(host("vm/overcommit_memory"), host_value);
+    assert_eq!(host_sysctl("vm/overcommit_memory"), host_value);
     // bash, not dash: dash reports every failed write as "I/O error".
     let out = a.exec(&["bash", "-c", &format!("echo 3 > {key}")]);
     assert!(
@@ -65,7 +58,7 @@ fn panic_file_max_and_printk_are_the_containers_own() {
         // Fewer numbers than the vector holds replace the first ones, as the kernel does.
         ("kernel/printk", "3", "3"),
     ] {
-        let before = host(key);
+        let before = host_sysctl(key);
         a.run(&format!("echo {value} > /proc/sys/{key}"));
         let inside = a.run(&format!("cat /proc/sys/{key}"));
         assert_eq!(inside.split_whitespace().next(), Some(read_back), "{key}");
@@ -79,7 +72,7 @@ fn panic_file_max_and_printk_are_the_containers_own() {
             before,
             "{key} elsewhere"
         );
-        assert_eq!(host(key), before, "{key} on the host");
+        assert_eq!(host_sysctl(key), before, "{key} on the host");
     }
 }
 
@@ -108,7 +101,7 @@ fn read_only_entries_refuse_even_container_root() {
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
     assert_eq!(
         a.run("cat /proc/sys/kernel/cap_last_cap"),
-        host("kernel/cap_last_cap")
+        host_sysctl("kernel/cap_last_cap")
     );
     assert_eq!(a.run("stat -c %a /proc/sys/kernel/cap_last_cap"), "444");
 }
@@ -133,7 +126,7 @@ fn uuids_are_new_on_every_read_and_boot_ids_are_per_container() {
     let (a1, a2, b1) = (a.run(boot), a.run(boot), b.run(boot));
     assert_eq!(a1, a2);
     assert_ne!(a1, b1);
-    assert_ne!(a1, host("kernel/random/boot_id"));
+    assert_ne!(a1, host_sysctl("kernel/random/boot_id"));
     assert_eq!(a1.len(), 36, "{a1}");
 }
 
@@ -182,11 +175,13 @@ fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     let key = "/proc/sys/net/netfilter/nf_conntrack_max";
     // Before the host's value is read: no other test may change it meanwhile.
     let _restore = rig::HostFiles::sysctls_to_change(&["net/netfilter/nf_conntrack_max"]);
-    let host_value: i64 = host("net/netfilter/nf_conntrack_max").parse().unwrap();
+    let host_value: i64 = host_sysctl("net/netfilter/nf_conntrack_max")
+        .parse()
+        .unwrap();
     a.run(&format!("echo {} > {key}", host_value - 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value - 100).to_string());
     assert_eq!(
-        host("net/netfilter/nf_conntrack_max"),
+        host_sysctl("net/netfilter/nf_conntrack_max"),
         host_value.to_string()
     );
     assert_eq!(b.run(&format!("cat {key}")), host_value.to_string());
@@ -199,7 +194,7 @@ fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
             (host_value + 50).to_string()
         );
         assert_eq!(
-            host("net/netfilter/nf_conntrack_max"),
+            host_sysctl("net/netfilter/nf_conntrack_max"),
             host_value.to_string(),
             "{name}"
         );
@@ -207,7 +202,7 @@ fn nf_conntrack_max_is_max_wins_for_registered_containers_only() {
     a.run(&format!("echo {} > {key}", host_value + 100));
     assert_eq!(a.run(&format!("cat {key}")), (host_value + 100).to_string());
     assert_eq!(
-        host("net/netfilter/nf_conntrack_max"),
+        host_sysctl("net/netfilter/nf_conntrack_max"),
         (host_value + 100).to_string()
     );
 }
@@ -256,7 +251,7 @@ fn stored_values_survive_a_daemon_restart() {
     let a = ContainerBuilder::new()
         .bind_from(&daemon, &["proc/sys"])
         .start();
-    let host_value = host("vm/overcommit_memory");
+    let host_value = host_sysctl("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
     a.run(&format!("echo {new} > /proc/sys/vm/overcommit_memory"));
     let (status, _, _) = daemon.terminate();
@@ -297,7 +292,7 @@ fn ping_group_range_is_clamped_to_the_gid_map_and_read_back_as_written() {
         .bind_from(&daemon, &["proc/sys"])
         .start();
     let key = "/proc/sys/net/ipv4/ping_group_range";
-    let host_before = host("net/ipv4/ping_group_range");
+    let host_before = host_sysctl("net/ipv4/ping_group_range");
     c.run(&format!("echo '0 2147483647' > {key}"));
     assert_eq!(c.run(&format!("cat {key}")), "0\t2147483647");
     let kernel = std::process::Command::new("nsenter")
@@ -313,7 +308,7 @@ fn ping_group_range_is_clamped_to_the_gid_map_and_read_back_as_written() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&kernel.stdout).trim(), "0\t0");
     assert_eq!(
-        host("net/ipv4/ping_group_range"),
+        host_sysctl("net/ipv4/ping_group_range"),
         host_before,
         "the host's is untouched"
     );
@@ -384,7 +379,7 @@ fn unregistering_a_container_drops_its_values() {
     let daemon = Daemon::start();
     let a = container(&daemon);
     let key = "/proc/sys/vm/overcommit_memory";
-    let host_value = host("vm/overcommit_memory");
+    let host_value = host_sysctl("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
     daemon.register("a", a.init_pid(), &[]);
     a.run(&format!("echo {new} > {key}"));
@@ -397,7 +392,7 @@ fn unregistering_a_container_drops_its_values() {
 fn containers_sharing_a_network_namespace_share_a_store() {
     let daemon = Daemon::start();
     let a = container(&daemon);
-    let host_value = host("vm/overcommit_memory");
+    let host_value = host_sysctl("vm/overcommit_memory");
     let new = if host_value == "1" { "2" } else { "1" };
     a.run(&format!("echo {new} > /proc/sys/vm/overcommit_memory"));
     // A second container in A's network namespace (its own pid namespace, as a pod's

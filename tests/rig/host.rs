@@ -126,6 +126,14 @@ impl Drop for HostFiles {
     }
 }
 
+/// The host's value of sysctl `key` (below `/proc/sys`), trimmed.
+pub fn host_sysctl(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .unwrap_or_else(|e| panic!("the host's /proc/sys/{key}: {e}"))
+        .trim()
+        .to_owned()
+}
+
 /// Whether the host's kernel has conntrack loaded (its sysctls and `hashsize` exist); tests
 /// of them say so and pass without it.
 pub fn has_conntrack() -> bool {

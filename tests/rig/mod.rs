@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub use cgroup::{Cgroup, Limits};
 pub use container::{Container, ContainerBuilder, write_probe};
 pub use daemon::Daemon;
-pub use host::{HostFiles, MachineValues, has_conntrack};
+pub use host::{HostFiles, MachineValues, has_conntrack, host_sysctl};
 pub use mounts::{SharedMount, detach_beneath, is_mounted, parse_mountinfo};
 
 /// A fresh directory for a test's files, removed on drop: under `$NSVIEW_TEST_SCRATCH` when

@@ -5,16 +5,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::rig;
-use crate::rig::{Container, ContainerBuilder, Daemon};
+use crate::rig::{Container, ContainerBuilder, Daemon, host_sysctl};
 
 use super::container;
-
-fn host(key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/{key}"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
 
 #[test]
 fn containers_and_the_host_keep_their_own_namespaced_values() {
@@ -31,19 +24,19 @@ fn containers_and_the_host_keep_their_own_namespaced_values() {
     }
     let read = |c: &Container, key: &str| c.run(&format!("cat /proc/sys/{key}"));
     for (key, value) in keys {
-        let (a0, b0, h0) = (read(&a, key), read(&b, key), host(key));
+        let (a0, b0, h0) = (read(&a, key), read(&b, key), host_sysctl(key));
         assert_ne!(a0, value, "{key} starts at another value");
         a.run(&format!("echo {value} > /proc/sys/{key}"));
         assert_eq!(read(&a, key), value, "{key} in A");
         assert_eq!(
-            (read(&b, key), host(key)),
+            (read(&b, key), host_sysctl(key)),
             (b0.clone(), h0.clone()),
             "{key} elsewhere"
         );
         a.run(&format!("echo {a0} > /proc/sys/{key}"));
         assert_eq!(read(&a, key), a0);
         assert_eq!(
-            (read(&b, key), host(key)),
+            (read(&b, key), host_sysctl(key)),
             (b0, h0),
             "{key} after A reverted"
         );
@@ -58,13 +51,13 @@ fn uts_ipc_and_pid_values_follow_the_callers_namespaces() {
         a.run("hostname nsview-a && cat /proc/sys/kernel/hostname"),
         "nsview-a"
     );
-    assert_ne!(host("kernel/hostname"), "nsview-a");
-    let shmmax = host("kernel/shmmax");
+    assert_ne!(host_sysctl("kernel/hostname"), "nsview-a");
+    let shmmax = host_sysctl("kernel/shmmax");
     assert_eq!(
         a.run("echo 4096 > /proc/sys/kernel/shmmax && cat /proc/sys/kernel/shmmax"),
         "4096"
     );
-    assert_eq!(host("kernel/shmmax"), shmmax);
+    assert_eq!(host_sysctl("kernel/shmmax"), shmmax);
     // The container's pid namespace has handed out a handful of pids; the host thousands.
     let inside: u32 = a.run("cat /proc/sys/kernel/ns_last_pid").parse().unwrap();
     assert!(inside < 100, "ns_last_pid inside: {inside}");
@@ -183,7 +176,7 @@ fn container_root_in_a_user_namespace_writes_its_own_network_knobs() {
         .start();
     c.run("echo 1 > /proc/sys/net/ipv4/ip_forward");
     assert_eq!(c.run("cat /proc/sys/net/ipv4/ip_forward"), "1");
-    assert_eq!(host("net/ipv4/ip_forward"), "0");
+    assert_eq!(host_sysctl("net/ipv4/ip_forward"), "0");
     // Owners as the container sees them: its root.
     assert_eq!(c.run("stat -c %u:%g /proc/sys/net/ipv4/ip_forward"), "0:0");
 }
@@ -371,5 +364,5 @@ fn a_descriptor_read_from_other_namespaces_than_its_openers_reads_nothing_of_the
         out.stdout
     );
     // The host's value is untouched.
-    assert_ne!(host("net/ipv4/ip_default_ttl"), "99");
+    assert_ne!(host_sysctl("net/ipv4/ip_default_ttl"), "99");
 }
