@@ -53,7 +53,7 @@ impl Pin {
     pub fn check(&self, proc: &ProcRoot) -> Result<()> {
         // The Tgid read before the pidfd existed must still name this thread's process.
         let again = proc.status(self.tid).map_err(|_| Error::Gone(self.tid))?;
-        if again.tgid != self.tgid || !alive(&self.pidfd) {
+        if again.tgid != self.tgid || !pidfd_alive(&self.pidfd) {
             return Err(Error::Gone(self.tid));
         }
         Ok(())
@@ -68,7 +68,8 @@ pub fn pidns_of(proc: &ProcRoot, tid: u32) -> Result<u64> {
     proc.ns_inode(tid, "pid").map_err(|_| Error::Gone(tid))
 }
 
-fn alive(pidfd: &OwnedFd) -> bool {
+/// Whether the process of `pidfd` still runs (a pidfd becomes readable when it exits).
+pub fn pidfd_alive(pidfd: &OwnedFd) -> bool {
     let mut fds = [nix::poll::PollFd::new(
         pidfd.as_fd(),
         nix::poll::PollFlags::POLLIN,

@@ -169,17 +169,9 @@ impl Container {
     /// Whether the init is still running (a pidfd becomes readable when its process exits);
     /// a host scope is always alive.
     pub fn is_alive(&self) -> bool {
-        let Some((_, pidfd)) = &self.init else {
-            return true;
-        };
-        let mut fds = [nix::poll::PollFd::new(
-            pidfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        matches!(
-            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
-            Ok(0)
-        )
+        self.init
+            .as_ref()
+            .is_none_or(|(_, pidfd)| crate::caller::pidfd_alive(pidfd))
     }
 
     /// Raises the served idle time to `candidate_cs` if that is larger and returns the value to
