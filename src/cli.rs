@@ -29,6 +29,29 @@ pub enum Command {
     /// Replace the binds a dead daemon left in registered containers with live ones (the
     /// daemon does this itself at start).
     Reattach(ReattachArgs),
+    /// Hold the daemon's FUSE connection across its crashes and upgrades (`serve` starts one
+    /// itself when none runs).
+    Keeper(crate::keeper::KeeperArgs),
+    /// Replace the running daemon by a new binary without unmounting: held descriptors and
+    /// requests in flight carry over.
+    Upgrade(UpgradeArgs),
+}
+
+/// Options of `nsview upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The daemon's runtime directory (where its control socket is).
+    #[arg(long, value_name = "DIR", default_value = "/run/nsview")]
+    pub runtime_dir: PathBuf,
+
+    /// The binary to run (default: the path the daemon was started from, where a package
+    /// upgrade puts the new one).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
+    /// Seconds to wait for the new daemon to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub wait: f64,
 }
 
 pub use nsview_oci::cli::{
@@ -135,6 +158,11 @@ pub struct ServeArgs {
     #[cfg(feature = "test-nodes")]
     #[arg(long, hide = true)]
     pub test_faults: bool,
+
+    /// Seconds a keeper holds the FUSE connection while no daemon serves it (after a crash);
+    /// 0: no keeper, a crash ends the connection (ENOTCONN) and the next daemon mounts anew.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub keeper_timeout: f64,
 
     /// FUSE worker threads (each serves one request at a time).
     #[arg(long, value_name = "N", default_value_t = 8,

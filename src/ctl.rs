@@ -72,3 +72,54 @@ fn table(request: &CtlRequest, data: Option<&CtlData>) -> String {
         (_, other) => format!("unexpected answer: {other:?}\n"),
     }
 }
+
+/// Runs `nsview upgrade`: asks the daemon to exec the new binary, then waits until the new
+/// image serves (its connection's generation counted up).
+pub fn upgrade(args: &crate::cli::UpgradeArgs) -> Result<(), CtlError> {
+    let generation = |runtime_dir: &std::path::Path| match send(runtime_dir, &CtlRequest::Status {})
+    {
+        Ok(r) => match r.data {
+            Some(CtlData::Status(s)) => Some(s.connection.generation),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let before = generation(&args.runtime_dir);
+    let response = send(
+        &args.runtime_dir,
+        &CtlRequest::Upgrade {
+            exe: args.exe.clone(),
+        },
+    )?;
+    if !response.ok {
+        return Err(CtlError::Refused(
+            response.error.unwrap_or_else(|| "refused".into()),
+        ));
+    }
+    if let Some(CtlData::Upgrading(u)) = &response.data {
+        nsview_proto::print_stdout(&format!(
+            "daemon {} execs {} ({})\n",
+            u.pid,
+            u.exe.display(),
+            u.version
+        ))
+        .map_err(CtlError::Output)?;
+    }
+    let wait = std::time::Duration::from_secs_f64(args.wait.clamp(0.1, 3600.0));
+    let since = std::time::Instant::now();
+    while since.elapsed() < wait {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Some(now) = generation(&args.runtime_dir)
+            && Some(now) != before
+        {
+            return nsview_proto::print_stdout(&format!(
+                "upgraded: the new image serves (generation {now})\n"
+            ))
+            .map_err(CtlError::Output);
+        }
+    }
+    Err(CtlError::Refused(format!(
+        "the daemon did not come back within {} s: see its log",
+        wait.as_secs_f64()
+    )))
+}

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod control;
 pub mod ctl;
 pub mod fuse;
+pub mod keeper;
 pub mod serve;
 pub mod stats;
 

@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         Command::OciHook(args) => nsview::oci::hook::run(args).map_err(Into::into),
         Command::LxcHook(args) => nsview::oci::lxc::run(args).map_err(Into::into),
         Command::Reattach(args) => nsview::oci::reattach::run(args).map_err(Into::into),
+        Command::Keeper(args) => nsview::keeper::run(args).map_err(Into::into),
+        Command::Upgrade(args) => nsview::ctl::upgrade(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

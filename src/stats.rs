@@ -5,12 +5,16 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nsview_proto::control::ConnectionStatus;
 use parking_lot::Mutex;
 
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 static BY_OP: [AtomicU64; Op::COUNT] = [const { AtomicU64::new(0) }; Op::COUNT];
 static AGENT: [AtomicU64; Agent::COUNT] = [const { AtomicU64::new(0) }; Agent::COUNT];
 static ERRORS: Mutex<BTreeMap<i32, u64>> = Mutex::new(BTreeMap::new());
+static TAKEN_OVER: AtomicU64 = AtomicU64::new(0);
+static RESENT: AtomicU64 = AtomicU64::new(0);
+static CONNECTION: Mutex<Option<ConnectionStatus>> = Mutex::new(None);
 
 /// A FUSE operation, as counted.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +92,35 @@ fn counts(names: &[&'static str], values: &[AtomicU64]) -> BTreeMap<&'static str
         .zip(values)
         .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
         .collect()
+}
+
+/// Counts one handle of a predecessor taken over.
+pub fn taken_over() {
+    TAKEN_OVER.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one request the kernel sent again (a predecessor had read it).
+pub fn resent() {
+    RESENT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Records how this daemon came by its FUSE connection.
+pub fn set_connection(status: ConnectionStatus) {
+    *CONNECTION.lock() = Some(status);
+}
+
+/// Records whether a keeper holds this daemon's connection.
+pub fn mark_kept(kept: bool) {
+    CONNECTION.lock().get_or_insert_with(Default::default).kept = kept;
+}
+
+/// How this daemon came by its FUSE connection, with the handles taken over so far.
+pub fn connection() -> ConnectionStatus {
+    ConnectionStatus {
+        handles_taken_over: TAKEN_OVER.load(Ordering::Relaxed),
+        requests_resent: RESENT.load(Ordering::Relaxed),
+        ..CONNECTION.lock().clone().unwrap_or_default()
+    }
 }
 
 /// Counts one request answered with `errno`.

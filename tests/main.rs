@@ -27,6 +27,7 @@ mod oci_hook;
 mod oci_patch;
 mod podman;
 mod resources;
+mod restart;
 mod rig_selftest;
 mod runc;
 mod serve;

@@ -283,12 +283,28 @@ fn command_line_misuse_says_what_was_wrong() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--threads"), "{err}");
 
+    let (code, err) = nsview(&["serve", "--keeper-timeout=-1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--keeper-timeout must be 0"), "{err}");
+
+    let (code, err) = nsview(&["keeper", "--timeout", "nan"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--timeout must be a positive number"), "{err}");
+
+    let (code, err) = nsview(&["upgrade", "--runtime-dir", "/nonexistent-nsview-test"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nsview is not running"), "{err}");
+
     let file = tempfile::NamedTempFile::new().unwrap();
     let path = file.path().to_str().unwrap();
     let (code, err) = nsview(&["serve", path, "--runtime-dir", "/nonexistent-nsview-test"]);
     assert_eq!(code, Some(1));
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("is not a directory"), "{err}");
+    assert!(
+        !std::path::Path::new("/nonexistent-nsview-test").exists(),
+        "a refused start made its runtime directory"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod bytes;
 pub mod control;
 pub mod framing;
+pub mod keeper;
 pub mod ns;
 
 use std::io::Write;

@@ -14,10 +14,10 @@ pub use nsview_core::registry::{
     RegisterError, Registered, Registrations, is_pidns_init, valid_id,
 };
 pub use nsview_proto::control::{
-    Connection, CtlData, CtlError, CtlRequest, CtlResponse, MAX_LINE, Named, Status,
+    Connection, CtlData, CtlError, CtlRequest, CtlResponse, MAX_LINE, Named, Status, Upgrading,
     send as ctl_send, socket_path,
 };
-pub use server::{start, status};
+pub use server::{on_upgrade, start, status};
 
 /// Most connections served at once.
 pub const MAX_CLIENTS: usize = 16;

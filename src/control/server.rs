@@ -3,15 +3,17 @@
 use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use super::{CtlData, CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, Named, Status, socket_path};
+use super::{
+    CtlData, CtlRequest, CtlResponse, MAX_CLIENTS, MAX_LINE, Named, Status, Upgrading, socket_path,
+};
 use crate::service::Service;
 use crate::views::cpus::CpuView;
 use nsview_proto::agent::{encode, read_line};
@@ -197,19 +199,82 @@ fn serve_client(
         if !clients.begin(id) {
             return;
         }
+        let mut upgrade = None;
         let response = match serde_json::from_slice::<CtlRequest>(&line) {
-            Ok(request) => handle(request, service, started),
+            Ok(request) => handle(request, service, started, &mut upgrade),
             Err(e) => CtlResponse::err(format!("bad request: {e}")),
         };
         let sent = reply(&stream, &response);
         clients.end(id);
+        // Only once the client has its answer: the exec ends this thread.
+        if let (Some(exe), Some(upgrades)) = (upgrade, UPGRADES.get()) {
+            (upgrades.go)(exe);
+        }
         if sent.is_err() {
             return;
         }
     }
 }
 
-fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlResponse {
+/// Judges a binary for an upgrade: its version line, or why not.
+type CheckExe = Box<dyn Fn(&Path) -> Result<String, String> + Send + Sync>;
+
+/// Where accepted `upgrade` requests go (see [`on_upgrade`]).
+struct Upgrades {
+    default_exe: Option<PathBuf>,
+    check: CheckExe,
+    go: Box<dyn Fn(PathBuf) + Send + Sync>,
+}
+
+static UPGRADES: OnceLock<Upgrades> = OnceLock::new();
+
+/// Has `upgrade` requests served: `check` judges the binary (`default_exe` without one
+/// named) and returns its version, and `go` gets it once the client has its answer. Without
+/// this, `upgrade` is refused.
+pub fn on_upgrade(
+    default_exe: Option<PathBuf>,
+    check: impl Fn(&Path) -> Result<String, String> + Send + Sync + 'static,
+    go: impl Fn(PathBuf) + Send + Sync + 'static,
+) {
+    let _ = UPGRADES.set(Upgrades {
+        default_exe,
+        check: Box::new(check),
+        go: Box::new(go),
+    });
+}
+
+fn upgrade_to(exe: Option<PathBuf>, upgrade: &mut Option<PathBuf>) -> CtlResponse {
+    let Some(upgrades) = UPGRADES.get() else {
+        return CtlResponse::err(
+            "this daemon cannot be upgraded in place (it runs without a keeper)",
+        );
+    };
+    let Some(exe) = exe.or_else(|| upgrades.default_exe.clone()) else {
+        return CtlResponse::err("the daemon's own binary is unknown: name one with --exe");
+    };
+    match (upgrades.check)(&exe) {
+        Ok(version) => {
+            info!("control: upgrade to {} ({version})", exe.display());
+            *upgrade = Some(exe.clone());
+            CtlResponse::ok(CtlData::Upgrading(Upgrading {
+                exe,
+                version,
+                pid: std::process::id(),
+            }))
+        }
+        Err(why) => {
+            warn!("control: upgrade refused: {why}");
+            CtlResponse::err(format!("upgrade refused: {why}"))
+        }
+    }
+}
+
+fn handle(
+    request: CtlRequest,
+    service: &Service,
+    started: Instant,
+    upgrade: &mut Option<PathBuf>,
+) -> CtlResponse {
     debug!("control: {request:?}");
     let registry = &service.env.registered;
     match request {
@@ -282,6 +347,7 @@ fn handle(request: CtlRequest, service: &Service, started: Instant) -> CtlRespon
             Err(e) => CtlResponse::err(format!("set {key}={value} on {id}: {e}")),
         },
         CtlRequest::Status {} => CtlResponse::ok(CtlData::Status(status(service, started))),
+        CtlRequest::Upgrade { exe } => upgrade_to(exe, upgrade),
     }
 }
 
@@ -305,5 +371,6 @@ pub fn status(service: &Service, started: Instant) -> Status {
         errors: crate::stats::errors(),
         cgroup_files_kept: crate::cgroup::kept_files(),
         cgroup_files_budget: crate::cgroup::kept_files_budget(),
+        connection: crate::stats::connection(),
     }
 }

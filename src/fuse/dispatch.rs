@@ -34,14 +34,19 @@ impl Fs {
         }
     }
 
-    /// Whether reads and writes through handle `fh` need an agent.
-    pub(super) fn handle_bound(&self, fh: u64) -> bool {
-        self.core
-            .handles
-            .get(fh)
-            .is_some_and(|handle| match &handle.source {
+    /// Whether reads and writes through handle `fh` of inode `ino` need an agent (for a
+    /// handle a predecessor made, whether its node does: see `Core::handle_for`).
+    pub(super) fn handle_bound(&self, fh: u64, ino: u64) -> bool {
+        match self.core.handles.get(fh) {
+            Some(handle) => match &handle.source {
                 Source::Subtree(id, _) => nodes::agent_subtree(*id),
                 Source::View(view) => view.needs_agent(),
-            })
+            },
+            None if self.core.handles.is_inherited(fh) => self
+                .core
+                .target(ino)
+                .is_ok_and(|target| nodes::needs_agent(&target)),
+            None => false,
+        }
     }
 }

@@ -6,8 +6,15 @@ use log::{debug, error};
 use crate::error::Error;
 use crate::views::Requester;
 
+/// The top bit of a request's id when the kernel sends it again (`FUSE_NOTIFY_RESEND`): a
+/// request a dead predecessor had read but not answered.
+const RESENT: u64 = 1 << 63;
+
 /// The requesting task and its ids, as the kernel gave them.
 pub(super) fn requester(req: &Request) -> Requester {
+    if req.unique().0 & RESENT != 0 {
+        crate::stats::resent();
+    }
     Requester {
         pid: req.pid(),
         uid: req.uid(),

@@ -23,6 +23,44 @@ impl Core {
         target: &Target,
         flags: OpenFlags,
     ) -> Result<u64> {
+        let handle = self.make_handle(who, target, flags)?;
+        self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
+    }
+
+    /// The open handle `fh` of the file at inode `ino`. A handle a predecessor made (the
+    /// descriptor was opened before a crash or an upgrade, see `Handles`) is taken over: made
+    /// afresh as an open by `who`, the task using the descriptor now, with the descriptor's
+    /// open flags, which the kernel sends with each read and write. Its checks are those of
+    /// an open by `who` now (a writer must be allowed to write), and its first read renders
+    /// afresh: a reader holding the file re-reads it from offset 0 (procps: `lseek(0)` +
+    /// `read`); one reading on from further in gets that offset of the fresh rendering.
+    pub(super) fn handle_for(
+        &self,
+        fh: u64,
+        ino: u64,
+        who: &Requester,
+        flags: OpenFlags,
+    ) -> Result<Arc<Handle>> {
+        if let Some(handle) = self.handles.get(fh) {
+            return Ok(handle);
+        }
+        if !self.handles.is_inherited(fh) {
+            return Err(Error::Os(libc::EBADF));
+        }
+        let handle = self.make_handle(*who, &self.target(ino)?, flags)?;
+        let handle = self
+            .handles
+            .adopt(fh, handle)
+            .ok_or(Error::Os(libc::ENFILE))?;
+        crate::stats::taken_over();
+        log::debug!(
+            "took over handle {fh:#x} of inode {ino:#x} for task {}",
+            who.pid
+        );
+        Ok(handle)
+    }
+
+    fn make_handle(&self, who: Requester, target: &Target, flags: OpenFlags) -> Result<Handle> {
         let ctx = self.ctx_for(who, target);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let source = match target {
@@ -74,7 +112,7 @@ impl Core {
             }
             _ => None,
         };
-        let handle = Handle {
+        Ok(Handle {
             source,
             subject: ctx.subject,
             who,
@@ -83,8 +121,7 @@ impl Core {
             host_file,
             snapshot: Mutex::new(None),
             written: Mutex::new(None),
-        };
-        self.handles.insert(handle).ok_or(Error::Os(libc::ENFILE))
+        })
     }
 
     /// The bytes a read at `offset` returns: a passed-through host file's at that offset; else
@@ -100,18 +137,17 @@ impl Core {
     pub(super) fn read_file(
         &self,
         reader: &Requester,
-        fh: FileHandle,
-        offset: u64,
+        at: At,
         size: u32,
         fill: bool,
     ) -> Result<Vec<u8>> {
-        let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
+        let handle = self.handle_for(at.fh.0, at.ino, reader, at.flags)?;
         if fill && handle.host_file.is_none() {
             return Err(Error::Os(libc::EINVAL));
         }
         if let Some(file) = &handle.host_file {
             let mut data = vec![0; size as usize];
-            let n = std::os::unix::fs::FileExt::read_at(file, &mut data, offset)
+            let n = std::os::unix::fs::FileExt::read_at(file, &mut data, at.offset)
                 .map_err(|e| Error::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
             data.truncate(n);
             return Ok(data);
@@ -121,10 +157,10 @@ impl Core {
         {
             let mut snapshot = handle.snapshot.lock();
             if let Some(s) = &mut *snapshot
-                && (offset != 0 || s.unread)
+                && (at.offset != 0 || s.unread)
             {
                 s.unread = false;
-                return Ok(slice_at(&s.data, offset, size).to_vec());
+                return Ok(slice_at(&s.data, at.offset, size).to_vec());
             }
         }
         let data = Arc::new(self.render_guarded(&handle, reader)?);
@@ -132,7 +168,7 @@ impl Core {
             data: data.clone(),
             unread: false,
         });
-        Ok(slice_at(&data, offset, size).to_vec())
+        Ok(slice_at(&data, at.offset, size).to_vec())
     }
 
     /// A read of `fh` at `offset` answered from its snapshot at once (the read to EOF after the
@@ -184,14 +220,9 @@ impl Core {
     /// previous one left the FUSE position starts where the native position would be; the
     /// rest of a write(2) too large for one request is taken and ignored, as the native
     /// handler ignores what lies past the buffer it parses.
-    pub(super) fn write_file(
-        &self,
-        who: Requester,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<usize> {
-        let handle = self.handles.get(fh.0).ok_or(Error::Os(libc::EBADF))?;
+    pub(super) fn write_file(&self, who: Requester, at: At, data: &[u8]) -> Result<usize> {
+        let (fh, offset) = (at.fh, at.offset);
+        let handle = self.handle_for(fh.0, at.ino, &who, at.flags)?;
         if !handle.writable {
             return Err(Error::Os(libc::EBADF));
         }
@@ -285,6 +316,16 @@ impl Core {
             Err(Error::ViewPanicked(msg))
         })
     }
+}
+
+/// Where a read or write goes: the descriptor's handle, its inode and open flags (for a
+/// handle taken over, see [`Core::handle_for`]), and the offset.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At {
+    pub fh: FileHandle,
+    pub ino: u64,
+    pub flags: OpenFlags,
+    pub offset: u64,
 }
 
 /// Whether a table node is a view that takes writes: through to the host, or a PSI

@@ -75,31 +75,73 @@ pub struct WriteEnd {
 
 /// A table of open handles of one kind (`T`: [`Handle`] for files, a listing for
 /// directories); ids start at 1, so 0 can mean "no handle".
+///
+/// An id carries the generation of the daemon that made it (its top 24 bits, see
+/// [`GENERATION_SHIFT`]): the kernel keeps the ids of descriptors opened before a restart and
+/// sends them to the next daemon serving the connection, which must never mistake one for a
+/// handle of its own, and takes it over instead ([`Handles::adopt`]).
 #[derive(Debug)]
 pub struct Handles<T = Handle> {
+    generation: u64,
     next: AtomicU64,
     map: Mutex<HashMap<u64, Arc<T>>>,
 }
 
+/// Where the generation starts in a handle id: 2^40 handles per daemon, 2^24 daemons per
+/// connection before generations repeat.
+pub const GENERATION_SHIFT: u32 = 40;
+
 impl<T> Default for Handles<T> {
     fn default() -> Self {
-        Handles {
-            next: AtomicU64::new(0),
-            map: Mutex::new(HashMap::new()),
-        }
+        Self::new(0)
     }
 }
 
 impl<T> Handles<T> {
+    /// An empty table of the daemon of `generation` (0: the one that mounted).
+    pub fn new(generation: u32) -> Self {
+        Handles {
+            generation: u64::from(generation) & ((1 << (64 - GENERATION_SHIFT)) - 1),
+            next: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Stores `handle`, returning its id, or `None` when [`MAX_HANDLES`] are open.
     pub fn insert(&self, handle: T) -> Option<u64> {
         let mut map = self.map.lock();
         if map.len() >= MAX_HANDLES {
             return None;
         }
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let fh = (self.generation << GENERATION_SHIFT) | (n & ((1 << GENERATION_SHIFT) - 1));
         map.insert(fh, Arc::new(handle));
         Some(fh)
+    }
+
+    /// Whether `fh` was made by another daemon than this one (before a restart).
+    pub fn is_inherited(&self, fh: u64) -> bool {
+        fh != 0 && fh >> GENERATION_SHIFT != self.generation
+    }
+
+    /// Takes over `fh`, a handle of a predecessor ([`Handles::is_inherited`]), as `handle`,
+    /// made afresh for the task using it now; returns the handle stored under `fh` (another
+    /// thread may have taken it over first). `None` for an id of this daemon's own or when
+    /// [`MAX_HANDLES`] are open.
+    pub fn adopt(&self, fh: u64, handle: T) -> Option<Arc<T>> {
+        if !self.is_inherited(fh) {
+            return None;
+        }
+        let mut map = self.map.lock();
+        if let Some(kept) = map.get(&fh) {
+            return Some(kept.clone());
+        }
+        if map.len() >= MAX_HANDLES {
+            return None;
+        }
+        let handle = Arc::new(handle);
+        map.insert(fh, handle.clone());
+        Some(handle)
     }
 
     /// The handle `fh`.
@@ -159,6 +201,32 @@ mod tests {
             }
             assert_eq!(out, data, "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn ids_of_a_predecessor_are_taken_over_never_mistaken_for_own() {
+        let first: Handles<u32> = Handles::new(0);
+        let old = first.insert(10).unwrap();
+        let next: Handles<u32> = Handles::new(1);
+        let own = next.insert(20).unwrap();
+        assert_ne!(old, own);
+        assert!(next.is_inherited(old));
+        assert!(!next.is_inherited(own));
+        assert!(!next.is_inherited(0));
+        assert!(next.get(old).is_none());
+        assert_eq!(*next.adopt(old, 11).unwrap(), 11);
+        // Taken over once: a second taker gets the first's.
+        assert_eq!(*next.adopt(old, 12).unwrap(), 11);
+        assert_eq!(*next.get(old).unwrap(), 11);
+        // Its own ids are never taken over, even once released.
+        next.remove(own);
+        assert!(next.adopt(own, 30).is_none());
+        // Generations wrap within their 24 bits, never into the counter.
+        let wrapped: Handles<u32> = Handles::new(u32::MAX);
+        assert_eq!(
+            wrapped.insert(1).unwrap() >> GENERATION_SHIFT,
+            (1 << 24) - 1
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and the views, keeps open-file handles and their snapshots, and is the one place where an
 //! [`Error`] becomes an errno ([`errno`]).
 
+pub mod adopt;
 mod dispatch;
 mod errno;
 mod files;
@@ -31,7 +32,7 @@ pub use handles::{Handle, Handles, MAX_HANDLES, Snapshot, Source, WriteEnd, slic
 
 use errno::requester;
 
-use files::node_takes_writes;
+use files::{At, node_takes_writes};
 use nodes::{Ctx, Listed, Target, needs_agent};
 
 /// How long the kernel may cache entries and attributes of nodes that look the same to every
@@ -66,13 +67,16 @@ struct Core {
 impl Fs {
     /// A filesystem serving `service`, whose agents are `agents` (which bound how many FUSE
     /// workers wait on them at once).
-    pub fn new(service: Arc<Service>, agents: Arc<crate::agent::Pool>) -> Self {
+    ///
+    /// `generation` counts the daemons that served this FUSE connection before this one (0:
+    /// this one mounted it); handle ids carry it (see `Handles`).
+    pub fn new(service: Arc<Service>, agents: Arc<crate::agent::Pool>, generation: u32) -> Self {
         Fs {
             core: Arc::new(Core {
                 service,
                 agents,
-                handles: Handles::default(),
-                dirs: Handles::default(),
+                handles: Handles::new(generation),
+                dirs: Handles::new(generation),
                 triggers: triggers::Triggers::default(),
                 started: SystemTime::now(),
             }),
@@ -315,11 +319,11 @@ impl Filesystem for Fs {
     fn read(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
@@ -330,10 +334,16 @@ impl Filesystem for Fs {
         if let Some(data) = self.core.read_from_snapshot(fh.0, offset, size, fill) {
             return reply.data(&data);
         }
-        let agent = self.handle_bound(fh.0);
+        let agent = self.handle_bound(fh.0, ino.0);
+        let at = At {
+            fh,
+            ino: ino.0,
+            flags,
+            offset,
+        };
         // The reader (not the opener) reads: see `Core::render_guarded`.
         self.dispatch(agent, requester(req), move |core, who| {
-            match core.read_file(&who, fh, offset, size, fill) {
+            match core.read_file(&who, at, size, fill) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -343,21 +353,27 @@ impl Filesystem for Fs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         crate::stats::request(crate::stats::Op::Write);
         let who = requester(req);
-        let agent = self.handle_bound(fh.0);
+        let agent = self.handle_bound(fh.0, ino.0);
         let data = data.to_vec();
+        let at = At {
+            fh,
+            ino: ino.0,
+            flags,
+            offset,
+        };
         self.dispatch(agent, who, move |core, who| {
-            match core.write_file(who, fh, offset, &data) {
+            match core.write_file(who, at, &data) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -395,7 +411,7 @@ impl Filesystem for Fs {
     fn poll(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         ph: fuser::PollNotifier,
         _events: fuser::PollEvents,
@@ -405,11 +421,14 @@ impl Filesystem for Fs {
         crate::stats::request(crate::stats::Op::Other);
         // Answered for every file: an ENOSYS would make the kernel stop asking for the
         // whole mount, pressure files included.
-        let pressure = self
-            .core
-            .handles
-            .get(fh.0)
-            .is_some_and(|h| matches!(h.source, Source::View(ViewId::Pressure(_))));
+        let pressure = match self.core.handles.get(fh.0) {
+            Some(h) => matches!(h.source, Source::View(ViewId::Pressure(_))),
+            // A descriptor opened before a restart: its trigger, if it had one, ended with
+            // the daemon that made it, and the answer is the kernel's for a pressure file
+            // without one (POLLERR | POLLPRI) until a new one is written.
+            None => matches!(self.core.target(ino.0),
+                Ok(Target::Table(node)) if matches!(node.kind, NodeKind::File(ViewId::Pressure(_)))),
+        };
         let events = if pressure {
             let schedule = flags.contains(fuser::PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
             self.core.triggers.poll(fh.0, ph, schedule)
@@ -469,6 +488,16 @@ impl Filesystem for Fs {
         self.dispatch(agent, who, move |core, who| {
             let listing = match (kept, &target) {
                 (Some(listing), _) => Ok(listing),
+                // A subtree directory opened before a restart: listed now for the caller, as
+                // its opendir would have, and kept for its next reads.
+                (None, Some(target)) if core.dirs.is_inherited(fh.0) => core
+                    .listing(ino.0, target, &core.ctx_for(who, target))
+                    .and_then(|listing| {
+                        crate::stats::taken_over();
+                        core.dirs
+                            .adopt(fh.0, listing)
+                            .ok_or(Error::Os(libc::ENFILE))
+                    }),
                 (None, Some(target)) => {
                     let ctx = Ctx {
                         subject: Subject::Host,

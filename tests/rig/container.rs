@@ -258,7 +258,7 @@ impl Container {
     /// `nsenter --target <init> --all -- argv`, joining the cgroups before exec. util-linux
     /// 2.38's `--all` skips the user namespace when it is the caller's own (setns would fail)
     /// and forks after joining the pid namespace, so the command is in it.
-    fn command(&self, argv: &[&str]) -> Command {
+    pub fn command(&self, argv: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg("--target")
             .arg(self.init_pid.to_string())

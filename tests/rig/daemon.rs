@@ -52,6 +52,8 @@ pub struct Daemon {
     ours: Option<MountId>,
     /// Whether drop detaches dead nsview mounts (false once a [`StaleMount`] owns them).
     detach_on_drop: bool,
+    /// Whether drop ends a keeper left without a daemon (false once [`Crashed`] owns it).
+    keeper_on_drop: bool,
     /// Set when the rig created the mountpoint, which it then removes with `rmdir` only
     /// (never a recursive removal that could walk into a mount).
     owned_mountpoint: bool,
@@ -123,6 +125,7 @@ impl Daemon {
             foreign,
             ours: None,
             detach_on_drop: true,
+            keeper_on_drop: true,
             owned_mountpoint: false,
             _owned_runtime_dir: None,
             log_dir,
@@ -268,11 +271,90 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Its keeper too: the connection ends with the last holder (a crash with no keeper).
+        kill_orphaned_keeper(&self.runtime_dir);
         self.detach_on_drop = false;
         let owns_dir = std::mem::replace(&mut self.owned_mountpoint, false);
         StaleMount {
             path: self.mountpoint.clone(),
             owns_dir,
+        }
+    }
+
+    /// SIGKILLs the daemon and leaves its keeper holding the connection (the mount waits for
+    /// the next daemon, which [`Daemon::start_on`] the same directories makes). The returned
+    /// guard ends the keeper and detaches the mount on drop unless a live daemon serves it
+    /// then: declare it before that successor, so that it is dropped after it.
+    pub fn crash(mut self) -> Crashed {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.detach_on_drop = false;
+        self.keeper_on_drop = false;
+        let owns_dir = std::mem::replace(&mut self.owned_mountpoint, false);
+        Crashed {
+            mountpoint: self.mountpoint.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            owns_dir,
+        }
+    }
+
+    /// The pid of the keeper holding this daemon's connection, once it has one.
+    pub fn keeper_pid(&self) -> Option<u32> {
+        keeper_pid(&self.runtime_dir)
+    }
+}
+
+/// A crashed daemon's directories (see [`Daemon::crash`]).
+pub struct Crashed {
+    mountpoint: PathBuf,
+    runtime_dir: PathBuf,
+    owns_dir: bool,
+}
+
+impl Drop for Crashed {
+    fn drop(&mut self) {
+        kill_orphaned_keeper(&self.runtime_dir);
+        detach_dead_nsview_mounts(&self.mountpoint);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir(&self.mountpoint);
+        }
+    }
+}
+
+/// The live keeper of `runtime_dir`, by its pid file, checked against its command line (a
+/// pid is never signalled on the strength of a stale file).
+fn keeper_pid(runtime_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(runtime_dir.join("keeper.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let dir = runtime_dir.as_os_str().as_encoded_bytes();
+    (args.get(1) == Some(&&b"keeper"[..]) && args.contains(&dir)).then_some(pid)
+}
+
+/// Ends the keeper of `runtime_dir` unless a live daemon serves with it (a daemon stopped
+/// with SIGTERM has released it and it ends by itself; one killed leaves it holding the
+/// mount for its timeout).
+fn kill_orphaned_keeper(runtime_dir: &Path) {
+    let daemon_alive = std::fs::read_to_string(runtime_dir.join("nsview.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .is_some_and(|cmd| cmd.split(|b| *b == 0).nth(1) == Some(&b"serve"[..]));
+    if daemon_alive {
+        return;
+    }
+    if let Some(pid) = keeper_pid(runtime_dir) {
+        // SAFETY: kill(2) on a pid just checked to be this runtime dir's keeper.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -281,6 +363,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, libc::SIGTERM, DROP_GRACE);
+        }
+        if self.keeper_on_drop {
+            kill_orphaned_keeper(&self.runtime_dir);
         }
         if self.detach_on_drop {
             detach_dead_nsview_mounts(&self.mountpoint);

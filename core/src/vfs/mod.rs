@@ -327,6 +327,15 @@ impl Vfs {
             .filter(|n| n.path == path)
     }
 
+    /// Journals the subtree entries looked up from now on to `path`, first taking those a
+    /// predecessor serving the same FUSE connection wrote there if `inherit` (see
+    /// [`Dynamic::journal_to`]).
+    pub fn journal(&self, path: &std::path::Path, inherit: bool) -> std::io::Result<usize> {
+        self.dynamic.journal_to(path, inherit, |id| {
+            self.subtree_root(id).map(|n| n.path.clone())
+        })
+    }
+
     /// The children of directory `ino`, sorted by name; `None` if it is not a directory.
     pub fn children(&self, ino: u64) -> Option<impl Iterator<Item = &Node>> {
         let list = self.children.get(&ino)?;

@@ -9,14 +9,18 @@
 //! entry reply counts one lookup, `forget(ino, n)` takes n back).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use super::inode_of;
 
 /// The subtrees nsview serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SubtreeId {
     /// `sys/devices/system/cpu`: the host's, with the caller's CPUs only.
     SysCpu,
@@ -33,7 +37,7 @@ pub enum SubtreeId {
 }
 
 /// What an entry of a subtree is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     /// A directory.
     Dir,
@@ -68,7 +72,8 @@ pub struct DirEntry {
 }
 
 /// A looked-up entry of a subtree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DynNode {
     /// Its inode, [`inode_of`] its whole path.
     pub ino: u64,
@@ -87,10 +92,66 @@ pub struct DynNode {
 pub const MAX_DYNAMIC: usize = 1 << 18;
 
 /// The looked-up subtree entries, with the kernel's lookup counts.
+///
+/// With a journal ([`Dynamic::journal_to`]), every entry is also written to a file as it is
+/// first remembered, so that the next daemon serving the same FUSE connection (after a crash
+/// or an upgrade) knows the inodes the kernel still names: a path cannot be found from its
+/// hash.
 #[derive(Debug, Default)]
 pub struct Dynamic {
     nodes: Mutex<HashMap<u64, (Arc<DynNode>, u64)>>,
+    /// Taken only while `nodes` is held.
+    journal: Mutex<Option<Journal>>,
 }
+
+/// The file the entries are written to, one line of JSON each, appended as they come.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Lines in the file; once far more than the entries remembered, it is written anew.
+    lines: usize,
+}
+
+impl Journal {
+    /// Writes `nodes` to `path` anew (through a temporary file renamed over it) and opens it
+    /// for appending.
+    fn rewrite<'a>(path: &Path, nodes: impl Iterator<Item = &'a DynNode>) -> std::io::Result<Self> {
+        let tmp = path.with_extension("new");
+        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut lines = 0;
+        for node in nodes {
+            out.write_all(&record(node))?;
+            lines += 1;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            lines,
+        })
+    }
+
+    fn append(&mut self, node: &DynNode) {
+        // One write(2) of one line: a crash leaves at worst a torn last line, which the
+        // loader skips.
+        if let Err(e) = self.file.write_all(&record(node)) {
+            log::warn!("cannot journal inode {} ({}): {e}", node.ino, node.rel);
+        }
+        self.lines += 1;
+    }
+}
+
+fn record(node: &DynNode) -> Vec<u8> {
+    let mut line = serde_json::to_vec(node).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Lines a journal may hold per remembered entry before it is written anew.
+const JOURNAL_SLACK: usize = 4;
 
 impl Dynamic {
     /// Counts one lookup of `rel` in `subtree` rooted at `root_path`, found in directory
@@ -126,7 +187,60 @@ impl Dynamic {
             kind,
         });
         nodes.insert(ino, (node.clone(), 1));
+        if let Some(journal) = &mut *self.journal.lock() {
+            if journal.lines > JOURNAL_SLACK * nodes.len() + 1024 {
+                match Journal::rewrite(&journal.path, nodes.values().map(|(n, _)| &**n)) {
+                    Ok(fresh) => *journal = fresh,
+                    Err(e) => log::warn!("cannot rewrite {}: {e}", journal.path.display()),
+                }
+            } else {
+                journal.append(&node);
+            }
+        }
         Some(node)
+    }
+
+    /// Journals every entry from now on to `path`. With `inherit`, first takes the entries
+    /// already written there by a daemon that served the same connection (each as looked up
+    /// once: the kernel forgets an inode's whole count when it drops it); `root_of` names
+    /// each subtree's root, so that an entry whose inode is not the hash of its path is
+    /// skipped, as is a torn or foreign line. Returns how many entries were taken.
+    pub fn journal_to(
+        &self,
+        path: &Path,
+        inherit: bool,
+        root_of: impl Fn(SubtreeId) -> Option<String>,
+    ) -> std::io::Result<usize> {
+        let mut nodes = self.nodes.lock();
+        let mut taken = 0;
+        if inherit {
+            let file = match File::open(path) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            for line in file
+                .into_iter()
+                .flat_map(|f| std::io::BufReader::new(f).lines())
+            {
+                let Ok(node) = serde_json::from_str::<DynNode>(&line?) else {
+                    continue;
+                };
+                let Some(root) = root_of(node.subtree) else {
+                    continue;
+                };
+                if node.ino != inode_of(&format!("{root}/{}", node.rel)) {
+                    continue;
+                }
+                if nodes.len() < MAX_DYNAMIC && !nodes.contains_key(&node.ino) {
+                    nodes.insert(node.ino, (Arc::new(node), 1));
+                    taken += 1;
+                }
+            }
+        }
+        let journal = Journal::rewrite(path, nodes.values().map(|(n, _)| &**n))?;
+        *self.journal.lock() = Some(journal);
+        Ok(taken)
     }
 
     /// The remembered entry with inode `ino`.
@@ -184,6 +298,80 @@ mod tests {
         assert!(dynamic.get(ino).is_none());
         dynamic.forget(ino, 5);
         assert!(dynamic.is_empty());
+    }
+
+    #[test]
+    fn a_journal_carries_the_entries_to_the_next_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inodes");
+        let root = "sys/devices/system/cpu";
+        let roots = |id| (id == SubtreeId::SysCpu).then(|| root.to_string());
+        let first = Dynamic::default();
+        assert_eq!(first.journal_to(&path, true, roots).unwrap(), 0);
+        let cpu0 = first
+            .remember(SubtreeId::SysCpu, root, 7, "cpu0", EntryKind::Dir)
+            .unwrap();
+        first.remember(SubtreeId::SysCpu, root, 7, "cpu0", EntryKind::Dir);
+        let online = first
+            .remember(
+                SubtreeId::SysCpu,
+                root,
+                cpu0.ino,
+                "cpu0/online",
+                EntryKind::File,
+            )
+            .unwrap();
+        // A torn last line, a line of another path's inode, and garbage are skipped.
+        let mut forged = (*online).clone();
+        forged.rel = "cpu1/online".into();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&record(&forged)).unwrap();
+        file.write_all(b"not json\n{\"ino\":").unwrap();
+        drop(file);
+
+        let next = Dynamic::default();
+        assert_eq!(next.journal_to(&path, true, roots).unwrap(), 2);
+        assert_eq!(next.get(online.ino), Some(online.clone()));
+        assert_eq!(next.get(cpu0.ino), Some(cpu0.clone()));
+        // Inherited entries go at their first forget.
+        next.forget(online.ino, 1);
+        assert!(next.get(online.ino).is_none());
+
+        // A fresh mount starts a fresh journal.
+        let fresh = Dynamic::default();
+        assert_eq!(fresh.journal_to(&path, false, roots).unwrap(), 0);
+        assert_eq!(
+            Dynamic::default().journal_to(&path, true, roots).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_journal_is_written_anew_before_it_grows_far_past_the_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inodes");
+        let root = "proc/sys";
+        let dynamic = Dynamic::default();
+        dynamic
+            .journal_to(&path, false, |_| Some(root.into()))
+            .unwrap();
+        for i in 0..20_000 {
+            let node = dynamic
+                .remember(
+                    SubtreeId::ProcSys,
+                    root,
+                    7,
+                    &format!("n{i}"),
+                    EntryKind::File,
+                )
+                .unwrap();
+            dynamic.forget(node.ino, 1);
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= JOURNAL_SLACK + 1024 + 1, "{lines} lines");
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub enum CtlRequest {
     List {},
     /// The daemon's status.
     Status {},
+    /// Replace the daemon by binary `exe` (default: the one it was started from) without
+    /// unmounting; answered before the daemon execs it.
+    Upgrade {
+        /// The new binary.
+        #[serde(default)]
+        exe: Option<std::path::PathBuf>,
+    },
     /// Sets option `key` of container `id` to `value`.
     Set {
         /// The runtime's id.
@@ -110,9 +117,23 @@ pub enum CtlData {
     Status(Status),
     /// `unregister`, `bound`, `failed`: which container it was.
     Id(Named),
+    /// `upgrade`: what the daemon is about to exec.
+    Upgrading(Upgrading),
     /// Anything else: what a daemon of another version answers with a shape this one does
     /// not know (kept, not refused: the reply's `ok` and `error` still count).
     Other(serde_json::Value),
+}
+
+/// An upgrade under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrading {
+    /// The binary the daemon execs.
+    pub exe: std::path::PathBuf,
+    /// Its `--version` line.
+    pub version: String,
+    /// The daemon's pid (the new image keeps it).
+    pub pid: u32,
 }
 
 /// A container by its id alone.
@@ -153,6 +174,29 @@ pub struct Status {
     pub cgroup_files_kept: usize,
     /// The most it keeps.
     pub cgroup_files_budget: usize,
+    /// Its FUSE connection: whether it took it over from a predecessor, and what came with it.
+    #[serde(default)]
+    pub connection: ConnectionStatus,
+}
+
+/// How a daemon came by its FUSE connection (see `nsview keeper`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionStatus {
+    /// Daemons that served the connection before this one (0: this one mounted it).
+    pub generation: u32,
+    /// Whether a keeper holds a descriptor of it, so that it outlives this daemon.
+    pub kept: bool,
+    /// Subtree inodes the kernel still named, taken from the predecessor's journal.
+    pub inodes_inherited: u64,
+    /// Requests the predecessor had read but not answered, asked again of the kernel:
+    /// `resent`, `unsupported` (a kernel before 6.9, whose requests stay unanswered), or
+    /// empty when nothing was taken over.
+    pub resend: String,
+    /// Descriptors opened before the restart, taken over at their first use since.
+    pub handles_taken_over: u64,
+    /// Requests the kernel sent again that reached a handler.
+    pub requests_resent: u64,
 }
 
 /// A reply: `ok` with optional data, or an error message.
@@ -238,6 +282,7 @@ mod tests {
             requests: 5,
             requests_by_op: [("read".to_owned(), 5)].into(),
             agent_steps: Default::default(),
+            connection: Default::default(),
             host_fallbacks: 0,
             errors: Default::default(),
             cgroup_files_kept: 0,

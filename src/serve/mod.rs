@@ -85,31 +85,73 @@ pub enum ServeError {
     /// The agent settings or binary are unusable.
     #[error("{0}")]
     Agent(String),
+    /// An option's value is unusable.
+    #[error("{0}")]
+    BadOption(String),
 }
+
+mod connection;
+mod upgrade;
 
 /// What ended the serving loop.
 enum Stop {
     Signal(Signal),
     SessionEnded(io::Result<()>),
+    /// An accepted `upgrade`: exec this binary.
+    Upgrade(PathBuf),
 }
 
 /// Runs `nsview serve` until SIGINT, SIGTERM or SIGQUIT (then unmounts and returns), or until the mount
 /// goes away under it.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
-    check_root()?;
-    check_dev_fuse()?;
-    let (mountpoint, stale) = prepare_mountpoint(&args.mountpoint)?;
-    let _lock = lock_runtime_dir(&args.runtime_dir)?;
-    // The predecessor's device: reattach replaces binds of it.
-    for dev in stale {
-        remember_device(&args.runtime_dir, dev);
-    }
-    raise_fd_limit();
     // Block every handled signal before any thread exists, so every thread inherits the mask
-    // and only the waiting thread below receives them.
-    let started = std::time::Instant::now();
+    // and only the waiting thread receives them.
     let signals = handled_signals();
     signals.thread_block()?;
+    // While this is the only thread: an upgraded image's inherited children.
+    upgrade::reap_inherited();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let exe = upgrade::own_exe();
+    if !(args.keeper_timeout.is_finite() && (0.0..1e6).contains(&args.keeper_timeout)) {
+        return Err(ServeError::BadOption(format!(
+            "--keeper-timeout must be 0 (no keeper) or a positive number of seconds, not {}",
+            args.keeper_timeout
+        )));
+    }
+    check_root()?;
+    check_dev_fuse()?;
+    let abs = canonical(&args.mountpoint)?;
+    // Nothing mounted there: a stat cannot wait on a mount a keeper holds.
+    if mounts_at(&abs).is_ok_and(|m| m.is_empty()) && fs::metadata(&abs).is_ok_and(|m| !m.is_dir())
+    {
+        return Err(ServeError::NotADirectory(abs));
+    }
+    let _lock = lock_runtime_dir(&args.runtime_dir)?;
+    // A predecessor's connection, if a keeper holds it: served as it is (its mount, its
+    // descriptors in containers). Else the mountpoint is recovered and mounted anew.
+    let mut keeper = (args.keeper_timeout > 0.0)
+        .then(|| {
+            crate::keeper::Client::connect(&args.runtime_dir)
+                .ok()
+                .map(Arc::new)
+        })
+        .flatten();
+    let taken = keeper
+        .as_ref()
+        .and_then(|keeper| connection::take_back(keeper, &abs));
+    let mountpoint = match &taken {
+        Some(_) => abs,
+        None => {
+            let (mountpoint, stale) = prepare_mountpoint(&args.mountpoint)?;
+            // The predecessor's device: reattach replaces binds of it.
+            for dev in stale {
+                remember_device(&args.runtime_dir, dev);
+            }
+            mountpoint
+        }
+    };
+    raise_fd_limit();
+    let started = std::time::Instant::now();
 
     #[cfg(feature = "test-nodes")]
     let specs: Vec<Spec> = if args.test_nodes {
@@ -153,19 +195,55 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
             service.containers.prune();
         }
     });
-    let session = Session::new(
-        Fs::new(service.clone(), agents.clone()),
-        &mountpoint,
-        &fuse_config(args.threads),
+    let mount = |fs: Fs| {
+        let session = Session::new(fs, &mountpoint, &fuse_config(args.threads))?;
+        // From mountinfo: a stat of the mountpoint would wait for the session, not yet running.
+        let dev = match mounts_at(&mountpoint).map(|m| m.into_iter().rfind(is_nsview_mount)) {
+            Ok(Some(ours)) => {
+                remember_device(&args.runtime_dir, ours.dev);
+                ours.dev
+            }
+            _ => {
+                warn!("cannot find this daemon's own mount in mountinfo");
+                (0, 0)
+            }
+        };
+        Ok((session, dev))
+    };
+    let mut served = connection::serve_connection(
+        &service,
+        &agents,
+        &args.runtime_dir,
+        taken,
+        mount,
+        fuse_config(args.threads),
     )
     .map_err(|source| ServeError::Mount {
         path: mountpoint.clone(),
         source,
     })?;
-    // From mountinfo: a stat of the mountpoint would wait for the session, not yet running.
-    match mounts_at(&mountpoint).map(|m| m.into_iter().rfind(is_nsview_mount)) {
-        Ok(Some(ours)) => remember_device(&args.runtime_dir, ours.dev),
-        _ => warn!("cannot find this daemon's own mount in mountinfo"),
+    if keeper.is_none() {
+        keeper = keeper_client(args, exe.as_deref());
+    }
+    let kept = keeper.as_ref().is_some_and(|keeper| {
+        let exe = exe.clone().unwrap_or_default();
+        connection::keep(
+            keeper.clone(),
+            &mut served,
+            &mountpoint,
+            exe,
+            args.keeper_timeout,
+        )
+    });
+    crate::stats::mark_kept(kept);
+    let (tx, rx) = mpsc::channel();
+    if kept {
+        let tx = std::sync::Mutex::new(tx.clone());
+        control::on_upgrade(exe.clone(), upgrade::check, move |exe| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(Stop::Upgrade(exe));
+            }
+        });
     }
     info!(
         "serving {} ({} threads, cgroups at {})",
@@ -210,7 +288,16 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         let service = service.clone();
         move || serde_json::to_string(&control::status(&service, started)).unwrap_or_default()
     };
-    let stop = wait_for_stop(session, signals, status_of);
+    start_serving(served.session, signals, status_of, tx)?;
+    let stop = loop {
+        match rx.recv().unwrap_or(Stop::SessionEnded(Ok(()))) {
+            Stop::Upgrade(exe) => {
+                let e = upgrade::exec(&exe, &argv);
+                error!("upgrade: exec {}: {e}; serving on", exe.display());
+            }
+            stop => break stop,
+        }
+    };
     sampler.stop();
     agents.stop();
     stores.stop();
@@ -220,7 +307,14 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     if let Ok(thread) = sampler_thread {
         let _ = thread.join();
     }
-    let stop = stop?;
+    // Stopping on purpose (or the mount is gone): the keeper lets go, so the connection ends
+    // with this process.
+    if let Some(keeper) = &keeper
+        && kept
+        && let Err(e) = keeper.release()
+    {
+        warn!("keeper: {e}");
+    }
     let fallbacks = service
         .env
         .stats
@@ -236,6 +330,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         }
         Stop::SessionEnded(Ok(())) => warn!("{} was unmounted from outside", mountpoint.display()),
         Stop::SessionEnded(Err(e)) => error!("FUSE session ended: {e}"),
+        Stop::Upgrade(_) => {}
     }
     let _ = fs::remove_file(control::socket_path(&args.runtime_dir));
     info!("stopped; {fallbacks} renders fell back to host files");
@@ -379,8 +474,11 @@ fn fuse_config(threads: u16) -> Config {
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(threads.into());
-    // One /dev/fuse descriptor per worker: no contention on a single fd's read queue.
-    config.clone_fd = true;
+    // One /dev/fuse descriptor for every worker, which the keeper holds too: requests a
+    // worker has read stay queued on it when the daemon dies, for the next one to be sent
+    // again. (With a cloned descriptor per worker, the kernel would fail those requests
+    // with ECONNABORTED as the dead daemon's clones close.)
+    config.clone_fd = false;
     config
 }
 
@@ -421,14 +519,15 @@ fn handled_signals() -> SigSet {
     set
 }
 
-/// Serves the session on its own threads and waits for a stop signal or the session's end;
-/// on a status signal, logs `status_of()`.
-fn wait_for_stop(
+/// Serves the session on its own threads, and waits for signals on another: each sends
+/// what ends the serving to `tx` (a stop signal, the session's end); on a status signal,
+/// logs `status_of()`.
+fn start_serving(
     session: Session<Fs>,
     signals: SigSet,
     status_of: impl Fn() -> String + Send + 'static,
-) -> Result<Stop, ServeError> {
-    let (tx, rx) = mpsc::channel();
+    tx: mpsc::Sender<Stop>,
+) -> Result<(), ServeError> {
     let session_tx = tx.clone();
     std::thread::Builder::new()
         .name("session".into())
@@ -458,8 +557,48 @@ fn wait_for_stop(
             path: PathBuf::new(),
             source,
         })?;
-    // Both senders live in threads that only end by sending.
-    Ok(rx.recv().unwrap_or(Stop::SessionEnded(Ok(()))))
+    Ok(())
+}
+
+/// The keeper of this daemon's connection (started if none runs), unless
+/// `--keeper-timeout 0`.
+fn keeper_client(args: &ServeArgs, exe: Option<&Path>) -> Option<Arc<crate::keeper::Client>> {
+    if args.keeper_timeout <= 0.0 {
+        return None;
+    }
+    let exe = exe?;
+    match crate::keeper::Client::connect_or_start(&args.runtime_dir, exe, args.keeper_timeout) {
+        Ok(client) => Some(Arc::new(client)),
+        Err(e) => {
+            warn!("no keeper ({e}): a crash of this daemon will end its connection");
+            None
+        }
+    }
+}
+
+/// Whether the mount at `mountpoint` (the topmost) is nsview's of device `dev`.
+fn mounted_at(mountpoint: &Path, dev: (u32, u32)) -> bool {
+    mounts_at(mountpoint).is_ok_and(|m| {
+        m.last()
+            .is_some_and(|top| is_nsview_mount(top) && top.dev == dev)
+    })
+}
+
+/// `path` made absolute, its parent canonical (the mountpoint itself may be a dead mount,
+/// which a stat would not get through, or wait on).
+fn canonical(path: &Path) -> Result<PathBuf, ServeError> {
+    let io_err = |source| ServeError::Mountpoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    let abs = std::path::absolute(path).map_err(io_err)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => {
+            fs::create_dir_all(parent).map_err(io_err)?;
+            Ok(parent.canonicalize().map_err(io_err)?.join(name))
+        }
+        _ => Ok(abs),
+    }
 }
 
 fn check_root() -> Result<(), ServeError> {
@@ -495,15 +634,7 @@ fn prepare_mountpoint(path: &Path) -> Result<(PathBuf, Vec<crate::oci::devices::
         path: path.to_path_buf(),
         source,
     };
-    let abs = std::path::absolute(path).map_err(io_err)?;
-    // Canonicalize the parent only: the mountpoint itself may be a dead mount (stat fails).
-    let abs = match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => {
-            fs::create_dir_all(parent).map_err(io_err)?;
-            parent.canonicalize().map_err(io_err)?.join(name)
-        }
-        _ => abs,
-    };
+    let abs = canonical(path)?;
     // A crashed run can leave several stacked mounts; recover each, but never loop forever.
     let mut stale = Vec::new();
     for _ in 0..16 {
