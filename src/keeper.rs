@@ -42,7 +42,8 @@ pub struct KeeperArgs {
     pub timeout: f64,
 
     /// Keep running while nothing is held (under a supervisor); without it the keeper ends
-    /// once it holds nothing and no daemon is connected.
+    /// once it holds nothing and no daemon is connected. With it, a keeper finding another
+    /// one running waits to take its place instead of ending.
     #[arg(long)]
     pub stay: bool,
 }
@@ -89,7 +90,7 @@ pub fn run(args: &KeeperArgs) -> Result<(), KeeperFailure> {
         path: path.clone(),
         source,
     };
-    let Some((listener, _lock)) = listen_once(&args.runtime_dir).map_err(failed)? else {
+    let Some((listener, _lock)) = listen_once(&args.runtime_dir, args.stay).map_err(failed)? else {
         info!("a keeper already listens on {}", path.display());
         return Ok(());
     };
@@ -277,8 +278,9 @@ impl Keeper {
     }
 }
 
-/// Binds the keeper's socket under its lock: `None` when another keeper holds the lock.
-fn listen_once(runtime_dir: &Path) -> io::Result<Option<(OwnedFd, File)>> {
+/// Binds the keeper's socket under its lock: `None` when another keeper holds the lock, or,
+/// with `wait` (a supervised keeper), once it has the lock.
+fn listen_once(runtime_dir: &Path, wait: bool) -> io::Result<Option<(OwnedFd, File)>> {
     fs::create_dir_all(runtime_dir)?;
     let lock = OpenOptions::new()
         .create(true)
@@ -287,6 +289,11 @@ fn listen_once(runtime_dir: &Path) -> io::Result<Option<(OwnedFd, File)>> {
         .open(runtime_dir.join("keeper.lock"))?;
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) if wait => {
+            // A daemon's own keeper holds it: this one takes over once that one ends.
+            info!("another keeper runs; waiting to take its place");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+        }
         Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
         Err(e) => return Err(e.into()),
     }

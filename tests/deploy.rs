@@ -47,7 +47,19 @@ fn the_systemd_unit_runs_serve_with_the_defaults_and_survives_restarts() {
         "{exec}"
     );
     assert_eq!(value("Restart"), "on-failure");
+    // Only the daemon is killed: the keeper it started holds the connection across a crash.
     assert_eq!(value("KillMode"), "process");
+    // A reload upgrades in place, through the daemon's own runtime directory.
+    let reload = value("ExecReload");
+    let words: Vec<&str> = reload.split_whitespace().collect();
+    assert_eq!(words[1], "upgrade", "{reload}");
+    match Cli::try_parse_from(&words).map(|c| c.command) {
+        Ok(nsview::cli::Command::Upgrade(args)) => assert_eq!(
+            args.runtime_dir.to_str(),
+            Some(serve_default("runtime_dir").as_str())
+        ),
+        other => panic!("ExecReload is not an upgrade: {other:?}"),
+    }
     assert_eq!(value("OOMScoreAdjust"), "-1000");
     // Half of it is the budget of kept cgroup files: room for 10000 containers' 48 each.
     let nofile: usize = value("LimitNOFILE").parse().unwrap();
@@ -105,6 +117,44 @@ fn the_hooks_call_oci_hook_with_the_defaults() {
             );
         }
     }
+}
+
+#[test]
+fn the_daemonsets_keeper_is_a_sidecar_beside_the_daemon_on_its_runtime_dir() {
+    let ds = json("kubernetes/daemonset.json");
+    let pod = &ds["spec"]["template"]["spec"];
+    // A native sidecar (an init container that keeps running): started before the daemon,
+    // and not restarted with it, so it holds the connection across the daemon's crashes.
+    let keeper = &pod["initContainers"][0];
+    assert_eq!(keeper["restartPolicy"], "Always");
+    let daemon = &pod["containers"][0];
+    assert_eq!(keeper["image"], daemon["image"]);
+    let command: Vec<&str> = keeper["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command[1], "keeper");
+    assert!(command.contains(&"--stay"), "{command:?}");
+    let parsed = Cli::try_parse_from(&command).unwrap_or_else(|e| panic!("{e}"));
+    let nsview::cli::Command::Keeper(args) = parsed.command else {
+        panic!("not the keeper: {command:?}");
+    };
+    assert_eq!(
+        args.runtime_dir.to_str(),
+        Some(serve_default("runtime_dir").as_str())
+    );
+    let runtime_mount = |c: &serde_json::Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == serve_default("runtime_dir").as_str())
+            .map(|m| m["name"].clone())
+    };
+    assert_eq!(runtime_mount(keeper), runtime_mount(daemon));
+    assert!(runtime_mount(keeper).is_some());
 }
 
 #[test]

@@ -411,7 +411,11 @@ fn past_the_keepers_timeout_the_mount_ends_in_enotconn_not_a_hang() {
     eprintln!("ECONNABORTED {waited:?} after the SIGKILL (keeper timeout 2 s)");
     let started = Instant::now();
     let err = std::fs::read_to_string(daemon_path).expect_err("no connection");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // (Linux 6.18 answers ENOTCONN there, 6.1 ECONNABORTED.)
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        "{err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",

@@ -22,6 +22,15 @@ fn wait_readable(path: &Path, limit: Duration, what: &str) {
     }
 }
 
+/// Removes podman container `.1` on drop.
+struct Removed<'a>(&'a Podman, String);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.podman(&["rm", "--force", "--time", "5", &self.1]);
+    }
+}
+
 #[test]
 fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_killed() {
     let context = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/image");
@@ -64,50 +73,61 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
     )
     .unwrap();
     let spec = &ds["spec"]["template"]["spec"];
-    let c = &spec["containers"][0];
-    let name = format!("nsview-test-{}", std::process::id());
-    let mut args: Vec<String> = ["run", "-d", "--restart", "always", "--name", &name]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if spec["hostPID"] == true {
-        args.extend(["--pid".into(), "host".into()]);
-    }
-    if c["securityContext"]["privileged"] == true {
-        args.push("--privileged".into());
-    }
-    for m in c["volumeMounts"].as_array().unwrap() {
-        let volume = spec["volumes"]
+    // `podman run` options of container `c` of the pod, named `name`.
+    let run_args = |c: &serde_json::Value, name: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["run", "-d", "--restart", "always", "--name", name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if spec["hostPID"] == true {
+            args.extend(["--pid".into(), "host".into()]);
+        }
+        if c["securityContext"]["privileged"] == true {
+            args.push("--privileged".into());
+        }
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let volume = spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap();
+            let host = match volume["hostPath"]["path"].as_str().unwrap() {
+                "/var/lib" => var_lib.to_str().unwrap().to_owned(),
+                "/run/nsview" => run.to_str().unwrap().to_owned(),
+                other => other.to_owned(),
+            };
+            let propagation = match m["mountPropagation"].as_str() {
+                Some("Bidirectional") => ":rshared",
+                Some("HostToContainer") => ":rslave",
+                _ => "",
+            };
+            args.push("-v".into());
+            args.push(format!(
+                "{host}:{}{propagation}",
+                m["mountPath"].as_str().unwrap()
+            ));
+        }
+        let command: Vec<&str> = c["command"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|v| v["name"] == m["name"])
-            .unwrap();
-        let host = match volume["hostPath"]["path"].as_str().unwrap() {
-            "/var/lib" => var_lib.to_str().unwrap().to_owned(),
-            "/run/nsview" => run.to_str().unwrap().to_owned(),
-            other => other.to_owned(),
-        };
-        let propagation = match m["mountPropagation"].as_str() {
-            Some("Bidirectional") => ":rshared",
-            Some("HostToContainer") => ":rslave",
-            _ => "",
-        };
-        args.push("-v".into());
-        args.push(format!(
-            "{host}:{}{propagation}",
-            m["mountPath"].as_str().unwrap()
-        ));
-    }
-    let command: Vec<&str> = c["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    args.extend(["--entrypoint".into(), command[0].into()]);
-    args.push(c["image"].as_str().unwrap().into());
-    args.extend(command[1..].iter().map(|a| a.to_string()));
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        args.extend(["--entrypoint".into(), command[0].into()]);
+        args.push(c["image"].as_str().unwrap().into());
+        args.extend(command[1..].iter().map(|a| a.to_string()));
+        args
+    };
+    // The keeper sidecar first (the kubelet starts init containers first), then the daemon.
+    let keeper = format!("nsview-test-keeper-{}", std::process::id());
+    let keeper_args = run_args(&spec["initContainers"][0], &keeper);
+    let keeper_args: Vec<&str> = keeper_args.iter().map(String::as_str).collect();
+    let (ok, _, err) = podman.podman(&keeper_args);
+    assert!(ok, "podman run of the DaemonSet's keeper: {err}");
+    let _keeper = Removed(&podman, keeper.clone());
+    let name = format!("nsview-test-{}", std::process::id());
+    let args = run_args(&spec["containers"][0], &name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, err) = podman.podman(&args);
     assert!(ok, "podman run of the DaemonSet's container: {err}");
@@ -131,16 +151,18 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
         field(&out, "MemTotal:").to_owned()
     };
     assert_eq!(read(), "131072 kB");
-    // The daemon is SIGKILLed: its mount at the node's /var/lib/nsview is dead. The
-    // container starts again (restart policy always, as the kubelet's): its volume is
-    // /var/lib, which a dead mount below does not fail (a hostPath of the mountpoint itself
-    // did: "statfs ...: transport endpoint is not connected").
+    // The daemon is SIGKILLed: the keeper sidecar holds its connection, so its mount at the
+    // node's /var/lib/nsview waits for the next daemon. The container starts again (restart
+    // policy always, as the kubelet's): its volume is /var/lib, which a mount below does not
+    // fail even when it is dead (a hostPath of the mountpoint itself did: "statfs ...:
+    // transport endpoint is not connected").
     let pid_of = || -> i32 {
         let (_, pid, _) = podman.podman(&["inspect", "--format", "{{.State.Pid}}", &name]);
         pid.trim().parse().unwrap_or(0)
     };
     let pid = pid_of();
     assert!(pid > 0);
+    let held = std::fs::File::open(mountpoint.join("proc/uptime")).unwrap();
     // SAFETY: kill(2) on the daemon of the container this test started, by its pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,6 +180,19 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
     }
     // A container started afterwards gets nsview's files again.
     assert_eq!(read(), "131072 kB");
+    // The new daemon took the connection back from the keeper, and a descriptor opened
+    // before the kill reads on.
+    let status = std::process::Command::new(rig::nsview_bin())
+        .args(["ctl", "--json", "--runtime-dir"])
+        .arg(&run)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["connection"]["generation"], 1, "{status}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut text).unwrap();
+    assert_eq!(text.split_whitespace().count(), 2, "held uptime: {text:?}");
     // SIGTERM: the daemon unmounts; then the container goes.
     let (ok, _, err) = podman.podman(&["stop", "-t", "10", &name]);
     assert!(ok, "{err}");
@@ -165,7 +200,7 @@ fn the_daemonsets_pod_runs_from_its_image_and_serves_again_after_its_daemon_is_k
 }
 
 #[test]
-fn the_systemd_unit_runs_for_real_restarts_after_a_kill_and_reloads_with_a_status_line() {
+fn the_systemd_unit_runs_for_real_survives_a_crash_and_upgrades_on_reload() {
     // systemd as pid 1 of a podman container (`--systemd always`, the host's /usr), with
     // deploy/nsview.service as shipped but for the binary's path.
     let podman = Podman::new(Path::new("/nonexistent"), Path::new("/nonexistent"), &[]);
@@ -249,23 +284,46 @@ fn the_systemd_unit_runs_for_real_restarts_after_a_kill_and_reloads_with_a_statu
     assert!(ok, "systemctl start nsview: {err}");
     let serving = || inside(&["head", "-1", "/var/lib/nsview/proc/meminfo"]).0;
     until("nsview.service serves nothing", &serving);
-    // A crash: Restart=on-failure brings it back, and the new daemon recovers the dead mount
+    let journal = || inside(&["journalctl", "-u", "nsview", "--no-pager"]).1;
+    let restarts = |n: u32| {
+        let (_, restarts, _) = inside(&["systemctl", "show", "nsview", "-p", "NRestarts"]);
+        restarts.trim() == format!("NRestarts={n}")
+    };
+    // A crash of the daemon: the keeper it started holds the connection (KillMode=process
+    // leaves it be), Restart=on-failure brings the daemon back, and it takes the connection
+    // over.
+    let (ok, _, err) = inside(&[
+        "systemctl",
+        "kill",
+        "--kill-whom=main",
+        "-s",
+        "KILL",
+        "nsview",
+    ]);
+    assert!(ok, "{err}");
+    until("nsview.service did not restart", &|| {
+        restarts(1) && serving()
+    });
+    until(
+        "the restarted daemon did not take the connection over",
+        &|| journal().contains("took over the FUSE connection of /var/lib/nsview (generation 1"),
+    );
+    // `systemctl reload`: an upgrade in place, still serving.
+    let (ok, _, err) = inside(&["systemctl", "reload", "nsview"]);
+    assert!(ok, "systemctl reload nsview: {err}");
+    until("no upgrade in the journal", &|| {
+        journal().contains("(generation 2")
+    });
+    assert!(serving());
+    assert!(restarts(1), "a reload is no restart");
+    // A crash of the whole unit, the keeper with it: the next daemon recovers the dead mount
     // (before, ExecStartPre's `mkdir -p` failed on it and the unit stayed down).
     let (ok, _, err) = inside(&["systemctl", "kill", "-s", "KILL", "nsview"]);
     assert!(ok, "{err}");
-    until("nsview.service did not restart", &|| {
-        let (_, restarts, _) = inside(&["systemctl", "show", "nsview", "-p", "NRestarts"]);
-        restarts.trim() == "NRestarts=1" && serving()
+    until("nsview.service did not restart again", &|| {
+        restarts(2) && serving()
     });
-    // `systemctl reload`: SIGUSR1, a status line in the journal, still serving.
-    let (ok, _, err) = inside(&["systemctl", "reload", "nsview"]);
-    assert!(ok, "systemctl reload nsview: {err}");
-    until("no status line in the journal", &|| {
-        let (_, journal, _) = inside(&["journalctl", "-u", "nsview", "--no-pager"]);
-        journal.contains("SIGUSR1: status {")
-    });
-    assert!(serving());
-    let (_, journal, _) = inside(&["journalctl", "-u", "nsview", "--no-pager"]);
+    let journal = journal();
     assert!(
         journal.contains("stale fuse mount at /var/lib/nsview"),
         "{journal}"
