@@ -413,7 +413,10 @@ fn past_the_keepers_timeout_the_mount_ends_in_enotconn_not_a_hang() {
     let err = std::fs::read_to_string(daemon_path).expect_err("no connection");
     // (Linux 6.18 answers ENOTCONN there, 6.1 ECONNABORTED.)
     assert!(
-        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        ),
         "{err}"
     );
     assert!(
