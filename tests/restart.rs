@@ -571,3 +571,58 @@ print("panic:", open("/proc/sys/kernel/panic").read().strip())
     assert!(saved.changed().is_empty(), "changed: {:?}", saved.changed());
     assert!(connection(&daemon)["handles_taken_over"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn load_averages_and_counters_carry_over_a_restart() {
+    let dirs = rig::scratch_dir();
+    let daemon = daemon_on(dirs.path(), &[]);
+    let a = ContainerBuilder::new()
+        .bind_from(&daemon, &["proc/loadavg", "proc/stat"])
+        .start();
+    // Two busy tasks, for the load; the container's first reads make its baselines.
+    a.run("for i in 1 2; do (while :; do :; done) > /dev/null 2>&1 & done; true");
+    let counter = |name: &str| -> u64 {
+        let stat = a.run("cat /proc/stat");
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0)
+    };
+    let load1 = || -> f64 {
+        let text = a.run("cat /proc/loadavg");
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    load1();
+    counter("ctxt");
+    // Three sampling rounds (5 s each): averages well above zero, and kept on disk.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while load1() < 0.3 {
+        assert!(Instant::now() < deadline, "no load: {}", load1());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let (before, ctxt_before) = (load1(), counter("ctxt"));
+    let _crashed = daemon.crash();
+    let _daemon = daemon_on(dirs.path(), &[]);
+    let (after, ctxt_after) = (load1(), counter("ctxt"));
+    eprintln!("load {before} -> {after}, ctxt {ctxt_before} -> {ctxt_after}");
+    // Aged by the gap (a few seconds at a load of 2 raise it), not begun again from zero.
+    assert!(
+        after >= before * 0.8,
+        "load {before} before the restart, {after} after"
+    );
+    // The counters go on from the baseline the first daemon made: never back, no jump.
+    assert!(
+        ctxt_after >= ctxt_before,
+        "ctxt {ctxt_before} -> {ctxt_after}"
+    );
+    assert!(
+        ctxt_after - ctxt_before < ctxt_before.max(1_000_000),
+        "ctxt jumped {ctxt_before} -> {ctxt_after}"
+    );
+}

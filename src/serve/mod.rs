@@ -16,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::agent::{Pool, PoolConfig};
 use crate::cgroup::CgroupReader;
 use crate::cli::ServeArgs;
+use crate::container::carried::{Carried, UNCLAIMED_FOR};
 use crate::control::{self, Registrations};
 use crate::fuse::Fs;
 use crate::mounts::mounts_at;
@@ -187,12 +188,18 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         parts,
     )?;
     let service = Arc::new(service);
-    // Every sampling round (5 s), the containers that ended are forgotten: their cgroup
-    // descriptors close.
+    // What the containers' views kept under a predecessor: their baselines and load averages.
+    let carried = carry_over(&service, &args.runtime_dir);
+    // Every sampling round (5 s), the containers that ended are forgotten (their cgroup
+    // descriptors close), and what their views carry over a restart is written.
     let weak = Arc::downgrade(&service);
+    let round_carried = carried.clone();
     service.env.sampler.after_every_round(move || {
         if let Some(service) = weak.upgrade() {
             service.containers.prune();
+            if let Some(carried) = &round_carried {
+                keep_carried(&service, carried, started);
+            }
         }
     });
     let mount = |fs: Fs| {
@@ -292,6 +299,9 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let stop = loop {
         match rx.recv().unwrap_or(Stop::SessionEnded(Ok(()))) {
             Stop::Upgrade(exe) => {
+                if let Some(carried) = &carried {
+                    keep_carried(&service, carried, started);
+                }
                 let e = upgrade::exec(&exe, &argv);
                 error!("upgrade: exec {}: {e}; serving on", exe.display());
             }
@@ -573,6 +583,38 @@ fn keeper_client(args: &ServeArgs, exe: Option<&Path>) -> Option<Arc<crate::keep
             warn!("no keeper ({e}): a crash of this daemon will end its connection");
             None
         }
+    }
+}
+
+/// What a predecessor kept of the containers' views (`<runtime-dir>/carried/`), handed to the
+/// containers and the load sampler as they are first seen.
+fn carry_over(service: &Arc<Service>, runtime_dir: &Path) -> Option<Arc<Carried>> {
+    let dir = runtime_dir.join("carried");
+    match Carried::open(&dir, crate::procfs::boottime_secs()) {
+        Ok(carried) => {
+            let carried = Arc::new(carried);
+            service.containers.carry_from(carried.clone());
+            service.env.sampler.carry_from(carried.clone());
+            Some(carried)
+        }
+        Err(e) => {
+            warn!(
+                "{}: {e}; the containers' baselines and load averages start afresh at the next restart",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes what the containers' views carry over a restart; drops, once, what was taken over
+/// for containers not seen within [`UNCLAIMED_FOR`] of the start.
+fn keep_carried(service: &Service, carried: &Carried, started: std::time::Instant) {
+    static DROPPED: std::sync::Once = std::sync::Once::new();
+    carried.keep_baselines(&service.containers.all());
+    carried.keep_loads(service.env.sampler.loads(), crate::procfs::boottime_secs());
+    if started.elapsed().as_secs_f64() > UNCLAIMED_FOR {
+        DROPPED.call_once(|| carried.drop_unclaimed());
     }
 }
 

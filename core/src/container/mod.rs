@@ -5,6 +5,7 @@
 //! init. A hit costs one hash lookup and one `poll` on that pidfd; an entry whose init has died
 //! is dropped on the next lookup and when any new container is added.
 
+pub mod carried;
 mod pidns;
 pub mod state;
 
@@ -203,6 +204,8 @@ pub struct Containers {
     map: RwLock<HashMap<u64, Arc<Container>>>,
     /// Host scopes by the text of `/proc/<pid>/cgroup` their tasks show.
     host_scopes: Mutex<HashMap<String, Arc<Container>>>,
+    /// What a predecessor daemon kept of the containers' views (see [`carried`]).
+    carried: std::sync::OnceLock<Arc<carried::Carried>>,
 }
 
 /// Most host scopes kept; beyond that the cache starts over (host scopes only hold the
@@ -217,7 +220,19 @@ impl Containers {
             cgroups,
             map: RwLock::new(HashMap::new()),
             host_scopes: Mutex::new(HashMap::new()),
+            carried: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives each container first seen from now on the baselines `carried` kept for it, and
+    /// has `carried` forget those of containers that end.
+    pub fn carry_from(&self, carried: Arc<carried::Carried>) {
+        let _ = self.carried.set(carried);
+    }
+
+    /// The containers cached now.
+    pub fn all(&self) -> Vec<Arc<Container>> {
+        self.map.read().values().cloned().collect()
     }
 
     /// The host scope of task `tid`, which lives in the daemon's pid namespace `pidns`: `None`
@@ -260,6 +275,11 @@ impl Containers {
             // Another request discovered it meanwhile; keep one entry.
             return Ok(existing.clone());
         }
+        if let (Some(carried), Some(id)) = (self.carried.get(), carried::Identity::of(&container))
+            && let Some(baselines) = carried.take_baselines(id)
+        {
+            *container.baselines.lock() = baselines;
+        }
         info!(
             "container seen: pidns {pidns}, init pid {}, cgroup {:?}",
             container.init_pid().unwrap_or(0),
@@ -280,6 +300,11 @@ impl Containers {
             map.retain(|_, c| c.is_alive());
             dead
         };
+        if let Some(carried) = self.carried.get() {
+            for id in dead.iter().filter_map(|c| carried::Identity::of(c)) {
+                carried.forget(id);
+            }
+        }
         let mut scopes = self.host_scopes.lock();
         let before = scopes.len();
         scopes.retain(|_, s| !s.cgroups.gone());

@@ -4,8 +4,11 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 /// One file's counters at a container's first read of it, and the share to scale them by.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scaled {
     /// The container's age over the host's uptime at that read, in `[0, 1]`.
     pub(crate) share: f64,
@@ -14,7 +17,8 @@ pub struct Scaled {
 }
 
 /// A container's baselines, one per file, made at its first read of the file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Baselines {
     /// `proc/stat`'s.
     pub stat: Option<Scaled>,

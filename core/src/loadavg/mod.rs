@@ -31,6 +31,7 @@ use log::debug;
 use parking_lot::{Condvar, Mutex};
 
 use crate::container::Container;
+use crate::container::carried::{Carried, Identity};
 use crate::error::Result;
 use crate::procfs::ProcRoot;
 use crate::tasks::{TaskCounts, count_tasks};
@@ -103,6 +104,11 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     fn is_alive(&self) -> bool {
         true
     }
+    /// Who the container is across daemons (its load averages are carried over a restart);
+    /// `None`: not carried.
+    fn identity(&self) -> Option<Identity> {
+        None
+    }
 }
 
 impl TaskSource for Container {
@@ -117,6 +123,10 @@ impl TaskSource for Container {
 
     fn is_alive(&self) -> bool {
         Container::is_alive(self)
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        Identity::of(self)
     }
 }
 
@@ -170,6 +180,8 @@ pub struct Sampler {
     signal: Arc<StopSignal>,
     /// Run after every round: the daemon's other housekeeping that needs no thread of its own.
     after_round: Mutex<Option<AfterRound>>,
+    /// Load averages a predecessor daemon kept (see `container::carried`).
+    carried: std::sync::OnceLock<Arc<Carried>>,
 }
 
 /// Work [`Sampler::after_every_round`] was given.
@@ -192,7 +204,23 @@ impl Sampler {
             followed: Mutex::new(HashMap::new()),
             signal: Arc::default(),
             after_round: Mutex::new(None),
+            carried: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts each container first read from now on from the load averages `carried` kept
+    /// for it, aged by the time since they were kept (at the load the first count finds).
+    pub fn carry_from(&self, carried: Arc<Carried>) {
+        let _ = self.carried.set(carried);
+    }
+
+    /// The load averages of the containers followed now that are carried over restarts.
+    pub fn loads(&self) -> Vec<(Identity, [u64; 3])> {
+        self.followed
+            .lock()
+            .values()
+            .filter_map(|f| Some((f.source.identity()?, f.reading.avgs)))
+            .collect()
     }
 
     /// Runs `work` on the sampling thread after every round (every `interval`), replacing
@@ -236,7 +264,21 @@ impl Sampler {
             return Ok(f.reading);
         }
         let counts = self.count(&**source, exclude)?;
-        Ok(self.follow(key, source.clone(), counts))
+        let carried = self
+            .carried
+            .get()
+            .zip(source.identity())
+            .and_then(|(carried, id)| carried.take_load(id));
+        let avgs = carried.map_or([0; 3], |(avgs, age)| {
+            let windows = (age / self.interval.as_secs_f64()).round().min(1e6) as u32;
+            let active = u64::from(counts.running) + u64::from(counts.blocked);
+            let mut avgs = avgs;
+            for (avg, exp) in avgs.iter_mut().zip(EXP) {
+                *avg = calc_load_n(*avg, exp, active, windows);
+            }
+            avgs
+        });
+        Ok(self.follow(key, source.clone(), counts, avgs))
     }
 
     /// Counts `source`'s tasks, without the map lock held.
@@ -250,7 +292,13 @@ impl Sampler {
 
     /// Starts following `key` with first counts `counts` (a concurrent first read may have
     /// started already: its entry is kept) and returns its reading.
-    fn follow(&self, key: u64, source: Arc<dyn TaskSource>, counts: TaskCounts) -> LoadReading {
+    fn follow(
+        &self,
+        key: u64,
+        source: Arc<dyn TaskSource>,
+        counts: TaskCounts,
+        avgs: [u64; 3],
+    ) -> LoadReading {
         let mut followed = self.followed.lock();
         if followed.len() >= MAX_FOLLOWED && !followed.contains_key(&key) {
             forget_least_recent(&mut followed);
@@ -258,10 +306,7 @@ impl Sampler {
         let now = Instant::now();
         let f = followed.entry(key).or_insert_with(|| Followed {
             source,
-            reading: LoadReading {
-                avgs: [0; 3],
-                counts,
-            },
+            reading: LoadReading { avgs, counts },
             last_read: now,
         });
         f.last_read = now;

@@ -104,6 +104,7 @@ struct FakeSource {
     calls: AtomicUsize,
     gone: AtomicBool,
     dead: AtomicBool,
+    identity: Option<crate::container::carried::Identity>,
 }
 
 impl FakeSource {
@@ -136,6 +137,10 @@ impl TaskSource for FakeSource {
 
     fn is_alive(&self) -> bool {
         !self.dead.load(Ordering::SeqCst)
+    }
+
+    fn identity(&self) -> Option<crate::container::carried::Identity> {
+        self.identity
     }
 }
 
@@ -183,6 +188,52 @@ fn a_first_read_counts_at_once_and_starts_the_averages_at_zero() {
     // Later reads are served from the entry, without listing tasks again.
     assert_eq!(s.read_source(7, &src, None).unwrap(), r);
     assert_eq!(src.calls(), 1);
+}
+
+#[test]
+fn a_container_carried_over_a_restart_goes_on_from_its_averages_aged_by_the_gap() {
+    use crate::container::carried::{Carried, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), ['R', 'R', 'S']);
+    let kept = tempfile::tempdir().unwrap();
+    let id = Identity {
+        pidns: 4026532100,
+        start_ticks: 42,
+    };
+    let before = [3 * FIXED_1, 2 * FIXED_1, FIXED_1];
+    Carried::open(kept.path(), 0.0)
+        .unwrap()
+        .keep_loads(vec![(id, before)], 100.0);
+    let s = sampler(dir.path(), Duration::from_secs(5), LONG);
+    s.carry_from(Arc::new(Carried::open(kept.path(), 110.0).unwrap()));
+    let src = Arc::new(FakeSource {
+        tids: vec![10, 11, 12],
+        level: 1,
+        identity: Some(id),
+        ..FakeSource::default()
+    });
+    let r = s.read_source(7, &src, None).unwrap();
+    // 10 s, two sampling windows, at the 2 runnable tasks counted now.
+    let aged: Vec<u64> = before
+        .iter()
+        .zip(EXP)
+        .map(|(avg, exp)| calc_load_n(*avg, exp, 2, 2))
+        .collect();
+    assert_eq!(r.avgs.to_vec(), aged);
+    assert_eq!(s.loads(), vec![(id, r.avgs)]);
+    // Another container (same namespace inode, another init) starts from zero.
+    let s = sampler(dir.path(), Duration::from_secs(5), LONG);
+    s.carry_from(Arc::new(Carried::open(kept.path(), 110.0).unwrap()));
+    let other = Arc::new(FakeSource {
+        tids: vec![10, 11, 12],
+        level: 1,
+        identity: Some(Identity {
+            start_ticks: 43,
+            ..id
+        }),
+        ..FakeSource::default()
+    });
+    assert_eq!(s.read_source(7, &other, None).unwrap().avgs, [0; 3]);
 }
 
 #[test]
