@@ -109,8 +109,10 @@ pub fn upgrade(args: &crate::cli::UpgradeArgs) -> Result<(), CtlError> {
     let since = std::time::Instant::now();
     while since.elapsed() < wait {
         std::thread::sleep(std::time::Duration::from_millis(20));
+        // The new image took the connection over: one generation on (a daemon that mounted
+        // anew would be back at 0, which is no upgrade).
         if let Some(now) = generation(&args.runtime_dir)
-            && Some(now) != before
+            && Some(now) == before.map(|g| g + 1)
         {
             return nsview_proto::print_stdout(&format!(
                 "upgraded: the new image serves (generation {now})\n"

@@ -28,6 +28,7 @@ use nix::sys::socket::{
 };
 use nsview_proto::keeper::{Connection, KeeperError, KeeperReply, KeeperRequest, recv, send};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Options of `nsview keeper`.
 #[derive(Debug, clap::Args)]
@@ -107,6 +108,7 @@ pub fn run(args: &KeeperArgs) -> Result<(), KeeperFailure> {
         held: None,
         clients: Vec::new(),
         alone_since: Some(Instant::now()),
+        taken_since: None,
     };
     let mut contacted = false;
     loop {
@@ -120,9 +122,18 @@ pub fn run(args: &KeeperArgs) -> Result<(), KeeperFailure> {
             };
             since + limit
         });
+        // A daemon that took the connection and has not said it serves it (its Hold) within
+        // the timeout: one failing at start, maybe over and over under a supervisor, which
+        // must not keep containers waiting for ever.
+        let unconfirmed = keeper.taken_since.map(|since| since + timeout);
+        let deadline = match (deadline, unconfirmed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(deadline) = deadline
             && Instant::now() >= deadline
         {
+            keeper.taken_since = None;
             if keeper.held.take().is_some() {
                 warn!(
                     "no daemon for {}s: closing the FUSE connection (its mount answers ENOTCONN now)",
@@ -187,6 +198,22 @@ struct Keeper {
     /// Since when no daemon is connected (`None` while one is, or with `--stay` and
     /// nothing held).
     alone_since: Option<Instant>,
+    /// Since when a daemon has taken the connection without holding it back (serving).
+    taken_since: Option<Instant>,
+}
+
+/// The most generations a connection has: handle ids carry 24 bits of it (see
+/// `fuse::Handles`), so a connection served that often is let go, and the next daemon mounts
+/// anew, rather than let ids repeat.
+const MAX_GENERATION: u32 = (1 << 24) - 1;
+
+/// Whether `fd` is a descriptor of `/dev/fuse` (character device 10:229).
+pub fn is_dev_fuse(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice
+            && rustix::fs::major(st.st_rdev) == 10
+            && rustix::fs::minor(st.st_rdev) == 229
+    })
 }
 
 impl Keeper {
@@ -203,6 +230,10 @@ impl Keeper {
         // serves every container's /proc.
         match getsockopt(&client, sockopt::PeerCredentials) {
             Ok(cred) if cred.uid() == nix::unistd::geteuid().as_raw() => {
+                // A client that never reads its answers cannot wedge the keeper: a reply
+                // that does not go within a second drops it.
+                let limit = nix::sys::time::TimeVal::new(1, 0);
+                let _ = nix::sys::socket::setsockopt(&client, sockopt::SendTimeout, &limit);
                 self.clients.push(client);
                 self.alone_since = None;
             }
@@ -224,10 +255,19 @@ impl Keeper {
         };
         let (reply, with) = match request {
             KeeperRequest::Take { mountpoint } => {
+                if self
+                    .held
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.generation >= MAX_GENERATION)
+                {
+                    warn!("keeper: the connection has had {MAX_GENERATION} daemons; letting it go");
+                    self.held = None;
+                }
                 if let Some((_, connection)) = &mut self.held
                     && connection.mountpoint == mountpoint
                 {
-                    connection.generation = connection.generation.wrapping_add(1);
+                    self.taken_since = Some(Instant::now());
+                    connection.generation += 1;
                     info!(
                         "keeper: handing {} over to a daemon (generation {})",
                         mountpoint.display(),
@@ -244,8 +284,21 @@ impl Keeper {
                     _ => (KeeperReply::Empty, None),
                 }
             }
+            KeeperRequest::Check { mountpoint } => match &self.held {
+                Some((_, connection)) if connection.mountpoint == mountpoint => {
+                    (KeeperReply::Ok, None)
+                }
+                _ => (KeeperReply::Empty, None),
+            },
             KeeperRequest::Hold { connection } => match fd {
+                Some(fd) if !is_dev_fuse(fd.as_fd()) => (
+                    KeeperReply::Refused {
+                        reason: "not a /dev/fuse descriptor".into(),
+                    },
+                    None,
+                ),
                 Some(fd) => {
+                    self.taken_since = None;
                     info!(
                         "keeper: holding {} (generation {})",
                         connection.mountpoint.display(),
@@ -262,6 +315,7 @@ impl Keeper {
                 ),
             },
             KeeperRequest::Release => {
+                self.taken_since = None;
                 if let Some((_, connection)) = self.held.take() {
                     info!("keeper: released {}", connection.mountpoint.display());
                 }
@@ -317,6 +371,8 @@ fn listen_once(runtime_dir: &Path, wait: bool) -> io::Result<Option<(OwnedFd, Fi
 pub struct Client {
     runtime_dir: PathBuf,
     socket: Mutex<OwnedFd>,
+    /// Set by [`Client::release`]: a keeper ending now is not replaced.
+    stopping: AtomicBool,
 }
 
 impl Client {
@@ -325,7 +381,16 @@ impl Client {
         Ok(Client {
             runtime_dir: runtime_dir.to_path_buf(),
             socket: Mutex::new(connect_to(runtime_dir)?),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the keeper holds the connection of `mountpoint` now (asked of it).
+    pub fn holds(&self, mountpoint: &Path) -> bool {
+        let request = KeeperRequest::Check {
+            mountpoint: mountpoint.to_path_buf(),
+        };
+        matches!(self.ask(&request, None), Ok((KeeperReply::Ok, _)))
     }
 
     /// Connects to the keeper of `runtime_dir`, starting one (`exe keeper`, timing out after
@@ -338,6 +403,7 @@ impl Client {
         Ok(Client {
             runtime_dir: runtime_dir.to_path_buf(),
             socket: Mutex::new(connect_when_up(runtime_dir)?),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -366,6 +432,7 @@ impl Client {
 
     /// Has the keeper close its descriptor (before a deliberate unmount).
     pub fn release(&self) -> io::Result<()> {
+        self.stopping.store(true, Ordering::SeqCst);
         match self.ask(&KeeperRequest::Release, None)? {
             (KeeperReply::Ok, _) => Ok(()),
             (reply, _) => Err(unexpected(&reply)),
@@ -378,6 +445,9 @@ impl Client {
         fd: Option<BorrowedFd<'_>>,
     ) -> io::Result<(KeeperReply, Option<OwnedFd>)> {
         let socket = self.socket.lock();
+        if matches!(request, KeeperRequest::Hold { .. }) && self.stopping.load(Ordering::SeqCst) {
+            return Err(io::Error::other("released: the daemon is stopping"));
+        }
         send(socket.as_fd(), request, fd).map_err(io::Error::other)?;
         recv(socket.as_fd()).map_err(io::Error::other)
     }
@@ -406,13 +476,26 @@ impl Client {
                             Err(_) => return,
                         }
                     }
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
                     warn!("the keeper ended: starting another");
                     loop {
                         let renewed = start(&self.runtime_dir, &exe, timeout)
                             .and_then(|()| connect_when_up(&self.runtime_dir))
                             .and_then(|socket| {
-                                *self.socket.lock() = socket;
-                                self.hold(fd.as_fd(), &connection)
+                                let mut held = self.socket.lock();
+                                // Checked under the socket's lock, which release holds while
+                                // it asks: no Hold after a Release.
+                                if self.stopping.load(Ordering::SeqCst) {
+                                    return Ok(());
+                                }
+                                *held = socket;
+                                drop(held);
+                                match self.hold(fd.as_fd(), &connection) {
+                                    Err(_) if self.stopping.load(Ordering::SeqCst) => Ok(()),
+                                    other => other,
+                                }
                             });
                         match renewed {
                             Ok(()) => break,
@@ -459,6 +542,11 @@ fn connect_to(runtime_dir: &Path) -> io::Result<OwnedFd> {
     let socket = seqpacket()?;
     let addr = UnixAddr::new(&socket_path(runtime_dir))?;
     connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &addr)?;
+    // A keeper that does not answer (stopped, wedged) fails the request within 5 s rather
+    // than hang the daemon's start or stop.
+    let limit = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&socket, sockopt::ReceiveTimeout, &limit)?;
+    nix::sys::socket::setsockopt(&socket, sockopt::SendTimeout, &limit)?;
     Ok(socket)
 }
 

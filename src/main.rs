@@ -6,10 +6,13 @@ use clap::Parser;
 use nsview::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // A signal mask is inherited through exec: the daemon's children (the reattach run) and
-    // hooks started by runtimes begin with none blocked; `serve` blocks its own set.
-    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let cli = Cli::parse();
+    // A signal mask is inherited through exec: hooks started by runtimes begin with none
+    // blocked. `serve` keeps what it inherited: after an upgrade's exec, its own handled
+    // signals, blocked until its waiting thread takes them (it blocks the same set first).
+    if !matches!(cli.command, Command::Serve(_)) {
+        let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Command::Serve(args) => nsview::serve::run(args).map_err(Into::into),

@@ -187,10 +187,13 @@ fn bad_clients_get_errors_and_do_not_disturb_others() {
     long.push(b'\n');
     let answer = exchange(&daemon, &long);
     assert!(answer.contains("longer than"), "{answer}");
-    // A client that is not root: the socket is 0600, so open it up to reach SO_PEERCRED.
-    // The refusal comes at once, before any request (sending one could race the close).
+    // A client that is not root: the runtime dir is 0700 and the socket 0600, so open both
+    // up to reach SO_PEERCRED. The refusal comes at once, before any request (sending one
+    // could race the close).
     let path = socket(&daemon);
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode;
+    std::fs::set_permissions(daemon.runtime_dir(), mode(0o711)).unwrap();
+    std::fs::set_permissions(&path, mode(0o666)).unwrap();
     let probe = format!(
         "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
          print(s.recv(4096).decode())",

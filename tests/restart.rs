@@ -481,6 +481,13 @@ fn a_killed_keeper_is_replaced_and_the_next_crash_is_still_survived() {
 #[test]
 fn no_one_but_root_reaches_the_keeper_or_upgrades_the_daemon() {
     let daemon = Daemon::start();
+    let mode = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+            & 0o777
+    };
+    // The runtime directory and the inode journal are root's alone.
+    assert_eq!(mode(daemon.runtime_dir()), 0o700);
+    assert_eq!(mode(&daemon.runtime_dir().join("inodes")), 0o600);
     let socket = daemon.runtime_dir().join("keeper.sock");
     let meta = std::fs::metadata(&socket).expect("the keeper's socket");
     assert_eq!(

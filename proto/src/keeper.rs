@@ -46,6 +46,12 @@ pub enum KeeperRequest {
     },
     /// Close the held descriptor: the daemon unmounts on purpose.
     Release,
+    /// Whether the connection of `mountpoint` is held: [`KeeperReply::Ok`] or
+    /// [`KeeperReply::Empty`].
+    Check {
+        /// The asker's mountpoint.
+        mountpoint: PathBuf,
+    },
 }
 
 /// The keeper's answers.

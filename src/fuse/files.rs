@@ -47,7 +47,10 @@ impl Core {
         if !self.handles.is_inherited(fh) {
             return Err(Error::Os(libc::EBADF));
         }
-        let handle = self.make_handle(*who, &self.target(ino)?, flags)?;
+        let handle = Handle {
+            taken_over: true,
+            ..self.make_handle(*who, &self.target(ino)?, flags)?
+        };
         let handle = self
             .handles
             .adopt(fh, handle)
@@ -121,6 +124,7 @@ impl Core {
             host_file,
             snapshot: Mutex::new(None),
             written: Mutex::new(None),
+            taken_over: false,
         })
     }
 
@@ -290,6 +294,11 @@ impl Core {
                     return Err(Error::Os(libc::EIO));
                 }
                 self.render(&handle.source, &handle.subject, reader)
+            }
+            // Its opener is unknown: the reader's own view, as a new open of its would show.
+            _ if handle.taken_over => {
+                let subject = self.ctx(*reader).subject;
+                self.render(&handle.source, &subject, reader)
             }
             _ => self.render(&handle.source, &handle.subject, &handle.who),
         }

@@ -47,6 +47,9 @@ pub struct Handle {
     /// After a write: where it left the descriptor (see [`WriteEnd`]). Held while a write
     /// runs.
     pub written: Mutex<Option<WriteEnd>>,
+    /// Made afresh for a descriptor a predecessor daemon opened: its opener is unknown, so
+    /// each read renders for its reader.
+    pub taken_over: bool,
 }
 
 /// A handle's rendered content.
@@ -247,6 +250,7 @@ mod tests {
                 host_file: None,
                 snapshot: Mutex::new(None),
                 written: Mutex::new(None),
+                taken_over: false,
             })
             .unwrap();
         assert!(handles.get(fh).is_some());

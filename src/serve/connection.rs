@@ -32,7 +32,9 @@ pub fn take_back(keeper: &Client, mountpoint: &Path) -> Option<(OwnedFd, Connect
             return None;
         }
     };
-    if super::mounted_at(mountpoint, connection.dev) {
+    if !crate::keeper::is_dev_fuse(fd.as_fd()) {
+        warn!("the keeper handed over a descriptor that is not /dev/fuse: mounting anew");
+    } else if super::mounted_at(mountpoint, connection.dev) {
         return Some((fd, connection));
     }
     warn!(

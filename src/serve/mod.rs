@@ -299,6 +299,18 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let stop = loop {
         match rx.recv().unwrap_or(Stop::SessionEnded(Ok(()))) {
             Stop::Upgrade(exe) => {
+                // A stop asked for meanwhile wins over the upgrade.
+                if let Ok(stop @ (Stop::Signal(_) | Stop::SessionEnded(_))) = rx.try_recv() {
+                    break stop;
+                }
+                // Without a keeper holding the connection, the exec would end it.
+                let held = keeper
+                    .as_ref()
+                    .is_some_and(|keeper| keeper.holds(&mountpoint));
+                if !held {
+                    error!("upgrade refused: no keeper holds the FUSE connection now; serving on");
+                    continue;
+                }
                 if let Some(carried) = &carried {
                     keep_carried(&service, carried, started);
                 }
@@ -719,6 +731,10 @@ fn lock_runtime_dir(dir: &Path) -> Result<File, ServeError> {
         source,
     };
     fs::create_dir_all(dir).map_err(io_err)?;
+    // Root's alone: what it holds (registrations, containers' emulated values, the inode
+    // journal, the carried views) is no other user's to read.
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io_err)?;
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)

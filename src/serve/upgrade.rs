@@ -62,9 +62,14 @@ pub fn check(exe: &Path) -> Result<String, String> {
     Ok(line)
 }
 
-/// Execs `exe` with this process's own arguments; returns only if the exec failed.
-pub fn exec(exe: &Path, args: &[OsString]) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
+/// Execs `exe` with this process's own arguments; returns only if the exec failed. The
+/// calling thread's signal mask (the daemon's handled signals, blocked) goes through the exec
+/// as it is, and so do signals pending: the new image blocks the same set before it has a
+/// thread, and its waiting thread takes them (a SIGTERM sent during the upgrade still stops
+/// the daemon cleanly, never kills it half-way).
+pub fn exec(exe: &Path, args: &[OsString]) -> nix::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     let children = children();
     info!(
         "upgrading: exec {} ({} children handed over)",
@@ -76,10 +81,30 @@ pub fn exec(exe: &Path, args: &[OsString]) -> std::io::Error {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    std::process::Command::new(exe)
-        .args(args.iter().skip(1))
-        .env(REAP_ENV, list)
-        .exec()
+    let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|_| nix::Error::EINVAL);
+    let built = (|| {
+        let path = cstring(exe.as_os_str().as_bytes())?;
+        let mut argv = vec![path.clone()];
+        for arg in args.iter().skip(1) {
+            argv.push(cstring(arg.as_bytes())?);
+        }
+        let mut env = Vec::new();
+        for (key, value) in std::env::vars_os().filter(|(k, _)| k != REAP_ENV) {
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            env.push(cstring(&pair)?);
+        }
+        env.push(cstring(format!("{REAP_ENV}={list}").as_bytes())?);
+        Ok::<_, nix::Error>((path, argv, env))
+    })();
+    match built {
+        Ok((path, argv, env)) => match nix::unistd::execve(&path, &argv, &env) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        },
+        Err(e) => e,
+    }
 }
 
 /// This process's children, from every thread's `children` list.

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, Write};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -118,7 +119,13 @@ impl Journal {
     /// for appending.
     fn rewrite<'a>(path: &Path, nodes: impl Iterator<Item = &'a DynNode>) -> std::io::Result<Self> {
         let tmp = path.with_extension("new");
-        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut out = std::io::BufWriter::new(file);
         let mut lines = 0;
         for node in nodes {
             out.write_all(&record(node))?;
@@ -135,13 +142,29 @@ impl Journal {
     }
 
     fn append(&mut self, node: &DynNode) {
+        self.append_line(&record(node));
+    }
+
+    fn append_line(&mut self, line: &[u8]) {
         // One write(2) of one line: a crash leaves at worst a torn last line, which the
         // loader skips.
-        if let Err(e) = self.file.write_all(&record(node)) {
-            log::warn!("cannot journal inode {} ({}): {e}", node.ino, node.rel);
+        if let Err(e) = self.file.write_all(line) {
+            log::warn!("cannot journal to {}: {e}", self.path.display());
         }
         self.lines += 1;
     }
+}
+
+/// A line of the journal: an entry remembered, or one forgotten.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Record {
+    Node(DynNode),
+    Forget { forget: u64 },
+}
+
+fn forget_record(ino: u64) -> Vec<u8> {
+    format!("{{\"forget\":{ino}}}\n").into_bytes()
 }
 
 fn record(node: &DynNode) -> Vec<u8> {
@@ -173,6 +196,9 @@ impl Dynamic {
                     kind,
                     ..(**node).clone()
                 });
+                if let Some(journal) = &mut *self.journal.lock() {
+                    journal.append(node);
+                }
             }
             return Some(node.clone());
         }
@@ -214,26 +240,37 @@ impl Dynamic {
         let mut nodes = self.nodes.lock();
         let mut taken = 0;
         if inherit {
-            let file = match File::open(path) {
-                Ok(file) => Some(file),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
-            };
-            for line in file
-                .into_iter()
-                .flat_map(|f| std::io::BufReader::new(f).lines())
-            {
-                let Ok(node) = serde_json::from_str::<DynNode>(&line?) else {
-                    continue;
-                };
-                let Some(root) = root_of(node.subtree) else {
-                    continue;
-                };
-                if node.ino != inode_of(&format!("{root}/{}", node.rel)) {
-                    continue;
+            // Entries and forgets in the order they happened: what is left is what the
+            // kernel still named when the predecessor stopped. A line that does not parse
+            // (torn by a crash, not UTF-8) is skipped, never the rest.
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    log::warn!("{}: {e}; no inodes inherited", path.display());
+                    Vec::new()
                 }
-                if nodes.len() < MAX_DYNAMIC && !nodes.contains_key(&node.ino) {
-                    nodes.insert(node.ino, (Arc::new(node), 1));
+            };
+            let mut live: HashMap<u64, DynNode> = HashMap::new();
+            for line in bytes.split(|b| *b == b'\n') {
+                match serde_json::from_slice::<Record>(line) {
+                    Ok(Record::Node(node)) => {
+                        let valid = root_of(node.subtree).is_some_and(|root| {
+                            node.ino == inode_of(&format!("{root}/{}", node.rel))
+                        });
+                        if valid {
+                            live.insert(node.ino, node);
+                        }
+                    }
+                    Ok(Record::Forget { forget }) => {
+                        live.remove(&forget);
+                    }
+                    Err(_) => {}
+                }
+            }
+            for (ino, node) in live {
+                if nodes.len() < MAX_DYNAMIC && !nodes.contains_key(&ino) {
+                    nodes.insert(ino, (Arc::new(node), 1));
                     taken += 1;
                 }
             }
@@ -255,6 +292,9 @@ impl Dynamic {
             *lookups = lookups.saturating_sub(n);
             if *lookups == 0 {
                 nodes.remove(&ino);
+                if let Some(journal) = &mut *self.journal.lock() {
+                    journal.append_line(&forget_record(ino));
+                }
             }
         }
     }
@@ -339,6 +379,26 @@ mod tests {
         // Inherited entries go at their first forget.
         next.forget(online.ino, 1);
         assert!(next.get(online.ino).is_none());
+
+        // Forgotten entries stay forgotten, across a second restart too.
+        let third = Dynamic::default();
+        third.journal_to(&path, true, roots).unwrap();
+        let fourth = Dynamic::default();
+        assert_eq!(fourth.journal_to(&path, true, roots).unwrap(), 1);
+        assert!(fourth.get(online.ino).is_none());
+        assert!(fourth.get(cpu0.ino).is_some());
+        // A line that is not UTF-8 is skipped, not the rest.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"\xff\xfe\n").unwrap();
+        file.write_all(&record(&online)).unwrap();
+        drop(file);
+        assert_eq!(
+            Dynamic::default().journal_to(&path, true, roots).unwrap(),
+            2
+        );
 
         // A fresh mount starts a fresh journal.
         let fresh = Dynamic::default();
