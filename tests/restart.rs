@@ -420,7 +420,8 @@ fn past_the_keepers_timeout_the_mount_ends_in_enotconn_not_a_hang() {
         "{err}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // At once, not after another wait (a bound for hangs, loose for a loaded machine).
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
@@ -459,9 +460,8 @@ fn a_killed_keeper_is_replaced_and_the_next_crash_is_still_survived() {
     };
     // Give the new keeper the time to receive the connection.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.log().contains("keeper: holding")
-        || daemon.log().matches("keeper: holding").count() < 2
-    {
+    // The first keeper's "holding" line, then the new one's.
+    while daemon.log().matches("keeper: holding").count() < 2 {
         assert!(Instant::now() < deadline, "log:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(20));
     }
